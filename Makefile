@@ -1,0 +1,42 @@
+# One command runner for people and CI: `make run`, `make test`, `make lint`, `make bench`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+ARGS ?=
+
+.PHONY: run test test-all lint format system-deps clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# Debian packages the tests drive as real clients.
+system-deps:
+	@command -v curl >/dev/null 2>&1 || { \
+	  echo "installing curl (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null; }
+
+run: $(STAMP)
+	$(VENV)/bin/pipe-relay $(ARGS)
+
+test: $(STAMP) system-deps
+	$(PY) -m pytest -q $(ARGS)
+
+# Long soaks and benchmarks too (opt-in).
+test-all: $(STAMP) system-deps
+	$(PY) -m pytest -q -m "slow or not slow" $(ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check pipe_relay tests loadtests
+	$(VENV)/bin/ruff check pipe_relay tests loadtests
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format pipe_relay tests loadtests
+	$(VENV)/bin/ruff check --fix pipe_relay tests loadtests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,96 @@
+# Command line: flags -> Config -> trio.run(serve). Nothing else lives here.
+# Invariant: a bad flag or a busy port ends the program with one `pipe-relay: error: ...` line, exit 2/1.
+from __future__ import annotations
+
+import argparse
+import errno
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+import trio
+
+from ._version import __version__
+from .config import Config
+from .net import serve
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"pipe-relay: error: {message} (see --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    defaults = Config()
+    parser = _Parser(prog="pipe-relay", description="Streaming pipe relay server.")
+    add = parser.add_argument
+    add("--version", action="version", version=f"pipe-relay {__version__}")
+    add("--host", default=defaults.host, help="address to listen on (default %(default)s)")
+    add("--http-port", type=int, default=defaults.port, help="port (default %(default)s; 0 = any)")
+    add("--max-pending", type=int, default=defaults.max_pending, help="pipes waiting for parties")
+    add("--max-active", type=int, default=defaults.max_active, help="transfers streaming at once")
+    add("--pending-ttl", type=float, default=defaults.pending_ttl, help="seconds a pipe may wait")
+    add("--max-receivers", type=int, default=defaults.max_receivers, help="largest ?n")
+    add("--max-path-length", type=int, default=defaults.max_path_length, help="longest path")
+    add(
+        "--heartbeat",
+        type=float,
+        default=defaults.heartbeat,
+        help="seconds between waiting lines; 0 = off",
+    )
+    add(
+        "--idle-timeout",
+        type=float,
+        default=defaults.idle_timeout,
+        help="abort a transfer idle this long; 0 = off",
+    )
+    return parser
+
+
+def config_from_args(argv: Sequence[str] | None = None) -> Config:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return Config(
+            host=args.host,
+            port=args.http_port,
+            max_pending=args.max_pending,
+            max_active=args.max_active,
+            pending_ttl=args.pending_ttl,
+            max_receivers=args.max_receivers,
+            max_path_length=args.max_path_length,
+            heartbeat=args.heartbeat,
+            idle_timeout=args.idle_timeout,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
+async def _run(config: Config) -> str | None:
+    """Serve until interrupted; the one-line reason if the server could not start."""
+    async with trio.open_nursery() as nursery:
+        try:
+            listeners = await nursery.start(serve, config)
+        except OSError as exc:
+            busy = exc.errno == errno.EADDRINUSE
+            reason = "address already in use" if busy else exc.strerror or str(exc)
+            return f"pipe-relay: error: cannot listen on {config.host}:{config.port}: {reason}"
+        for listener in listeners:
+            host, port = listener.socket.getsockname()[:2]
+            shown = f"[{host}]" if ":" in host else host
+            print(f"pipe-relay {__version__} listening on http://{shown}:{port}", flush=True)
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    config = config_from_args(argv)
+    try:
+        failure = trio.run(_run, config)
+    except KeyboardInterrupt:
+        return
+    if failure:
+        sys.exit(failure)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+# The one frozen configuration of a server: bind address, limits and timeouts.
+# Invariant: a Config is immutable and validated on construction; every limit is finite and positive.
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything a running server needs to know, fixed at start-up."""
+
+    host: str = "0.0.0.0"
+    port: int = 8080
+    max_pending: int = 1000
+    max_active: int = 1000
+    pending_ttl: float = 300.0
+    max_receivers: int = 256
+    max_path_length: int = 1024
+    heartbeat: float = 30.0
+    """Seconds between `[INFO] Still waiting ...` lines to a waiting sender; 0 turns them off."""
+    idle_timeout: float = 300.0
+    """A transfer in which no byte moves for this long is aborted; 0 turns the limit off."""
+    head_timeout: float = 30.0
+    """Deadline for a client to send a complete request head (and between keep-alive requests)."""
+    max_head_size: int = 64 * 1024
+    buffer_size: int = 1024 * 1024
+    """Bytes read from a sender per step of a transfer: the chunk every receiver gets in lockstep."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be 0..65535, not {self.port}")
+        for name in ("max_pending", "max_active", "max_receivers", "max_path_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be at least 1")
+        if self.pending_ttl <= 0:
+            raise ValueError("pending-ttl must be positive")
+        for name in ("heartbeat", "idle_timeout"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name.replace('_', '-')} must be 0 (off) or positive")
+        if self.head_timeout <= 0:
+            raise ValueError("head-timeout must be positive")
+        if self.buffer_size < 4096:
+            raise ValueError("buffer-size must be at least 4096")
+        if self.max_head_size < 1024:
+            raise ValueError("max-head-size must be at least 1024")

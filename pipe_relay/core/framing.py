@@ -1,0 +1,160 @@
+# Body framing: decoders that find payload bytes in a buffer without copying, and response heads.
+# Invariant: a decoder reports `done` only after the body's exact end; bytes past it are never payload.
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from http import HTTPStatus
+
+MAX_CHUNK_LINE = 4096
+MAX_TRAILERS = 16 * 1024
+LAST_CHUNK = b"0\r\n\r\n"
+CRLF = b"\r\n"
+
+
+class FramingError(ValueError):
+    """The sender's body framing is broken; the transfer cannot be completed."""
+
+
+class Framing(enum.Enum):
+    """How a body's end is known."""
+
+    LENGTH = "length"
+    CHUNKED = "chunked"
+    CLOSE = "close"
+    """Until the connection closes (only for responses to HTTP/1.0 clients)."""
+
+
+Span = tuple[int, int]
+
+
+class LengthDecoder:
+    """A body of exactly `length` bytes."""
+
+    def __init__(self, length: int) -> None:
+        self.remaining = length
+
+    def __repr__(self) -> str:
+        return f"<LengthDecoder remaining={self.remaining}>"
+
+    @property
+    def done(self) -> bool:
+        return self.remaining == 0
+
+    def feed(self, data: memoryview | bytes) -> tuple[list[Span], int]:
+        """Payload spans in `data` and how many bytes of `data` belong to the body."""
+        take = min(len(data), self.remaining)
+        self.remaining -= take
+        return ([(0, take)] if take else []), take
+
+
+class _Chunked(enum.Enum):
+    SIZE = "size"
+    DATA = "data"
+    DATA_END = "data-end"
+    TRAILER = "trailer"
+    DONE = "done"
+
+
+class ChunkedDecoder:
+    """Incremental `Transfer-Encoding: chunked` parser (RFC 9112 7.1) yielding payload spans."""
+
+    def __init__(self) -> None:
+        self._state = _Chunked.SIZE
+        self._line = bytearray()
+        self._remaining = 0
+        self._trailer_bytes = 0
+
+    def __repr__(self) -> str:
+        return f"<ChunkedDecoder {self._state.value} remaining={self._remaining}>"
+
+    @property
+    def done(self) -> bool:
+        return self._state is _Chunked.DONE
+
+    def feed(self, data: memoryview | bytes) -> tuple[list[Span], int]:
+        spans: list[Span] = []
+        pos = 0
+        end = len(data)
+        while pos < end and self._state is not _Chunked.DONE:
+            state = self._state
+            if state is _Chunked.DATA:
+                take = min(end - pos, self._remaining)
+                spans.append((pos, pos + take))
+                pos += take
+                self._remaining -= take
+                if self._remaining == 0:
+                    self._state = _Chunked.DATA_END
+            else:
+                pos = self._take_line(data, pos, end)
+        return spans, pos
+
+    def _take_line(self, data: memoryview | bytes, pos: int, end: int) -> int:
+        """Collect a CRLF-terminated line; act on it when complete. Returns the new position."""
+        limit = MAX_TRAILERS if self._state is _Chunked.TRAILER else MAX_CHUNK_LINE
+        # Lines are short: look for the newline in a bounded window, never the whole buffer.
+        found = bytes(data[pos : min(end, pos + limit + 2)]).find(b"\n")
+        stop = end if found < 0 else pos + found + 1
+        self._line += data[pos:stop]
+        if len(self._line) > limit:
+            raise FramingError("chunk line too long")
+        if found < 0:
+            return end
+        line = bytes(self._line)
+        self._line.clear()
+        if not line.endswith(CRLF):
+            raise FramingError("chunk line not terminated by CRLF")
+        self._on_line(line[:-2])
+        return stop
+
+    def _on_line(self, line: bytes) -> None:
+        if self._state is _Chunked.SIZE:
+            size_text = line.split(b";", 1)[0].strip(b" \t")
+            if not size_text or len(size_text) > 16 or not _is_hex(size_text):
+                raise FramingError("invalid chunk size")
+            size = int(size_text, 16)
+            if size == 0:
+                self._state = _Chunked.TRAILER
+            else:
+                self._remaining = size
+                self._state = _Chunked.DATA
+        elif self._state is _Chunked.DATA_END:
+            if line:
+                raise FramingError("chunk data longer than its size")
+            self._state = _Chunked.SIZE
+        else:  # trailer section: header lines until an empty one
+            self._trailer_bytes += len(line) + 2
+            if self._trailer_bytes > MAX_TRAILERS:
+                raise FramingError("trailer section too large")
+            if not line:
+                self._state = _Chunked.DONE
+
+
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+def _is_hex(text: bytes) -> bool:
+    return all(c in _HEX for c in text)
+
+
+class EmptyDecoder(LengthDecoder):
+    def __init__(self) -> None:
+        super().__init__(0)
+
+
+BodyDecoder = LengthDecoder | ChunkedDecoder
+
+
+def chunk_head(size: int) -> bytes:
+    return b"%x\r\n" % size
+
+
+def encode_chunk(payload: bytes) -> bytes:
+    return chunk_head(len(payload)) + payload + CRLF if payload else b""
+
+
+def render_head(http_version: str, status: int, headers: Iterable[tuple[str, str]]) -> bytes:
+    """A response status line and header block. Header values must already be safe."""
+    lines = [f"HTTP/{http_version} {status} {HTTPStatus(status).phrase}"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")

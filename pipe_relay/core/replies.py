@@ -1,0 +1,53 @@
+# Complete small responses (errors, preflight, plain texts): status, headers and the whole body.
+# Invariant: every reply carries CORS, nosniff and an exact Content-Length; errors carry X-Pipe-Error.
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import PipeError
+from .headers import SAFETY_HEADERS, cors_headers, preflight_headers
+
+TEXT_PLAIN = "text/plain; charset=utf-8"
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
+def reply(
+    status: int,
+    body: bytes,
+    *,
+    content_type: str | None,
+    origin: str | None,
+    extra: tuple[tuple[str, str], ...] = (),
+) -> Reply:
+    headers: list[tuple[str, str]] = []
+    if content_type is not None:
+        headers.append(("Content-Type", content_type))
+    headers.append(("Content-Length", str(len(body))))
+    headers += extra
+    headers += SAFETY_HEADERS
+    headers += cors_headers(origin)
+    return Reply(status, tuple(headers), body)
+
+
+def error_reply(error: PipeError, *, origin: str | None) -> Reply:
+    extra = (("X-Pipe-Error", error.code.value), ("Cache-Control", "no-store"))
+    return reply(
+        error.status,
+        (error.message + "\n").encode("utf-8"),
+        content_type=TEXT_PLAIN,
+        origin=origin,
+        extra=extra + error.extra_headers,
+    )
+
+
+def preflight_reply(*, origin: str | None, private_network: bool) -> Reply:
+    headers = [*preflight_headers(origin, private_network=private_network)]
+    headers += SAFETY_HEADERS
+    headers.append(("Content-Length", "0"))
+    return Reply(200, tuple(headers), b"")

@@ -1,0 +1,97 @@
+# Routing: decides what a request head asks for (a page, a preflight, a send, a receive) or why not.
+# Invariant: every request gets exactly one decision or one PipeError; routing never touches a body.
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ErrorCode, pipe_error
+from .headers import PIPE_ALLOW, SERVICE_ALLOW, Headers, first
+from .paths import Reserved, Target, parse_n, parse_target
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A request head as the core sees it: text, lower-case header names."""
+
+    method: str
+    target: str
+    headers: Headers
+    http_version: str = "1.1"
+
+    def header(self, name: str) -> str | None:
+        return first(self.headers, name)
+
+
+@dataclass(frozen=True, slots=True)
+class ServePage:
+    page: Reserved
+    target: Target
+    head_only: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Preflight:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    key: str
+    n: int
+    target: Target
+
+
+@dataclass(frozen=True, slots=True)
+class Receive:
+    key: str
+    n: int
+    target: Target
+
+    @property
+    def download(self) -> bool | None:
+        return self.target.flag("download")
+
+    @property
+    def filename(self) -> str | None:
+        values = self.target.values("filename")
+        return values[0] if values else None
+
+
+Decision = ServePage | Preflight | Send | Receive
+
+
+def route(request: Request, *, max_path_length: int, max_receivers: int) -> Decision:
+    """Decide what to do with a request head. Raises PipeError for every rejection."""
+    target = parse_target(request.target, max_path_length=max_path_length)
+    method = request.method
+    if method == "OPTIONS":
+        return Preflight()
+    if target.reserved is not None:
+        return _route_reserved(method, target)
+    if method not in ("GET", "POST", "PUT"):
+        raise pipe_error(
+            ErrorCode.METHOD_NOT_ALLOWED,
+            ("Allow", PIPE_ALLOW),
+            method=method,
+            hint=" Use GET, POST, or PUT.",
+        )
+    if (request.header("service-worker") or "").strip().lower() == "script":
+        raise pipe_error(ErrorCode.SERVICE_WORKER)
+    n = parse_n(target, max_receivers=max_receivers)
+    if method == "GET":
+        return Receive(target.key, n, target)
+    if request.header("content-range") is not None:
+        raise pipe_error(ErrorCode.CONTENT_RANGE)
+    return Send(target.key, n, target)
+
+
+def _route_reserved(method: str, target: Target) -> ServePage:
+    page = target.reserved
+    assert page is not None
+    if method in ("POST", "PUT"):
+        raise pipe_error(ErrorCode.RESERVED_PATH, path=target.shown_path)
+    if method not in ("GET", "HEAD"):
+        raise pipe_error(ErrorCode.METHOD_NOT_ALLOWED, ("Allow", SERVICE_ALLOW), method=method, hint="")
+    if page is Reserved.HEALTH and not target.prefixed:
+        raise pipe_error(ErrorCode.NOT_FOUND, path="/health", instead="/api/v1/pipe/health")
+    return ServePage(page, target, head_only=method == "HEAD")

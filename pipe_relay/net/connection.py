@@ -1,0 +1,196 @@
+# One client connection: h11 parses request heads and frames small replies; pipes take the raw socket.
+# Invariant: the socket is closed exactly once, by `close()`, in the mode the last user asked for.
+from __future__ import annotations
+
+import enum
+import select
+import socket
+import struct
+from http import HTTPStatus
+
+import h11
+import trio
+
+from ..config import Config
+from ..core.framing import ChunkedDecoder, EmptyDecoder, LengthDecoder, render_head
+from ..core.replies import Reply, error_reply
+from ..core.routing import Request
+from ..errors import ErrorCode, PipeError, pipe_error
+
+READ_SIZE = 64 * 1024
+WRITE_TIMEOUT = 30.0
+LINGER_TIMEOUT = 2.0
+LINGER_LIMIT = 16 * 1024 * 1024
+_POLLRDHUP = getattr(select, "POLLRDHUP", 0)
+
+
+class CloseMode(enum.Enum):
+    NORMAL = "normal"
+    LINGER = "linger"
+    """The peer may still be sending: half-close, read and drop for a while, then close."""
+    ABORT = "abort"
+    """Reset the connection: the peer must see the transfer fail, never a clean end."""
+
+
+class HttpConnection:
+    def __init__(self, stream: trio.SocketStream, config: Config) -> None:
+        self.stream = stream
+        self.config = config
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_head_size)
+        self.close_mode = CloseMode.NORMAL
+        self._request_has_body = False
+        try:
+            self.peer = str(stream.socket.getpeername()[0])
+        except OSError:
+            self.peer = ""
+
+    def __repr__(self) -> str:
+        return f"<HttpConnection peer={self.peer!r} close={self.close_mode.value}>"
+
+    @property
+    def fd(self) -> int:
+        return self.stream.socket.fileno()
+
+    @property
+    def body_prefix(self) -> bytes:
+        """Bytes already received past the current request head (the start of its body)."""
+        return self._h11.trailing_data[0]
+
+    async def read_request(self) -> Request | None:
+        """The next request head; None when the client closes or idles past the head deadline.
+
+        Raises PipeError for a malformed or oversized head.
+        """
+        with trio.move_on_after(self.config.head_timeout):
+            while True:
+                try:
+                    event = self._h11.next_event()
+                except h11.RemoteProtocolError as exc:
+                    raise _head_error(exc, self.config.max_head_size) from None
+                if event is h11.NEED_DATA:
+                    try:
+                        data = await self.stream.receive_some(READ_SIZE)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        return None
+                    self._h11.receive_data(data)
+                    continue
+                if isinstance(event, h11.Request):
+                    return self._request(event)
+                return None  # ConnectionClosed, or PAUSED after a close
+        return None
+
+    def _request(self, event: h11.Request) -> Request:
+        headers = tuple((name.decode("latin-1"), value.decode("latin-1")) for name, value in event.headers)
+        request = Request(
+            method=event.method.decode("ascii", "replace"),
+            target=event.target.decode("latin-1"),
+            headers=headers,
+            http_version=event.http_version.decode("ascii"),
+        )
+        self._request_has_body = request.header("transfer-encoding") is not None or (
+            request.header("content-length") not in (None, "0")
+        )
+        return request
+
+    async def send_reply(self, reply: Reply, *, head_only: bool = False) -> None:
+        """Send a complete small response through h11."""
+        response = h11.Response(
+            status_code=reply.status,
+            headers=list(reply.headers),
+            reason=HTTPStatus(reply.status).phrase.encode("ascii"),
+        )
+        data = self._h11.send(response)
+        if reply.body and not head_only:
+            data = (data or b"") + (self._h11.send(h11.Data(data=reply.body)) or b"")
+        data = (data or b"") + (self._h11.send(h11.EndOfMessage()) or b"")
+        await self.send_raw(data)
+
+    async def send_error(self, error: PipeError, origin: str | None) -> None:
+        """Reject the current request. The connection closes afterwards if a body may follow."""
+        await self.send_reply(error_reply(error, origin=origin))
+        if self._request_has_body:
+            self.close_mode = CloseMode.LINGER
+
+    async def send_raw_error(self, error: PipeError) -> None:
+        """Reject a request h11 could not parse (h11 can no longer frame replies)."""
+        reply = error_reply(error, origin=None)
+        head = render_head("1.1", reply.status, [*reply.headers, ("Connection", "close")])
+        await self.send_raw(head + reply.body)
+        self.close_mode = CloseMode.LINGER
+
+    def next_cycle(self) -> bool:
+        """After a reply: ready for another request on this connection?"""
+        if self._h11.their_state is h11.SEND_BODY:
+            try:
+                event = self._h11.next_event()
+            except h11.RemoteProtocolError:
+                return False
+            if not isinstance(event, h11.EndOfMessage):
+                self.close_mode = CloseMode.LINGER
+                return False
+        if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
+            self._h11.start_next_cycle()
+            return True
+        return False
+
+    async def send_raw(self, data: bytes) -> bool:
+        """Write bytes outside h11 (pipe responses). False if the peer is gone or stalls."""
+        if not data:
+            return True
+        with trio.move_on_after(WRITE_TIMEOUT):
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return False
+            return True
+        return False
+
+    def peer_closed(self) -> bool:
+        """Has the peer closed or reset its side? (Linux: POLLRDHUP; elsewhere: unknown -> False)."""
+        if not _POLLRDHUP:
+            return False
+        poller = select.poll()
+        poller.register(self.fd, _POLLRDHUP | select.POLLHUP | select.POLLERR)
+        return bool(poller.poll(0))
+
+    async def close(self) -> None:
+        """Close the socket in the chosen mode. Never raises for an already-broken peer."""
+        try:
+            if self.close_mode is CloseMode.ABORT:
+                self.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            elif self.close_mode is CloseMode.LINGER:
+                await self._linger()
+        except OSError:
+            pass
+        finally:
+            await self.stream.aclose()
+
+    async def _linger(self) -> None:
+        """Half-close, then drop what the peer still sends (so it reads our reply, not a reset)."""
+        with trio.move_on_after(LINGER_TIMEOUT):
+            try:
+                await self.stream.send_eof()
+                received = 0
+                while received < LINGER_LIMIT:
+                    data = await self.stream.receive_some(READ_SIZE)
+                    if not data:
+                        return
+                    received += len(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return
+
+
+def _head_error(exc: h11.RemoteProtocolError, max_head_size: int) -> PipeError:
+    if exc.error_status_hint == 431:
+        return pipe_error(ErrorCode.HEAD_TOO_LARGE, max=max_head_size)
+    if exc.error_status_hint == 501:
+        return pipe_error(ErrorCode.NOT_IMPLEMENTED, detail=f"Not implemented: {exc}")
+    return pipe_error(ErrorCode.BAD_REQUEST, detail=str(exc).rstrip("."))
+
+
+def body_decoder(request: Request) -> LengthDecoder | ChunkedDecoder:
+    """How the sender's body ends, as h11 validated it: chunked, Content-Length, or empty."""
+    if request.header("transfer-encoding") is not None:
+        return ChunkedDecoder()
+    length = request.header("content-length")
+    return LengthDecoder(int(length)) if length is not None else EmptyDecoder()

@@ -1,0 +1,317 @@
+# Byte engine: moves a framed body from one socket to k sockets in lockstep, one buffer per transfer.
+# Invariant: a chunk is written to every live receiver before the next is read; memory ~ one buffer.
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Protocol
+
+import trio
+
+from ..core.forms import FormExtractor, PartData, PartEnd, PartStart
+from ..core.framing import (
+    CRLF,
+    LAST_CHUNK,
+    BodyDecoder,
+    Framing,
+    FramingError,
+    chunk_head,
+)
+from ..errors import PipeError, TransferError, TransferFailure
+
+Segment = memoryview | bytes
+MAX_SEGMENTS = 32
+"""More payload pieces than this in one read are joined into one (writev takes at most 1024)."""
+
+
+def tune_malloc() -> None:
+    """Ask glibc not to mmap/trim large blocks: fresh large allocations page-fault every time."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_mmap_threshold, 32 * 1024 * 1024)
+    mallopt(m_trim_threshold, 128 * 1024 * 1024)
+
+
+class Source(Protocol):
+    """The sender's side of a transfer: payload pieces until the body ends."""
+
+    async def read(self) -> list[Segment]:
+        """The next payload pieces (valid until the next call); [] once the body is complete."""
+        ...
+
+
+async def _wait(waiter: Callable[[int], Awaitable[None]], fd: int, idle: float) -> bool:
+    """Wait for fd readiness; False if `idle` seconds (0 = no limit) passed first."""
+    if idle <= 0:
+        await waiter(fd)
+        return True
+    with trio.move_on_after(idle):
+        await waiter(fd)
+        return True
+    return False
+
+
+class SocketBody:
+    """A framed request body read from a socket into one reusable buffer (the portable path)."""
+
+    def __init__(
+        self,
+        fd: int,
+        decoder: BodyDecoder,
+        prefix: bytes,
+        *,
+        buffer_size: int,
+        idle_timeout: float,
+    ) -> None:
+        self.fd = fd
+        self.decoder = decoder
+        self._prefix = prefix
+        self._buffer = bytearray(buffer_size)
+        self._view = memoryview(self._buffer)
+        self._idle = idle_timeout
+        self.received = 0
+
+    def __repr__(self) -> str:
+        return f"<SocketBody fd={self.fd} {self.decoder!r} received={self.received}>"
+
+    @property
+    def done(self) -> bool:
+        return self.decoder.done
+
+    async def read(self) -> list[Segment]:
+        while not self.decoder.done:
+            data = self._take_prefix() if self._prefix else await self._recv()
+            try:
+                spans, _ = self.decoder.feed(data)
+            except FramingError as exc:
+                raise TransferError(TransferFailure.BAD_FRAMING, str(exc)) from None
+            if spans:
+                size = sum(end - start for start, end in spans)
+                self.received += size
+                if len(spans) > MAX_SEGMENTS:
+                    return [b"".join(data[start:end] for start, end in spans)]
+                return [data[start:end] for start, end in spans]
+        return []
+
+    def _take_prefix(self) -> memoryview:
+        data = memoryview(self._prefix)
+        self._prefix = b""
+        return data
+
+    async def _recv(self) -> memoryview:
+        while True:
+            try:
+                count = os.readv(self.fd, [self._view])
+            except BlockingIOError:
+                if not await _wait(trio.lowlevel.wait_readable, self.fd, self._idle):
+                    raise TransferError(TransferFailure.SENDER_IDLE) from None
+                continue
+            except OSError as exc:
+                raise TransferError(TransferFailure.SENDER_GONE, exc.strerror or "") from None
+            if count == 0:
+                raise TransferError(TransferFailure.SENDER_GONE)
+            # never starve other tasks when the socket always has data
+            await trio.lowlevel.checkpoint()
+            return self._view[:count]
+
+    async def drain(self, *, limit: int, seconds: float) -> None:
+        """Read and drop what is left of the body, within a byte and time budget."""
+        with trio.move_on_after(seconds):
+            while not self.decoder.done and self.received < limit:
+                await self.read()
+
+
+class FormBody:
+    """The streamed part of a multipart/form-data body, on top of the framed body."""
+
+    def __init__(self, raw: SocketBody, extractor: FormExtractor) -> None:
+        self.raw = raw
+        self.extractor = extractor
+        self._ended = False
+
+    async def start(self) -> tuple[PartStart, list[Segment]]:
+        """Read until the streamed part's headers are known; return them and any data after."""
+        while True:
+            events = await self._events()
+            for index, event in enumerate(events):
+                if isinstance(event, PartStart):
+                    return event, self._data(events[index + 1 :])
+
+    async def read(self) -> list[Segment]:
+        while not self._ended:
+            data = self._data(await self._events())
+            if data:
+                return data
+        return []
+
+    async def _events(self) -> list[PartStart | PartData | PartEnd]:
+        try:
+            segments = await self.raw.read()
+            if not segments:
+                return self.extractor.end()
+            return self.extractor.feed(b"".join(segments))
+        except PipeError as exc:
+            raise TransferError(TransferFailure.BAD_UPLOAD, exc.message) from None
+
+    def _data(self, events: Sequence[PartStart | PartData | PartEnd]) -> list[Segment]:
+        out: list[Segment] = []
+        for event in events:
+            if isinstance(event, PartData):
+                out.append(event.data)
+            elif isinstance(event, PartEnd):
+                self._ended = True
+        return out
+
+
+@dataclass(eq=False)
+class Sink:
+    """One receiver's side of a transfer: where bytes go and how they are framed."""
+
+    fd: int
+    framing: Framing
+    head: bytes
+    """The response head, sent in front of the first bytes."""
+    alive: bool = True
+    sent: int = 0
+    label: str = ""
+    head_sent: bool = False
+
+    def frame(self, segments: Sequence[Segment], size: int) -> list[Segment]:
+        pieces: list[Segment] = []
+        if not self.head_sent:
+            pieces.append(self.head)
+            self.head_sent = True
+        if self.framing is Framing.CHUNKED and size:
+            pieces.append(chunk_head(size))
+            pieces.extend(segments)
+            pieces.append(CRLF)
+        else:
+            pieces.extend(segments)
+        return pieces
+
+    def closing(self) -> list[Segment]:
+        pieces: list[Segment] = []
+        if not self.head_sent:
+            pieces.append(self.head)
+            self.head_sent = True
+        if self.framing is Framing.CHUNKED:
+            pieces.append(LAST_CHUNK)
+        return pieces
+
+
+class RelayEvents(Protocol):
+    def progress(self, moved: int) -> None:
+        """`moved` more payload bytes reached every live receiver."""
+
+    async def receiver_dropped(self, sink: Sink, alive: int) -> None:
+        """A receiver failed and was dropped; `alive` receivers remain."""
+
+
+class ByteEngine(Protocol):
+    """Moves a body from a source to sinks in lockstep, reporting progress and drops."""
+
+    async def relay(self, source: Source, sinks: Sequence[Sink], events: RelayEvents) -> None:
+        """Return when every live sink has the whole body (and its end); raise TransferError."""
+        ...
+
+
+def _frame(sink: Sink, *, segments: Sequence[Segment], size: int) -> list[Segment]:
+    return sink.frame(segments, size)
+
+
+def _advance(pieces: list[Segment], count: int) -> list[Segment]:
+    """Drop `count` written bytes from the front of `pieces`."""
+    index = 0
+    while index < len(pieces) and count >= len(pieces[index]):
+        count -= len(pieces[index])
+        index += 1
+    rest = pieces[index:]
+    if rest and count:
+        rest[0] = memoryview(rest[0])[count:]
+    return rest
+
+
+class BufferEngine:
+    """The portable engine: non-blocking writev to every receiver, waiting only on stragglers."""
+
+    def __init__(self, *, idle_timeout: float) -> None:
+        self.idle_timeout = idle_timeout
+
+    def __repr__(self) -> str:
+        return "<BufferEngine>"
+
+    async def relay(self, source: Source, sinks: Sequence[Sink], events: RelayEvents) -> None:
+        while True:
+            segments = await source.read()
+            if not segments:
+                break
+            size = sum(len(s) for s in segments)
+            await self._broadcast(sinks, partial(_frame, segments=segments, size=size), events)
+            for sink in sinks:
+                if sink.alive:
+                    sink.sent += size
+            events.progress(size)
+        await self._broadcast(sinks, Sink.closing, events)
+
+    async def _broadcast(
+        self,
+        sinks: Sequence[Sink],
+        build: Callable[[Sink], list[Segment]],
+        events: RelayEvents,
+    ) -> None:
+        dropped: list[Sink] = []
+        stragglers: list[tuple[Sink, list[Segment]]] = []
+        for sink in sinks:
+            if not sink.alive:
+                continue
+            pieces = build(sink)
+            if not pieces:
+                continue
+            try:
+                rest = _advance(pieces, os.writev(sink.fd, pieces))
+            except BlockingIOError:
+                rest = pieces
+            except OSError:
+                sink.alive = False
+                dropped.append(sink)
+                continue
+            if rest:
+                stragglers.append((sink, rest))
+        if len(stragglers) == 1:
+            await self._finish(*stragglers[0], dropped)
+        elif stragglers:
+            async with trio.open_nursery() as nursery:
+                for sink, rest in stragglers:
+                    nursery.start_soon(self._finish, sink, rest, dropped)
+        alive = sum(1 for s in sinks if s.alive)
+        for sink in dropped:
+            await events.receiver_dropped(sink, alive)
+        if dropped and alive == 0:
+            raise TransferError(TransferFailure.RECEIVERS_GONE)
+
+    async def _finish(self, sink: Sink, pieces: list[Segment], dropped: list[Sink]) -> None:
+        """Write the rest to one slow receiver; drop it if it fails or stalls past the limit."""
+        while pieces:
+            if not await _wait(trio.lowlevel.wait_writable, sink.fd, self.idle_timeout):
+                break
+            try:
+                pieces = _advance(pieces, os.writev(sink.fd, pieces))
+            except BlockingIOError:
+                continue
+            except OSError:
+                break
+        else:
+            return
+        sink.alive = False
+        dropped.append(sink)

@@ -1,0 +1,276 @@
+# The rendezvous hub: registers senders and receivers, keeps them waiting, expires them, starts transfers.
+# Invariant: every party leaves the registry exactly once (left, expired, or finished by its sender's task).
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable
+
+import trio
+
+from ..config import Config
+from ..core.framing import encode_chunk, render_head
+from ..core.headers import SAFETY_HEADERS, cors_headers
+from ..core.registry import Established, Expired, Registry
+from ..core.replies import TEXT_PLAIN
+from ..core.routing import Receive, Request, Send
+from ..errors import ErrorCode, PipeError, pipe_error
+from .connection import CloseMode, HttpConnection
+from .engine import BufferEngine, ByteEngine
+from .relay import run_transfer
+
+POLL_INTERVAL = 0.5
+"""How often a waiting party's socket is checked for a disconnect."""
+
+
+class Role(enum.Enum):
+    SENDER = "sender"
+    RECEIVER = "receiver"
+
+
+Outcome = Established["Party"] | Expired["Party"]
+
+
+class Party:
+    """A sender or receiver connection taking part in a pipe."""
+
+    def __init__(self, role: Role, conn: HttpConnection, request: Request, decision: Send | Receive) -> None:
+        self.role = role
+        self.conn = conn
+        self.request = request
+        self.decision = decision
+        self.outcome: Outcome | None = None
+        self._wake = trio.Event()
+        # sender: receivers connected now, and the count last told to the sender
+        self.receivers_now = 0
+        self.receivers_told = 0
+        # receiver: set by the sender's task when it is done with this socket
+        self.transfer_over = trio.Event()
+        self.aborted = False
+        self.final_error: PipeError | None = None
+
+    def __repr__(self) -> str:
+        state = type(self.outcome).__name__ if self.outcome else "waiting"
+        return f"<Party {self.role.value} {self.decision.key!r} {state}>"
+
+    @property
+    def key(self) -> str:
+        return self.decision.key
+
+    @property
+    def n(self) -> int:
+        return self.decision.n
+
+    def settle(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+        self._wake.set()
+
+    def count_changed(self, receivers: int) -> None:
+        self.receivers_now = receivers
+        self._wake.set()
+
+    async def nap_until(self, deadline: float) -> None:
+        """Sleep until `deadline` or until something happens to this party."""
+        with trio.move_on_at(deadline):
+            await self._wake.wait()
+        self._wake = trio.Event()
+
+    def release(self, *, aborted: bool, error: PipeError | None = None) -> None:
+        """Receiver: the sender's task no longer uses this socket."""
+        self.aborted = aborted
+        self.final_error = error
+        self.transfer_over.set()
+
+    # sender's status stream -------------------------------------------------------------
+
+    @property
+    def _chunked(self) -> bool:
+        return self.request.http_version == "1.1"
+
+    async def start_status_stream(self) -> bool:
+        """Answer `Expect: 100-continue`, then send the 200 head of the status stream."""
+        data = b""
+        expect = (self.request.header("expect") or "").strip().lower()
+        if expect == "100-continue" and self._chunked:
+            data += b"HTTP/1.1 100 Continue\r\n\r\n"
+        headers = [
+            ("Content-Type", TEXT_PLAIN),
+            ("Cache-Control", "no-store"),
+            *SAFETY_HEADERS,
+            *cors_headers(self.request.header("origin")),
+            ("Connection", "close"),
+        ]
+        if self._chunked:
+            headers.append(("Transfer-Encoding", "chunked"))
+        data += render_head(self.request.http_version, 200, headers)
+        return await self.conn.send_raw(data)
+
+    async def say(self, line: str) -> bool:
+        """One status line to the sender. False if the sender is gone."""
+        data = (line + "\n").encode("utf-8")
+        return await self.conn.send_raw(encode_chunk(data) if self._chunked else data)
+
+    async def end_status_stream(self) -> None:
+        if self._chunked:
+            await self.conn.send_raw(b"0\r\n\r\n")
+
+    async def tell_count(self) -> bool:
+        """Tell the sender how many receivers are connected, if that changed (fan-out only)."""
+        if self.n == 1 or self.receivers_now == self.receivers_told:
+            return True
+        self.receivers_told = self.receivers_now
+        return await self.say(f"[INFO] {self.receivers_now} of {self.n} receiver(s) connected.")
+
+
+class Hub:
+    """Owns the registry and the waiting parties; the server runs one per process."""
+
+    def __init__(self, config: Config, engine: ByteEngine | None = None) -> None:
+        self.config = config
+        self.engine: ByteEngine = engine or BufferEngine(idle_timeout=config.idle_timeout)
+        self.registry: Registry[Party] = Registry(
+            max_pending=config.max_pending, max_active=config.max_active, ttl=config.pending_ttl
+        )
+        self._reaper_wake = trio.Event()
+        self._changed = trio.Event()
+        self.bytes_moved = 0
+        self.transfers_done = 0
+
+    def __repr__(self) -> str:
+        return f"<Hub {self.registry!r}>"
+
+    async def run_reaper(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Expire pending pipes at their deadlines, for as long as the server runs."""
+        task_status.started()
+        while True:
+            deadline = self.registry.next_deadline()
+            if deadline is None:
+                await self._reaper_wake.wait()
+                self._reaper_wake = trio.Event()
+                continue
+            await trio.sleep_until(deadline)
+            expired_pipes = self.registry.expire(trio.current_time())
+            if expired_pipes:
+                self._touch()
+            for expired in expired_pipes:
+                if expired.sender is not None:
+                    expired.sender.settle(expired)
+                for receiver in expired.receivers:
+                    receiver.settle(expired)
+
+    def _touch(self) -> None:
+        """The registry changed: wake the reaper and anyone in `wait_for`."""
+        self._reaper_wake.set()
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_for(self, predicate: Callable[[], bool]) -> None:
+        """Wait until `predicate()` holds; it is re-checked after every registry change."""
+        while not predicate():
+            await self._changed.wait()
+
+    def _established(self, established: Established[Party]) -> None:
+        established.sender.settle(established)
+        for receiver in established.receivers:
+            receiver.settle(established)
+
+    # senders -----------------------------------------------------------------------------
+
+    async def serve_sender(self, conn: HttpConnection, request: Request, decision: Send) -> None:
+        party = Party(Role.SENDER, conn, request, decision)
+        origin = request.header("origin")
+        try:
+            result = self.registry.add_sender(decision.key, decision.n, party, trio.current_time())
+        except PipeError as exc:
+            await conn.send_error(exc, origin)
+            return
+        self._touch()
+        conn.close_mode = CloseMode.LINGER
+        try:
+            if isinstance(result, Established):
+                self._established(result)
+                party.receivers_now = decision.n
+                await party.start_status_stream()
+            elif not await self._wait_as_sender(party, result.receivers):
+                return
+            outcome = party.outcome
+            if isinstance(outcome, Expired):
+                await party.say(f"[ERROR] Timed out waiting for {decision.n} receiver(s).")
+                await party.end_status_stream()
+                return
+            assert isinstance(outcome, Established)
+            await run_transfer(self, outcome)
+        finally:
+            self._sender_done(party)
+
+    async def _wait_as_sender(self, party: Party, receivers: int) -> bool:
+        """Status stream while the pipe is pending. False if the sender left (it is unregistered)."""
+        party.receivers_now = receivers
+        ok = await party.start_status_stream()
+        ok = ok and await party.say(f"[INFO] Waiting for {party.n} receiver(s) to connect...")
+        beat = self.config.heartbeat
+        next_beat = trio.current_time() + beat if beat > 0 else math.inf
+        while ok and party.outcome is None:
+            ok = await party.tell_count()
+            now = trio.current_time()
+            if ok and now >= next_beat:
+                ok = await party.say(f"[INFO] Still waiting for {party.n} receiver(s)...")
+                next_beat = now + beat
+            if party.conn.peer_closed():
+                ok = False
+            if ok:
+                await party.nap_until(min(next_beat, trio.current_time() + POLL_INTERVAL))
+        if party.outcome is None:
+            self.registry.leave(party.key, party)
+            self._touch()
+            party.conn.close_mode = CloseMode.ABORT
+            return False
+        return True  # settled; if the sender is gone too, the transfer finds out and fails
+
+    def _sender_done(self, party: Party) -> None:
+        outcome = party.outcome
+        if outcome is None:
+            self.registry.leave(party.key, party)
+        elif isinstance(outcome, Established):
+            self.registry.finish(outcome.key)
+            for receiver in outcome.receivers:
+                if not receiver.transfer_over.is_set():
+                    receiver.release(aborted=True)
+        self._touch()
+
+    # receivers ---------------------------------------------------------------------------
+
+    async def serve_receiver(self, conn: HttpConnection, request: Request, decision: Receive) -> None:
+        party = Party(Role.RECEIVER, conn, request, decision)
+        origin = request.header("origin")
+        try:
+            result = self.registry.add_receiver(decision.key, decision.n, party, trio.current_time())
+        except PipeError as exc:
+            await conn.send_error(exc, origin)
+            return
+        self._touch()
+        try:
+            if isinstance(result, Established):
+                self._established(result)
+            else:
+                if result.sender is not None:
+                    result.sender.count_changed(result.receivers)
+                while party.outcome is None and not conn.peer_closed():
+                    await party.nap_until(trio.current_time() + POLL_INTERVAL)
+                if party.outcome is None:
+                    return  # gone while waiting: the finally unregisters it
+            if isinstance(party.outcome, Expired):
+                await conn.send_error(pipe_error(ErrorCode.TTL_EXPIRED), origin)
+                return
+            # The sender's task streams into this socket now; wait until it is done with it.
+            await party.transfer_over.wait()
+            if party.final_error is not None:
+                await conn.send_error(party.final_error, origin)
+            elif party.aborted:
+                conn.close_mode = CloseMode.ABORT
+        finally:
+            if party.outcome is None:
+                left = self.registry.leave(party.key, party)
+                self._touch()
+                if left is not None and left.sender is not None:
+                    left.sender.count_changed(left.receivers)

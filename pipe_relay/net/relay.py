@@ -1,0 +1,148 @@
+# A transfer: from an established pipe to receiver heads, the byte engine, and the sender's status lines.
+# Invariant: a receiver sees a complete body only if the sender's body completed; else an error or a reset.
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..core.forms import FormExtractor
+from ..core.framing import Framing, render_head
+from ..core.headers import BodyInfo, body_info, first, is_multipart_form, receiver_headers
+from ..core.registry import Established
+from ..errors import ErrorCode, PipeError, TransferError, TransferFailure, pipe_error
+from .connection import CloseMode, body_decoder
+from .engine import FormBody, Segment, Sink, SocketBody, Source
+
+if TYPE_CHECKING:
+    from .hub import Hub, Party
+
+DRAIN_LIMIT = 64 * 1024 * 1024
+DRAIN_TIMEOUT = 30.0
+
+
+class _Prepend:
+    """A source that yields some already-read pieces before the rest of another source."""
+
+    def __init__(self, first_pieces: list[Segment], rest: Source) -> None:
+        self._first = first_pieces
+        self._rest = rest
+
+    async def read(self) -> list[Segment]:
+        if self._first:
+            pieces, self._first = self._first, []
+            return pieces
+        return await self._rest.read()
+
+
+class _Events:
+    def __init__(self, hub: Hub, sender: Party) -> None:
+        self.hub = hub
+        self.sender = sender
+
+    def progress(self, moved: int) -> None:
+        self.hub.bytes_moved += moved
+
+    async def receiver_dropped(self, sink: Sink, alive: int) -> None:
+        if alive:
+            await self.sender.say(f"[WARN] A receiver disconnected; streaming to {alive} receiver(s).")
+
+
+def _sink_for(receiver: Party, info: BodyInfo) -> Sink:
+    request = receiver.request
+    version = "1.1" if request.http_version == "1.1" else "1.0"
+    framing_headers: list[tuple[str, str]] = []
+    if info.content_length is not None:
+        framing = Framing.LENGTH
+        framing_headers.append(("Content-Length", str(info.content_length)))
+    elif version == "1.1":
+        framing = Framing.CHUNKED
+        framing_headers.append(("Transfer-Encoding", "chunked"))
+    else:
+        framing = Framing.CLOSE
+    framing_headers.append(("Connection", "close"))
+    download = receiver.decision.target.flag("download")
+    filenames = receiver.decision.target.values("filename")
+    headers = receiver_headers(
+        info,
+        origin=request.header("origin"),
+        download=download,
+        filename=filenames[0] if filenames else None,
+        framing_headers=framing_headers,
+    )
+    return Sink(
+        fd=receiver.conn.fd,
+        framing=framing,
+        head=render_head(version, 200, headers),
+        label=receiver.conn.peer,
+    )
+
+
+_SENDER_LINES = {
+    TransferFailure.SENDER_IDLE: "[ERROR] Timed out: the sender sent nothing for too long.",
+    TransferFailure.BAD_FRAMING: "[ERROR] Malformed request body: {detail}.",
+    TransferFailure.BAD_UPLOAD: "{detail}",
+    TransferFailure.RECEIVERS_GONE: "[ERROR] All receivers disconnected.",
+}
+
+
+async def run_transfer(hub: Hub, established: Established[Party]) -> None:
+    """Stream the sender's body to every receiver. Runs in the sender's connection task."""
+    sender = established.sender
+    receivers = established.receivers
+    request = sender.request
+    conn = sender.conn
+    await sender.tell_count()
+    await sender.say(f"[INFO] Streaming to {established.n} receiver(s)...")
+    raw = SocketBody(
+        conn.fd,
+        body_decoder(request),
+        conn.body_prefix,
+        buffer_size=hub.config.buffer_size,
+        idle_timeout=hub.config.idle_timeout,
+    )
+    sinks: list[Sink] = []
+    multipart = is_multipart_form(first(request.headers, "content-type"))
+    try:
+        source: Source = raw
+        part = None
+        if multipart:
+            try:
+                extractor = FormExtractor(request.header("content-type") or "")
+            except PipeError as exc:
+                raise TransferError(TransferFailure.BAD_UPLOAD, exc.message) from None
+            form = FormBody(raw, extractor)
+            start, pieces = await form.start()
+            part = (start.content_type, start.disposition)
+            source = _Prepend(pieces, form)
+        info = body_info(request.headers, multipart_part=part)
+        sinks = [_sink_for(r, info) for r in receivers]
+        await hub.engine.relay(source, sinks, _Events(hub, sender))
+    except TransferError as exc:
+        await _fail(sender, receivers, sinks, exc)
+        return
+    for receiver, sink in zip(receivers, sinks, strict=True):
+        receiver.release(aborted=not sink.alive)
+    if multipart:
+        await raw.drain(limit=DRAIN_LIMIT, seconds=DRAIN_TIMEOUT)
+    hub.transfers_done += 1
+    conn.close_mode = CloseMode.NORMAL if raw.done else CloseMode.LINGER
+    await sender.say("[INFO] Upload complete.")
+    await sender.say("[INFO] Transfer complete.")
+    await sender.end_status_stream()
+
+
+async def _fail(sender: Party, receivers: tuple[Party, ...], sinks: list[Sink], exc: TransferError) -> None:
+    """Stop a transfer: receivers never see a clean end; the sender hears why, if it is there."""
+    for index, receiver in enumerate(receivers):
+        sink = sinks[index] if index < len(sinks) else None
+        if sink is None or (sink.alive and not sink.head_sent):
+            # nothing reached this receiver yet: it can get a proper error response
+            error = pipe_error(ErrorCode.SENDER_FAILED, detail=exc.failure.value)
+            receiver.release(aborted=False, error=error)
+        else:
+            receiver.release(aborted=True)
+    if exc.failure is TransferFailure.SENDER_GONE:
+        sender.conn.close_mode = CloseMode.ABORT
+        return
+    sender.conn.close_mode = CloseMode.LINGER
+    await sender.say(_SENDER_LINES[exc.failure].format(detail=exc.detail))
+    await sender.end_status_stream()

@@ -1,0 +1,122 @@
+# Answers for the reserved paths: pages, help, version, robots, favicon and the health document.
+# Invariant: these answers are complete small replies; they never touch the registry's state.
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .. import pages
+from ..core.headers import SAFETY_HEADERS, cors_headers
+from ..core.paths import Reserved
+from ..core.replies import TEXT_PLAIN, Reply, reply
+from ..core.routing import Request, ServePage
+from ..core.service import (
+    ROBOTS_TXT,
+    HealthFacts,
+    base_url,
+    health_document,
+    help_text,
+    version_line,
+)
+
+_STARTED = datetime.now(UTC)
+_BUILT = datetime.fromtimestamp(Path(__file__).stat().st_mtime, UTC)
+_HTML = "text/html; charset=utf-8"
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+def _heap_bytes() -> int:
+    """Bytes the C allocator has handed out and not freed (glibc mallinfo2: uordblks + hblkhd)."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return 0
+    try:
+        mallinfo2 = ctypes.CDLL(name).mallinfo2
+    except (OSError, AttributeError):
+        return 0
+    mallinfo2.restype = _MallInfo2
+    info = mallinfo2()
+    return int(info.uordblks + info.hblkhd)
+
+
+def _fd_count() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 0
+
+
+def page_reply(decision: ServePage, request: Request, peer: str) -> Reply:
+    origin = request.header("origin")
+    url = base_url(request.header("host"), request.header("x-forwarded-proto"))
+    page = decision.page
+    prefixed = decision.target.prefixed
+    if page is Reserved.INDEX:
+        body, headers = pages.index_page(url=url, prefixed=prefixed)
+        return reply(200, body.encode(), content_type=_HTML, origin=origin, extra=tuple(headers))
+    if page is Reserved.NOSCRIPT:
+        paths = decision.target.values("path")
+        mode = "text" if decision.target.values("mode")[:1] == ["text"] else "file"
+        body, headers = pages.noscript_page(
+            url=url, path=paths[0] if paths else "", mode=mode, prefixed=prefixed
+        )
+        return reply(200, body.encode(), content_type=_HTML, origin=origin, extra=tuple(headers))
+    if page is Reserved.HELP:
+        return reply(200, help_text(url).encode(), content_type=TEXT_PLAIN, origin=origin)
+    if page is Reserved.VERSION:
+        return reply(200, version_line().encode(), content_type=TEXT_PLAIN, origin=origin)
+    if page is Reserved.ROBOTS:
+        return reply(200, ROBOTS_TXT.encode(), content_type=TEXT_PLAIN, origin=origin)
+    if page is Reserved.FAVICON:
+        return Reply(204, (*SAFETY_HEADERS, *cors_headers(origin)), b"")
+    facts = HealthFacts(
+        built=_iso(_BUILT),
+        started=_iso(_STARTED),
+        rss=_rss_bytes(),
+        heap=_heap_bytes(),
+        fds=_fd_count(),
+        pid=os.getpid(),
+        ip=peer,
+        user_agent=request.header("user-agent") or "",
+    )
+    document = (json.dumps(health_document(facts)) + "\n").encode()
+    return reply(
+        200,
+        document,
+        content_type="application/json",
+        origin=origin,
+        extra=(("Cache-Control", "no-store"),),
+    )

@@ -1,0 +1,77 @@
+# HTML pages rendered from the templates in static/; every inserted value is escaped here, in one place.
+# Invariant: a page never contains a request value unescaped, and always ships with a strict CSP.
+from __future__ import annotations
+
+import html
+import re
+import secrets
+from functools import cache
+from pathlib import Path
+from string import Template
+from urllib.parse import quote
+
+from .._version import __version__
+
+_SAFE_PATH = re.compile(r"[^A-Za-z0-9._~\-/]")
+
+
+def static_dir() -> Path:
+    """static/ in a checkout, or pipe_relay/static inside an installed wheel."""
+    packaged = Path(__file__).resolve().parent.parent / "static"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent.parent / "static"
+
+
+@cache
+def _template(name: str) -> Template:
+    return Template((static_dir() / name).read_text(encoding="utf-8"))
+
+
+def _csp(nonce: str) -> str:
+    return (
+        f"default-src 'none'; style-src 'nonce-{nonce}'; img-src 'self'; "
+        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    )
+
+
+def page_headers(nonce: str) -> list[tuple[str, str]]:
+    return [
+        ("Content-Security-Policy", _csp(nonce)),
+        ("Referrer-Policy", "no-referrer"),
+        ("Cache-Control", "no-store"),
+    ]
+
+
+def sanitize_pipe_path(value: str) -> str:
+    """A path for the noscript form: leading slashes stripped, only URL-safe characters kept."""
+    return _SAFE_PATH.sub("", value).lstrip("/")[:1024]
+
+
+def index_page(*, url: str, prefixed: bool) -> tuple[str, list[tuple[str, str]]]:
+    nonce = secrets.token_urlsafe(16)
+    body = _template("index.html").substitute(
+        nonce=nonce,
+        version=html.escape(__version__),
+        url=html.escape(url),
+        prefix="/api/v1/pipe" if prefixed else "",
+    )
+    return body, page_headers(nonce)
+
+
+def noscript_page(*, url: str, path: str, mode: str, prefixed: bool) -> tuple[str, list[tuple[str, str]]]:
+    nonce = secrets.token_urlsafe(16)
+    clean = sanitize_pipe_path(path) or secrets.token_urlsafe(6)
+    if mode == "text":
+        field = '<label for="text">Text</label><textarea id="text" name="text"></textarea>'
+    else:
+        field = '<label for="file">File</label><input id="file" type="file" name="file">'
+    body = _template("noscript.html").substitute(
+        nonce=nonce,
+        path=html.escape(clean),
+        path_q=html.escape(quote(clean, safe="")),
+        url=html.escape(url),
+        prefix="/api/v1/pipe" if prefixed else "",
+        field=field,
+    )
+    return body, page_headers(nonce)

@@ -1,0 +1,215 @@
+# Test fixtures: a real pipe-relay server on an ephemeral port, and real clients (curl, raw sockets).
+# Invariant: no fixed ports, no sleeps for readiness; every server lives in the test's nursery.
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from pipe_relay import Config, serve
+from pipe_relay.net.hub import Hub
+
+
+@dataclass
+class Relay:
+    """A running server: where it listens."""
+
+    config: Config
+    port: int
+    hub: Hub
+    host: str = "127.0.0.1"
+
+    async def wait_for_pipe(
+        self, key: str, *, sender: bool | None = None, receivers: int | None = None
+    ) -> None:
+        """Wait until pipe `key` has a sender (if asked) and `receivers` receivers registered."""
+
+        def ready() -> bool:
+            snap = self.hub.registry.snapshot(key)
+            if snap is None:
+                return False
+            return (sender is None or snap.sender == sender) and (
+                receivers is None or snap.receivers == receivers
+            )
+
+        await self.hub.wait_for(ready)
+
+    async def wait_until_free(self, key: str) -> None:
+        await self.hub.wait_for(lambda: self.hub.registry.snapshot(key) is None)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+StartRelay = Callable[..., Awaitable[Relay]]
+
+
+@pytest.fixture
+def start_relay(nursery: trio.Nursery) -> StartRelay:
+    """Start a server with Config overrides: `relay = await start_relay(pending_ttl=1)`."""
+
+    async def start(**overrides: Any) -> Relay:
+        config = Config(host="127.0.0.1", port=0, **overrides)
+        hub = Hub(config)
+        listeners = await nursery.start(partial(serve, config, hub=hub))
+        return Relay(config=config, port=listeners[0].socket.getsockname()[1], hub=hub)
+
+    return start
+
+
+@pytest.fixture
+async def relay(start_relay: StartRelay) -> Relay:
+    return await start_relay()
+
+
+@dataclass
+class Payload:
+    path: Path
+    sha256: str
+    size: int
+
+
+def _make_payload(directory: Path, size: int) -> Payload:
+    path = directory / f"payload-{size}.bin"
+    digest = hashlib.sha256()
+    with path.open("wb") as out:
+        remaining = size
+        while remaining:
+            block = os.urandom(min(remaining, 1 << 20))
+            out.write(block)
+            digest.update(block)
+            remaining -= len(block)
+    return Payload(path, digest.hexdigest(), size)
+
+
+@pytest.fixture(scope="session")
+def payloads(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Payload]:
+    """Random files by size (1 MiB and 64 MiB), made once per session."""
+    directory = tmp_path_factory.mktemp("payloads")
+    return {size: _make_payload(directory, size) for size in (1 << 20, 64 << 20)}
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class CurlResult:
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    status: int = 0
+
+
+async def curl(*args: str, stdin: bytes | None = None, max_time: float = 60) -> CurlResult:
+    """Run curl (silent, errors shown) and collect its output."""
+    command = ["curl", "-sS", "--max-time", str(max_time), *args]
+    result = await trio.run_process(
+        command, stdin=stdin, capture_stdout=True, capture_stderr=True, check=False
+    )
+    return CurlResult(result.returncode, result.stdout, result.stderr)
+
+
+def parse_head(raw: bytes) -> tuple[int, dict[str, str], list[tuple[str, str]]]:
+    """Status, last-wins header dict (lower-case) and the ordered header list of a response head."""
+    lines = raw.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    pairs: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        if not line:
+            break
+        name, _, value = line.partition(":")
+        pairs.append((name.strip().lower(), value.strip()))
+    return status, dict(pairs), pairs
+
+
+async def raw_exchange(relay: Relay, data: bytes, *, limit: int = 1 << 24) -> bytes:
+    """Send raw bytes, half-close, and read everything until the server closes."""
+    stream = await trio.open_tcp_stream(relay.host, relay.port)
+    async with stream:
+        await stream.send_all(data)
+        chunks = []
+        received = 0
+        while received < limit:
+            try:
+                chunk = await stream.receive_some(65536)
+            except trio.BrokenResourceError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+            received += len(chunk)
+        return b"".join(chunks)
+
+
+class RawClient:
+    """A raw TCP client for timing-sensitive protocol tests (no HTTP library in between)."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.buffer = bytearray()
+
+    @classmethod
+    async def connect(cls, relay: Relay) -> RawClient:
+        return cls(await trio.open_tcp_stream(relay.host, relay.port))
+
+    async def send(self, data: bytes) -> None:
+        await self.stream.send_all(data)
+
+    async def read_until(self, marker: bytes) -> bytes:
+        """Read until `marker` appears; return everything up to and including it."""
+        while marker not in self.buffer:
+            chunk = await self.stream.receive_some(65536)
+            if not chunk:
+                raise EOFError(f"closed before {marker!r}; got {bytes(self.buffer)!r}")
+            self.buffer += chunk
+        end = self.buffer.index(marker) + len(marker)
+        out = bytes(self.buffer[:end])
+        del self.buffer[:end]
+        return out
+
+    async def read_exactly(self, count: int) -> bytes:
+        while len(self.buffer) < count:
+            chunk = await self.stream.receive_some(65536)
+            if not chunk:
+                raise EOFError(f"closed after {len(self.buffer)} of {count} bytes")
+            self.buffer += chunk
+        out = bytes(self.buffer[:count])
+        del self.buffer[:count]
+        return out
+
+    async def read_to_end(self) -> tuple[bytes, bool]:
+        """Everything until the server closes; True if it closed cleanly, False on a reset."""
+        while True:
+            try:
+                chunk = await self.stream.receive_some(65536)
+            except trio.BrokenResourceError:
+                return bytes(self.buffer), False
+            if not chunk:
+                return bytes(self.buffer), True
+            self.buffer += chunk
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+@pytest.fixture
+async def raw_clients() -> AsyncIterator[list[RawClient]]:
+    """Collects RawClients to close at the end of a test."""
+    clients: list[RawClient] = []
+    yield clients
+    for client in clients:
+        await client.aclose()
