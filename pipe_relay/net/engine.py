@@ -200,6 +200,12 @@ class Sink:
             pieces.extend(segments)
         return pieces
 
+    def opening(self) -> list[Segment]:
+        if self.head_sent:
+            return []
+        self.head_sent = True
+        return [self.head]
+
     def closing(self) -> list[Segment]:
         pieces: list[Segment] = []
         if not self.head_sent:
@@ -252,6 +258,7 @@ class BufferEngine:
         return "<BufferEngine>"
 
     async def relay(self, source: Source, sinks: Sequence[Sink], events: RelayEvents) -> None:
+        await self._broadcast(sinks, Sink.opening, events)
         while True:
             segments = await source.read()
             if not segments:

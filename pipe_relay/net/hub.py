@@ -170,6 +170,7 @@ class Hub:
             await self._changed.wait()
 
     def _established(self, established: Established[Party]) -> None:
+        established.sender.receivers_now = established.n
         established.sender.settle(established)
         for receiver in established.receivers:
             receiver.settle(established)
@@ -189,7 +190,6 @@ class Hub:
         try:
             if isinstance(result, Established):
                 self._established(result)
-                party.receivers_now = decision.n
                 await party.start_status_stream()
             elif not await self._wait_as_sender(party, result.receivers):
                 return

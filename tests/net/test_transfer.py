@@ -1,0 +1,328 @@
+# Transfers end to end with real curl processes: sizes, arrival orders, framing, fan-out, HTTP/1.0.
+# Every body is checked with sha256; sender status lines and receiver framing headers are exact.
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.conftest import Payload, RawClient, Relay, StartRelay, curl, parse_head, sha256_file
+
+MiB = 1 << 20
+
+
+async def _run_sender(relay: Relay, key: str, payload: Payload, *, n: int, chunked: bool) -> tuple[int, str]:
+    url = f"{relay.url}{key}?n={n}"
+    if chunked:
+        with payload.path.open("rb") as stdin:
+            result = await trio.run_process(
+                ["curl", "-sS", "--max-time", "120", "-T", "-", url],
+                stdin=stdin,
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
+    else:
+        result = await trio.run_process(
+            ["curl", "-sS", "--max-time", "120", "-T", str(payload.path), url],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    return result.returncode, result.stdout.decode()
+
+
+async def _run_receiver(relay: Relay, key: str, n: int, out: Path) -> int:
+    result = await trio.run_process(
+        [
+            "curl",
+            "-sS",
+            "--max-time",
+            "120",
+            "-o",
+            str(out),
+            "-D",
+            str(out) + ".head",
+            f"{relay.url}{key}?n={n}",
+        ],
+        capture_stderr=True,
+        check=False,
+    )
+    return result.returncode
+
+
+def _check_sender_lines(text: str, *, n: int, sender_first: bool) -> None:
+    lines = text.splitlines()
+    assert lines[-3:] == [
+        f"[INFO] Streaming to {n} receiver(s)...",
+        "[INFO] Upload complete.",
+        "[INFO] Transfer complete.",
+    ], text
+    head = lines[:-3]
+    if sender_first:
+        assert head[0] == f"[INFO] Waiting for {n} receiver(s) to connect...", text
+        head = head[1:]
+    counts = [
+        int(m.group(1))
+        for m in (re.fullmatch(rf"\[INFO\] (\d+) of {n} receiver\(s\) connected\.", x) for x in head)
+        if m
+    ]
+    assert len(counts) == len(head), f"unexpected lines: {head}"
+    if n == 1:
+        assert counts == []
+    else:
+        assert counts == sorted(set(counts)) and counts[-1] == n, text
+
+
+@pytest.mark.parametrize("size", [MiB, 64 * MiB], ids=["1MiB", "64MiB"])
+@pytest.mark.parametrize("sender_first", [True, False], ids=["sender-first", "receivers-first"])
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+@pytest.mark.parametrize("n", [1, 3])
+async def test_transfer_is_byte_exact(
+    relay: Relay,
+    payloads: dict[int, Payload],
+    tmp_path: Path,
+    size: int,
+    sender_first: bool,
+    chunked: bool,
+    n: int,
+) -> None:
+    payload = payloads[size]
+    key = f"/t-{size}-{int(sender_first)}-{int(chunked)}-{n}"
+    outs = [tmp_path / f"r{i}.bin" for i in range(n)]
+    results: dict[str, object] = {}
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+
+            async def sender() -> None:
+                results["sender"] = await _run_sender(relay, key, payload, n=n, chunked=chunked)
+
+            async def receiver(i: int) -> None:
+                results[f"r{i}"] = await _run_receiver(relay, key, n, outs[i])
+
+            if sender_first:
+                nursery.start_soon(sender)
+                await relay.wait_for_pipe(key, sender=True)
+                for i in range(n):
+                    nursery.start_soon(receiver, i)
+            else:
+                for i in range(n):
+                    nursery.start_soon(receiver, i)
+                await relay.wait_for_pipe(key, receivers=n)
+                nursery.start_soon(sender)
+    code, text = results["sender"]  # type: ignore[misc]
+    assert code == 0
+    _check_sender_lines(text, n=n, sender_first=sender_first)
+    for i, out in enumerate(outs):
+        assert results[f"r{i}"] == 0
+        assert sha256_file(out) == payload.sha256
+        status, headers, _ = parse_head(Path(str(out) + ".head").read_bytes())
+        assert status == 200
+        if chunked:
+            assert headers.get("transfer-encoding") == "chunked"
+            assert "content-length" not in headers
+        else:
+            assert headers.get("content-length") == str(size)
+            assert "transfer-encoding" not in headers
+        assert headers["content-type"] == "application/octet-stream"
+        assert headers["x-robots-tag"] == "none"
+        assert headers["x-content-type-options"] == "nosniff"
+    await relay.wait_until_free(key)
+
+
+async def test_prefixed_and_plain_paths_are_one_pipe(relay: Relay) -> None:
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            got: dict[str, bytes] = {}
+
+            async def receive() -> None:
+                got["body"] = (await curl(f"{relay.url}/api/v1/pipe/same")).stdout
+
+            nursery.start_soon(receive)
+            await relay.wait_for_pipe("/same", receivers=1)
+            sent = await curl("-T", "-", f"{relay.url}/same", stdin=b"one pipe\n")
+            assert sent.returncode == 0
+    assert got["body"] == b"one pipe\n"
+
+
+async def test_query_is_not_part_of_the_key(relay: Relay) -> None:
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            got: dict[str, bytes] = {}
+
+            async def receive() -> None:
+                got["body"] = (await curl(f"{relay.url}/q?download=false")).stdout
+
+            nursery.start_soon(receive)
+            await relay.wait_for_pipe("/q", receivers=1)
+            assert (await curl("-T", "-", f"{relay.url}/q?n=1", stdin=b"q")).returncode == 0
+    assert got["body"] == b"q"
+
+
+async def test_empty_body(relay: Relay) -> None:
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            got: dict[str, bytes] = {}
+
+            async def receive() -> None:
+                got["raw"] = (await curl("-i", f"{relay.url}/empty")).stdout
+
+            nursery.start_soon(receive)
+            await relay.wait_for_pipe("/empty", receivers=1)
+            sent = await curl("-X", "POST", "--data-binary", "", f"{relay.url}/empty")
+    assert sent.returncode == 0
+    assert sent.stdout.decode().splitlines()[-1] == "[INFO] Transfer complete."
+    status, headers, _ = parse_head(got["raw"])
+    assert status == 200
+    assert headers["content-length"] == "0"
+    assert got["raw"].endswith(b"\r\n\r\n")
+
+
+async def test_bytes_flow_as_they_come(relay: Relay, raw_clients: list[RawClient]) -> None:
+    """A sender writing one byte at a time: each byte reaches the receiver before the next is sent."""
+    with trio.fail_after(15):
+        receiver = await RawClient.connect(relay)
+        sender = await RawClient.connect(relay)
+        raw_clients += [receiver, sender]
+        await receiver.send(b"GET /drip HTTP/1.1\r\nHost: x\r\n\r\n")
+        await relay.wait_for_pipe("/drip", receivers=1)
+        await sender.send(b"PUT /drip HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        head = await receiver.read_until(b"\r\n\r\n")
+        assert parse_head(head)[1]["transfer-encoding"] == "chunked"
+        for index in range(20):
+            byte = bytes([65 + index])
+            await sender.send(b"1\r\n" + byte + b"\r\n")
+            assert await receiver.read_until(b"\r\n") == b"1\r\n"
+            assert await receiver.read_exactly(3) == byte + b"\r\n"
+        await sender.send(b"0\r\n\r\n")
+        assert await receiver.read_exactly(5) == b"0\r\n\r\n"
+        status_stream, clean = await sender.read_to_end()
+        assert clean
+        assert b"[INFO] Transfer complete.\n" in status_stream
+
+
+async def test_expect_100_continue_is_answered_at_once(relay: Relay, raw_clients: list[RawClient]) -> None:
+    with trio.fail_after(10):
+        sender = await RawClient.connect(relay)
+        raw_clients.append(sender)
+        await sender.send(
+            b"PUT /expect HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        )
+        # nothing of the body has been sent: the server must answer 100 and then the 200 status stream
+        assert await sender.read_until(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+        status, headers, _ = parse_head(await sender.read_until(b"\r\n\r\n"))
+        assert status == 200
+        assert headers["content-type"] == "text/plain; charset=utf-8"
+        assert headers["transfer-encoding"] == "chunked"
+        line = b"[INFO] Waiting for 1 receiver(s) to connect...\n"
+        assert await sender.read_until(b"\r\n") == b"%x\r\n" % len(line)
+        assert await sender.read_exactly(len(line) + 2) == line + b"\r\n"
+        async with trio.open_nursery() as nursery:
+            got: dict[str, bytes] = {}
+
+            async def receive() -> None:
+                got["body"] = (await curl(f"{relay.url}/expect")).stdout
+
+            nursery.start_soon(receive)
+            await sender.send(b"hello")
+        assert got["body"] == b"hello"
+
+
+async def test_http10_sender_and_receiver(relay: Relay, raw_clients: list[RawClient]) -> None:
+    with trio.fail_after(10):
+        receiver = await RawClient.connect(relay)
+        raw_clients.append(receiver)
+        await receiver.send(b"GET /old HTTP/1.0\r\n\r\n")
+        await relay.wait_for_pipe("/old", receivers=1)
+        sender = await RawClient.connect(relay)
+        raw_clients.append(sender)
+        await sender.send(b"POST /old HTTP/1.0\r\nContent-Length: 11\r\n\r\nhello 1.0\r\n")
+        received, clean = await receiver.read_to_end()
+        sent, sender_clean = await sender.read_to_end()
+    assert clean and sender_clean
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200 OK\r\n")
+    assert parse_head(head + b"\r\n\r\n")[1]["content-length"] == "11"
+    assert body == b"hello 1.0\r\n"
+    sent_head, _, lines = sent.partition(b"\r\n\r\n")
+    assert sent_head.startswith(b"HTTP/1.0 200 OK\r\n")
+    assert b"transfer-encoding" not in sent_head.lower()
+    assert lines.decode().splitlines() == [
+        "[INFO] Streaming to 1 receiver(s)...",
+        "[INFO] Upload complete.",
+        "[INFO] Transfer complete.",
+    ]
+
+
+async def test_http10_receiver_of_chunked_upload_gets_raw_body(
+    relay: Relay, raw_clients: list[RawClient]
+) -> None:
+    with trio.fail_after(10):
+        receiver = await RawClient.connect(relay)
+        raw_clients.append(receiver)
+        await receiver.send(b"GET /old-chunked HTTP/1.0\r\n\r\n")
+        await relay.wait_for_pipe("/old-chunked", receivers=1)
+        sent = await curl("-T", "-", f"{relay.url}/old-chunked", stdin=b"streamed to 1.0\n")
+        received, clean = await receiver.read_to_end()
+    assert sent.returncode == 0
+    assert clean
+    head, _, body = received.partition(b"\r\n\r\n")
+    _, headers, _ = parse_head(head + b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200 OK")
+    assert "transfer-encoding" not in headers and "content-length" not in headers
+    assert body == b"streamed to 1.0\n"
+
+
+async def test_many_small_chunks_are_reassembled(relay: Relay, raw_clients: list[RawClient]) -> None:
+    """A chunked upload of many tiny chunks (more pieces per read than writev takes)."""
+    pieces = [bytes([i % 251]) * (1 + i % 7) for i in range(5000)]
+    body = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+    with trio.fail_after(15):
+        async with trio.open_nursery() as nursery:
+            got: dict[str, bytes] = {}
+
+            async def receive() -> None:
+                got["body"] = (await curl(f"{relay.url}/tiny")).stdout
+
+            nursery.start_soon(receive)
+            await relay.wait_for_pipe("/tiny", receivers=1)
+            sender = await RawClient.connect(relay)
+            raw_clients.append(sender)
+            await sender.send(b"PUT /tiny HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
+            _, clean = await sender.read_to_end()
+            assert clean
+    assert got["body"] == b"".join(pieces)
+
+
+def test_curl_is_available() -> None:
+    version = subprocess.run(["curl", "--version"], capture_output=True, check=True).stdout
+    assert version.startswith(b"curl ")
+
+
+async def test_back_to_back_transfers_reuse_the_path(relay: Relay) -> None:
+    with trio.fail_after(20):
+        for round_ in range(3):
+            async with trio.open_nursery() as nursery:
+                got: dict[str, bytes] = {}
+
+                async def receive() -> None:
+                    got["body"] = (await curl(f"{relay.url}/again")).stdout
+
+                nursery.start_soon(receive)
+                await relay.wait_for_pipe("/again", receivers=1)
+                assert (
+                    await curl("-T", "-", f"{relay.url}/again", stdin=b"round %d" % round_)
+                ).returncode == 0
+            assert got["body"] == b"round %d" % round_
+            await relay.wait_until_free("/again")
+
+
+async def test_start_relay_fixture_uses_an_ephemeral_port(start_relay: StartRelay) -> None:
+    with trio.fail_after(5):
+        first = await start_relay()
+        second = await start_relay()
+    assert first.port != second.port
+    assert first.port != 8080 and second.port != 8080
