@@ -123,6 +123,13 @@ async def curl(*args: str, stdin: bytes | None = None, max_time: float = 60) -> 
     return CurlResult(result.returncode, result.stdout, result.stderr)
 
 
+async def curl_into(
+    results: dict[str, CurlResult], name: str, *args: str, stdin: bytes | None = None
+) -> None:
+    """`curl(*args)` for a background task: the result lands in `results[name]`."""
+    results[name] = await curl(*args, stdin=stdin)
+
+
 def parse_head(raw: bytes) -> tuple[int, dict[str, str], list[tuple[str, str]]]:
     """Status, last-wins header dict (lower-case) and the ordered header list of a response head."""
     lines = raw.decode("latin-1").split("\r\n")

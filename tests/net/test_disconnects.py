@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 
 from pipe_relay.core.registry import PipeState
-from tests.conftest import RawClient, Relay, StartRelay, curl, parse_head
+from tests.conftest import CurlResult, RawClient, Relay, StartRelay, curl, curl_into, parse_head
 
 
 async def _open(relay: Relay, raw_clients: list[RawClient], request: bytes) -> RawClient:
@@ -43,16 +43,12 @@ async def test_receiver_that_leaves_before_start_frees_the_path(
         await relay.wait_for_pipe("/gone", receivers=1)
         await receiver.aclose()
         await relay.wait_until_free("/gone")
+        got: dict[str, CurlResult] = {}
         async with trio.open_nursery() as nursery:
-            got: dict[str, bytes] = {}
-
-            async def receive() -> None:
-                got["body"] = (await curl(f"{relay.url}/gone")).stdout
-
-            nursery.start_soon(receive)
+            nursery.start_soon(curl_into, got, "r", f"{relay.url}/gone")
             await relay.wait_for_pipe("/gone", receivers=1)
             assert (await curl("-T", "-", f"{relay.url}/gone", stdin=b"fresh")).returncode == 0
-    assert got["body"] == b"fresh"
+    assert got["r"].stdout == b"fresh"
 
 
 async def test_sender_that_leaves_before_start_frees_the_path(
@@ -126,13 +122,9 @@ async def test_sender_dying_mid_body_under_chunked(relay: Relay, raw_clients: li
 
 async def test_curl_receiver_fails_when_sender_dies(relay: Relay, raw_clients: list[RawClient]) -> None:
     with trio.fail_after(10):
+        got: dict[str, CurlResult] = {}
         async with trio.open_nursery() as nursery:
-            got: dict[str, int] = {}
-
-            async def receive() -> None:
-                got["rc"] = (await curl(f"{relay.url}/cut3")).returncode
-
-            nursery.start_soon(receive)
+            nursery.start_soon(curl_into, got, "r", f"{relay.url}/cut3")
             await relay.wait_for_pipe("/cut3", receivers=1)
             sender = await _open(
                 relay,
@@ -141,7 +133,7 @@ async def test_curl_receiver_fails_when_sender_dies(relay: Relay, raw_clients: l
             )
             await _wait_active(relay, "/cut3")
             await sender.aclose()
-    assert got["rc"] != 0, "curl must report the cut-short transfer as failed"
+    assert got["r"].returncode != 0, "curl must report the cut-short transfer as failed"
 
 
 async def test_sender_gone_before_any_byte_gives_receivers_an_error(

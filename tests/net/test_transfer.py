@@ -9,7 +9,17 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.conftest import Payload, RawClient, Relay, StartRelay, curl, parse_head, sha256_file
+from tests.conftest import (
+    CurlResult,
+    Payload,
+    RawClient,
+    Relay,
+    StartRelay,
+    curl,
+    curl_into,
+    parse_head,
+    sha256_file,
+)
 
 MiB = 1 << 20
 
@@ -135,50 +145,38 @@ async def test_transfer_is_byte_exact(
 
 async def test_prefixed_and_plain_paths_are_one_pipe(relay: Relay) -> None:
     with trio.fail_after(10):
+        got: dict[str, CurlResult] = {}
         async with trio.open_nursery() as nursery:
-            got: dict[str, bytes] = {}
-
-            async def receive() -> None:
-                got["body"] = (await curl(f"{relay.url}/api/v1/pipe/same")).stdout
-
-            nursery.start_soon(receive)
+            nursery.start_soon(curl_into, got, "r", f"{relay.url}/api/v1/pipe/same")
             await relay.wait_for_pipe("/same", receivers=1)
             sent = await curl("-T", "-", f"{relay.url}/same", stdin=b"one pipe\n")
             assert sent.returncode == 0
-    assert got["body"] == b"one pipe\n"
+    assert got["r"].stdout == b"one pipe\n"
 
 
 async def test_query_is_not_part_of_the_key(relay: Relay) -> None:
     with trio.fail_after(10):
+        got: dict[str, CurlResult] = {}
         async with trio.open_nursery() as nursery:
-            got: dict[str, bytes] = {}
-
-            async def receive() -> None:
-                got["body"] = (await curl(f"{relay.url}/q?download=false")).stdout
-
-            nursery.start_soon(receive)
+            nursery.start_soon(curl_into, got, "r", f"{relay.url}/q?download=false")
             await relay.wait_for_pipe("/q", receivers=1)
             assert (await curl("-T", "-", f"{relay.url}/q?n=1", stdin=b"q")).returncode == 0
-    assert got["body"] == b"q"
+    assert got["r"].stdout == b"q"
 
 
 async def test_empty_body(relay: Relay) -> None:
     with trio.fail_after(10):
+        got: dict[str, CurlResult] = {}
         async with trio.open_nursery() as nursery:
-            got: dict[str, bytes] = {}
-
-            async def receive() -> None:
-                got["raw"] = (await curl("-i", f"{relay.url}/empty")).stdout
-
-            nursery.start_soon(receive)
+            nursery.start_soon(curl_into, got, "r", "-i", f"{relay.url}/empty")
             await relay.wait_for_pipe("/empty", receivers=1)
             sent = await curl("-X", "POST", "--data-binary", "", f"{relay.url}/empty")
     assert sent.returncode == 0
     assert sent.stdout.decode().splitlines()[-1] == "[INFO] Transfer complete."
-    status, headers, _ = parse_head(got["raw"])
+    status, headers, _ = parse_head(got["r"].stdout)
     assert status == 200
     assert headers["content-length"] == "0"
-    assert got["raw"].endswith(b"\r\n\r\n")
+    assert got["r"].stdout.endswith(b"\r\n\r\n")
 
 
 async def test_bytes_flow_as_they_come(relay: Relay, raw_clients: list[RawClient]) -> None:
@@ -220,15 +218,11 @@ async def test_expect_100_continue_is_answered_at_once(relay: Relay, raw_clients
         line = b"[INFO] Waiting for 1 receiver(s) to connect...\n"
         assert await sender.read_until(b"\r\n") == b"%x\r\n" % len(line)
         assert await sender.read_exactly(len(line) + 2) == line + b"\r\n"
+        got: dict[str, CurlResult] = {}
         async with trio.open_nursery() as nursery:
-            got: dict[str, bytes] = {}
-
-            async def receive() -> None:
-                got["body"] = (await curl(f"{relay.url}/expect")).stdout
-
-            nursery.start_soon(receive)
+            nursery.start_soon(curl_into, got, "r", f"{relay.url}/expect")
             await sender.send(b"hello")
-        assert got["body"] == b"hello"
+        assert got["r"].stdout == b"hello"
 
 
 async def test_http10_sender_and_receiver(relay: Relay, raw_clients: list[RawClient]) -> None:
@@ -281,20 +275,16 @@ async def test_many_small_chunks_are_reassembled(relay: Relay, raw_clients: list
     pieces = [bytes([i % 251]) * (1 + i % 7) for i in range(5000)]
     body = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
     with trio.fail_after(15):
+        got: dict[str, CurlResult] = {}
         async with trio.open_nursery() as nursery:
-            got: dict[str, bytes] = {}
-
-            async def receive() -> None:
-                got["body"] = (await curl(f"{relay.url}/tiny")).stdout
-
-            nursery.start_soon(receive)
+            nursery.start_soon(curl_into, got, "r", f"{relay.url}/tiny")
             await relay.wait_for_pipe("/tiny", receivers=1)
             sender = await RawClient.connect(relay)
             raw_clients.append(sender)
             await sender.send(b"PUT /tiny HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
             _, clean = await sender.read_to_end()
             assert clean
-    assert got["body"] == b"".join(pieces)
+    assert got["r"].stdout == b"".join(pieces)
 
 
 def test_curl_is_available() -> None:
@@ -305,18 +295,14 @@ def test_curl_is_available() -> None:
 async def test_back_to_back_transfers_reuse_the_path(relay: Relay) -> None:
     with trio.fail_after(20):
         for round_ in range(3):
+            got: dict[str, CurlResult] = {}
             async with trio.open_nursery() as nursery:
-                got: dict[str, bytes] = {}
-
-                async def receive() -> None:
-                    got["body"] = (await curl(f"{relay.url}/again")).stdout
-
-                nursery.start_soon(receive)
+                nursery.start_soon(curl_into, got, "r", f"{relay.url}/again")
                 await relay.wait_for_pipe("/again", receivers=1)
                 assert (
                     await curl("-T", "-", f"{relay.url}/again", stdin=b"round %d" % round_)
                 ).returncode == 0
-            assert got["body"] == b"round %d" % round_
+            assert got["r"].stdout == b"round %d" % round_
             await relay.wait_until_free("/again")
 
 
