@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import logging
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -84,6 +85,7 @@ async def _run(config: Config) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     config = config_from_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         failure = trio.run(_run, config)
     except KeyboardInterrupt:

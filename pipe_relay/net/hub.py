@@ -188,10 +188,10 @@ class Hub:
         self._touch()
         conn.close_mode = CloseMode.LINGER
         try:
+            reachable = await party.start_status_stream()
             if isinstance(result, Established):
                 self._established(result)
-                await party.start_status_stream()
-            elif not await self._wait_as_sender(party, result.receivers):
+            elif not await self._wait_as_sender(party, result.receivers, reachable=reachable):
                 return
             outcome = party.outcome
             if isinstance(outcome, Expired):
@@ -203,11 +203,10 @@ class Hub:
         finally:
             self._sender_done(party)
 
-    async def _wait_as_sender(self, party: Party, receivers: int) -> bool:
-        """Status stream while the pipe is pending. False if the sender left (it is unregistered)."""
+    async def _wait_as_sender(self, party: Party, receivers: int, *, reachable: bool) -> bool:
+        """Status lines while the pipe is pending. False if the sender left before it settled."""
         party.receivers_now = receivers
-        ok = await party.start_status_stream()
-        ok = ok and await party.say(f"[INFO] Waiting for {party.n} receiver(s) to connect...")
+        ok = reachable and await party.say(f"[INFO] Waiting for {party.n} receiver(s) to connect...")
         beat = self.config.heartbeat
         next_beat = trio.current_time() + beat if beat > 0 else math.inf
         while ok and party.outcome is None:
@@ -221,9 +220,7 @@ class Hub:
             if ok:
                 await party.nap_until(min(next_beat, trio.current_time() + POLL_INTERVAL))
         if party.outcome is None:
-            self.registry.leave(party.key, party)
-            self._touch()
-            party.conn.close_mode = CloseMode.ABORT
+            party.conn.close_mode = CloseMode.ABORT  # gone: `_sender_done` unregisters it
             return False
         return True  # settled; if the sender is gone too, the transfer finds out and fails
 

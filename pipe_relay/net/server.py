@@ -2,6 +2,7 @@
 # Invariant: every connection task closes its socket in `finally`; all tasks live in serve's nursery.
 from __future__ import annotations
 
+import logging
 from functools import partial
 
 import trio
@@ -10,10 +11,12 @@ from ..config import Config
 from ..core.replies import preflight_reply
 from ..core.routing import Preflight, Receive, Send, ServePage, route
 from ..errors import PipeError
-from .connection import HttpConnection
+from .connection import CloseMode, HttpConnection
 from .engine import tune_malloc
 from .hub import Hub
 from .service import page_reply
+
+log = logging.getLogger("pipe_relay")
 
 
 async def serve(
@@ -39,6 +42,12 @@ async def handle_connection(stream: trio.SocketStream, hub: Hub) -> None:
     conn = HttpConnection(stream, hub.config)
     try:
         await _serve_requests(conn, hub)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass  # the peer went away mid-reply: nothing left to tell it
+    except Exception:
+        # A bug in one connection must not end every other transfer: log it, drop this one.
+        log.exception("internal error on connection from %s", conn.peer)
+        conn.close_mode = CloseMode.ABORT
     finally:
         await conn.close()
 
