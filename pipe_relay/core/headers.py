@@ -214,7 +214,7 @@ class BodyInfo:
     metadata: tuple[tuple[str, str], ...]
 
 
-_CONTENT_LENGTH = re.compile(r"^\d{1,19}$")
+_CONTENT_LENGTH = re.compile(r"[0-9]{1,19}")
 
 
 def body_info(
@@ -237,7 +237,7 @@ def body_info(
             metadata=metadata,
         )
     raw_length = first(headers, "content-length")
-    length = int(raw_length) if raw_length and _CONTENT_LENGTH.match(raw_length.strip()) else None
+    length = int(raw_length) if raw_length and _CONTENT_LENGTH.fullmatch(raw_length.strip()) else None
     if first(headers, "transfer-encoding") is not None:
         length = None
     return BodyInfo(

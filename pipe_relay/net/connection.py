@@ -39,6 +39,8 @@ class HttpConnection:
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_head_size)
         self.close_mode = CloseMode.NORMAL
         self._request_has_body = False
+        self._head_request = False
+        self._received = 0  # bytes fed to h11 for the current request (head size check)
         try:
             self.peer = str(stream.socket.getpeername()[0])
         except OSError:
@@ -73,8 +75,12 @@ class HttpConnection:
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         return None
                     self._h11.receive_data(data)
+                    self._received += len(data)
                     continue
                 if isinstance(event, h11.Request):
+                    # h11 bounds only incomplete heads; a head completed by one large read is checked here
+                    if self._received - len(self._h11.trailing_data[0]) > self.config.max_head_size:
+                        raise pipe_error(ErrorCode.HEAD_TOO_LARGE, max=self.config.max_head_size)
                     return self._request(event)
                 return None  # ConnectionClosed, or PAUSED after a close
         return None
@@ -90,17 +96,18 @@ class HttpConnection:
         self._request_has_body = request.header("transfer-encoding") is not None or (
             request.header("content-length") not in (None, "0")
         )
+        self._head_request = request.method == "HEAD"
         return request
 
-    async def send_reply(self, reply: Reply, *, head_only: bool = False) -> None:
-        """Send a complete small response through h11."""
+    async def send_reply(self, reply: Reply) -> None:
+        """Send a complete small response through h11 (headers only, for a HEAD request)."""
         response = h11.Response(
             status_code=reply.status,
             headers=list(reply.headers),
             reason=HTTPStatus(reply.status).phrase.encode("ascii"),
         )
         data = self._h11.send(response)
-        if reply.body and not head_only:
+        if reply.body and not self._head_request:
             data = (data or b"") + (self._h11.send(h11.Data(data=reply.body)) or b"")
         data = (data or b"") + (self._h11.send(h11.EndOfMessage()) or b"")
         await self.send_raw(data)
@@ -130,6 +137,7 @@ class HttpConnection:
                 return False
         if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
             self._h11.start_next_cycle()
+            self._received = len(self._h11.trailing_data[0])
             return True
         return False
 

@@ -82,6 +82,6 @@ async def _serve_requests(conn: HttpConnection, hub: Hub) -> None:
                 private = request.header("access-control-request-private-network") == "true"
                 await conn.send_reply(preflight_reply(origin=origin, private_network=private))
             elif isinstance(decision, ServePage):
-                await conn.send_reply(page_reply(decision, request, conn.peer), head_only=decision.head_only)
+                await conn.send_reply(page_reply(decision, request, conn.peer))
         if not conn.next_cycle():
             return
