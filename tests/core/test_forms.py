@@ -1,0 +1,326 @@
+# Tests for the multipart extractor: which part gets streamed, and how cut or odd forms fail.
+from __future__ import annotations
+
+import pytest
+
+from pipe_relay.core.forms import MAX_HELD_FIELD, FormEvent, FormExtractor, PartData, PartEnd, PartStart
+from pipe_relay.errors import ErrorCode, PipeError
+
+BOUNDARY = "----pipeBoundary7MA4YWxk"
+CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
+
+
+def field(name: str, value: bytes) -> bytes:
+    return f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode() + value + b"\r\n"
+
+
+def file_part(name: str, filename: str, content_type: str | None, value: bytes) -> bytes:
+    head = f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+    if content_type is not None:
+        head += f"Content-Type: {content_type}\r\n"
+    return head.encode() + b"\r\n" + value + b"\r\n"
+
+
+CLOSE = f"--{BOUNDARY}--\r\n".encode()
+
+
+def normalize(events: list[FormEvent]) -> list[FormEvent]:
+    """Merge consecutive PartData events (their split depends on how the body was fed)."""
+    out: list[FormEvent] = []
+    for event in events:
+        if isinstance(event, PartData) and out and isinstance(out[-1], PartData):
+            out[-1] = PartData(out[-1].data + event.data)
+        elif isinstance(event, PartData) and not event.data:
+            continue
+        else:
+            out.append(event)
+    return out
+
+
+def run(body: bytes, pieces: int | None = None) -> list[FormEvent]:
+    """Feed a whole body (at once, or in pieces of `pieces` bytes) then end it."""
+    extractor = FormExtractor(CONTENT_TYPE)
+    events: list[FormEvent] = []
+    step = pieces or len(body) or 1
+    for start in range(0, len(body), step):
+        events += extractor.feed(body[start : start + step])
+    events += extractor.end()
+    return normalize(events)
+
+
+FILE_DATA = b"line one\r\nline two\r\n--not-a-boundary\r\n\x00\xff binary"
+
+
+def test_first_file_part_is_streamed_with_its_headers() -> None:
+    body = file_part("upload", "data.csv", "text/csv", FILE_DATA) + CLOSE
+    assert run(body) == [
+        PartStart("text/csv", 'form-data; name="upload"; filename="data.csv"'),
+        PartData(FILE_DATA),
+        PartEnd(),
+    ]
+
+
+def test_leading_fields_are_skipped() -> None:
+    body = (
+        field("path", b"mypath")
+        + field("mode", b"file")
+        + file_part("file", "a.png", "image/png", FILE_DATA)
+        + field("after", b"ignored")
+        + CLOSE
+    )
+    assert run(body) == [
+        PartStart("image/png", 'form-data; name="file"; filename="a.png"'),
+        PartData(FILE_DATA),
+        PartEnd(),
+    ]
+
+
+def test_only_the_first_file_part_is_streamed() -> None:
+    body = (
+        file_part("one", "1.bin", "application/octet-stream", b"first")
+        + file_part("two", "2.bin", "application/octet-stream", b"second")
+        + CLOSE
+    )
+    assert run(body) == [
+        PartStart("application/octet-stream", 'form-data; name="one"; filename="1.bin"'),
+        PartData(b"first"),
+        PartEnd(),
+    ]
+
+
+def test_file_part_without_content_type() -> None:
+    body = file_part("f", "x", None, b"abc") + CLOSE
+    assert run(body) == [PartStart(None, 'form-data; name="f"; filename="x"'), PartData(b"abc"), PartEnd()]
+
+
+def test_empty_file_part() -> None:
+    body = file_part("f", "empty.txt", "text/plain", b"") + CLOSE
+    assert run(body) == [PartStart("text/plain", 'form-data; name="f"; filename="empty.txt"'), PartEnd()]
+
+
+def test_file_events_come_before_end() -> None:
+    body = field("a", b"1") + file_part("f", "x.txt", "text/plain", b"payload") + CLOSE
+    extractor = FormExtractor(CONTENT_TYPE)
+    events = normalize(extractor.feed(body))
+    assert events == [
+        PartStart("text/plain", 'form-data; name="f"; filename="x.txt"'),
+        PartData(b"payload"),
+        PartEnd(),
+    ]
+    assert extractor.finished
+    assert extractor.end() == []
+
+
+def test_file_data_is_streamed_before_the_part_ends() -> None:
+    body = file_part("f", "x.bin", "application/octet-stream", b"A" * 10000) + CLOSE
+    extractor = FormExtractor(CONTENT_TYPE)
+    cut = body.index(b"A" * 10000) + 5000
+    events = normalize(extractor.feed(body[:cut]))
+    assert events[0] == PartStart("application/octet-stream", 'form-data; name="f"; filename="x.bin"')
+    assert len(events) == 2
+    assert isinstance(events[1], PartData)
+    assert b"A" * 4000 in events[1].data
+    assert not extractor.finished
+
+
+def test_text_only_form_streams_its_first_field() -> None:
+    body = field("text", b"hello, world\r\nsecond line") + field("path", b"mypath") + CLOSE
+    extractor = FormExtractor(CONTENT_TYPE)
+    assert extractor.feed(body) == []
+    assert not extractor.finished
+    assert normalize(extractor.end()) == [
+        PartStart(None, 'form-data; name="text"'),
+        PartData(b"hello, world\r\nsecond line"),
+        PartEnd(),
+    ]
+    assert extractor.finished
+    assert extractor.end() == []
+
+
+def test_text_only_form_with_empty_first_field() -> None:
+    body = field("text", b"") + CLOSE
+    assert run(body) == [PartStart(None, 'form-data; name="text"'), PartEnd()]
+
+
+def test_form_with_no_parts_streams_nothing() -> None:
+    assert run(CLOSE) == [PartStart("text/plain; charset=utf-8", None), PartEnd()]
+
+
+def test_first_field_at_the_hold_limit_is_kept() -> None:
+    value = b"v" * MAX_HELD_FIELD
+    assert MAX_HELD_FIELD == 64 * 1024
+    assert run(field("text", value) + CLOSE) == [
+        PartStart(None, 'form-data; name="text"'),
+        PartData(value),
+        PartEnd(),
+    ]
+
+
+@pytest.mark.parametrize("pieces", [None, 1000])
+def test_first_field_over_the_hold_limit_without_file_is_invalid(pieces: int | None) -> None:
+    body = field("text", b"v" * (MAX_HELD_FIELD + 1)) + field("small", b"s") + CLOSE
+    with pytest.raises(PipeError) as info:
+        run(body, pieces)
+    assert info.value.code is ErrorCode.INVALID_UPLOAD
+    assert info.value.status == 400
+    assert info.value.message == (
+        "[ERROR] Invalid upload: the form has no file and its first field is over 65536 bytes."
+    )
+
+
+def test_big_first_field_then_a_file_is_fine() -> None:
+    body = field("text", b"v" * (MAX_HELD_FIELD * 2)) + file_part("f", "x.txt", "text/plain", b"ok") + CLOSE
+    assert run(body) == [
+        PartStart("text/plain", 'form-data; name="f"; filename="x.txt"'),
+        PartData(b"ok"),
+        PartEnd(),
+    ]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        file_part("f", "x.txt", "text/plain", b"abc"),
+        file_part("f", "x.txt", "text/plain", b"abc")[:-10],
+        field("text", b"hello"),
+        f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=".encode(),
+        b"",
+    ],
+)
+def test_body_cut_before_the_closing_boundary_is_invalid(body: bytes) -> None:
+    extractor = FormExtractor(CONTENT_TYPE)
+    extractor.feed(body)
+    with pytest.raises(PipeError) as info:
+        extractor.end()
+    assert info.value.code is ErrorCode.INVALID_UPLOAD
+    assert info.value.status == 400
+    assert (
+        info.value.message == "[ERROR] Invalid upload: the multipart body ended before its closing boundary."
+    )
+
+
+def test_cut_file_body_is_invalid_even_after_its_data_was_streamed() -> None:
+    body = file_part("f", "x.txt", "text/plain", b"abc")
+    extractor = FormExtractor(CONTENT_TYPE)
+    events = normalize(extractor.feed(body))
+    assert events[0] == PartStart("text/plain", 'form-data; name="f"; filename="x.txt"')
+    with pytest.raises(PipeError) as info:
+        extractor.end()
+    assert info.value.code is ErrorCode.INVALID_UPLOAD
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["multipart/form-data", "multipart/form-data; boundary=", "multipart/form-data; charset=utf-8"],
+)
+def test_missing_boundary_is_invalid(content_type: str) -> None:
+    with pytest.raises(PipeError) as info:
+        FormExtractor(content_type)
+    assert info.value.code is ErrorCode.INVALID_UPLOAD
+    assert info.value.status == 400
+    assert info.value.message == "[ERROR] Invalid upload: multipart/form-data without a boundary."
+
+
+def test_malformed_body_is_invalid() -> None:
+    extractor = FormExtractor(CONTENT_TYPE)
+    with pytest.raises(PipeError) as info:
+        extractor.feed(b"this is not a multipart body\r\n")
+    assert info.value.code is ErrorCode.INVALID_UPLOAD
+    assert info.value.message == "[ERROR] Invalid upload: malformed multipart body."
+
+
+def test_oversized_part_headers_are_invalid() -> None:
+    junk = b"".join(b"X-Junk-%d: " % i + b"j" * 3000 + b"\r\n" for i in range(6))
+    body = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="f"; filename="x"\r\n'.encode()
+        + junk
+        + b"\r\nabc\r\n"
+        + CLOSE
+    )
+    extractor = FormExtractor(CONTENT_TYPE)
+    with pytest.raises(PipeError) as info:
+        extractor.feed(body)
+    assert info.value.code is ErrorCode.INVALID_UPLOAD
+    assert info.value.message == "[ERROR] Invalid upload: multipart part headers too large."
+
+
+def test_one_huge_part_header_line_is_invalid() -> None:
+    body = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="f"; filename="x"\r\n'.encode()
+        + b"X-Junk: "
+        + b"j" * (20 * 1024)
+        + b"\r\n\r\nabc\r\n"
+        + CLOSE
+    )
+    extractor = FormExtractor(CONTENT_TYPE)
+    with pytest.raises(PipeError) as info:
+        extractor.feed(body)
+    assert info.value.code is ErrorCode.INVALID_UPLOAD
+    assert info.value.status == 400
+
+
+def test_bytes_after_the_closing_boundary_are_ignored() -> None:
+    body = file_part("f", "x.txt", "text/plain", b"abc") + CLOSE
+    extractor = FormExtractor(CONTENT_TYPE)
+    events = normalize(extractor.feed(body))
+    assert extractor.feed(b"epilogue garbage") == []
+    assert events == [
+        PartStart("text/plain", 'form-data; name="f"; filename="x.txt"'),
+        PartData(b"abc"),
+        PartEnd(),
+    ]
+    assert extractor.end() == []
+
+
+def test_quoted_boundary() -> None:
+    extractor = FormExtractor(f'multipart/form-data; boundary="{BOUNDARY}"')
+    body = file_part("f", "x.txt", "text/plain", b"abc") + CLOSE
+    events = normalize(extractor.feed(body)) + extractor.end()
+    assert events == [
+        PartStart("text/plain", 'form-data; name="f"; filename="x.txt"'),
+        PartData(b"abc"),
+        PartEnd(),
+    ]
+
+
+BODIES = {
+    "file after fields": field("a", b"1")
+    + field("b", b"2")
+    + file_part("f", "x.bin", "image/gif", FILE_DATA)
+    + CLOSE,
+    "text only": field("text", b"just text\r\n--x") + CLOSE,
+    "two files": file_part("f", "1.txt", "text/plain", b"one")
+    + file_part("g", "2.txt", None, b"two")
+    + CLOSE,
+    "big file": file_part("f", "big.bin", None, bytes(range(256)) * 300) + CLOSE,
+}
+
+
+@pytest.mark.parametrize("name", sorted(BODIES))
+@pytest.mark.parametrize("pieces", [1, 7, 100, 4096])
+def test_feeding_in_pieces_gives_the_same_result(name: str, pieces: int) -> None:
+    body = BODIES[name]
+    assert run(body, pieces) == run(body)
+
+
+@pytest.mark.parametrize("name", sorted(BODIES))
+def test_whole_body_results(name: str) -> None:
+    expected: dict[str, list[FormEvent]] = {
+        "file after fields": [
+            PartStart("image/gif", 'form-data; name="f"; filename="x.bin"'),
+            PartData(FILE_DATA),
+            PartEnd(),
+        ],
+        "text only": [PartStart(None, 'form-data; name="text"'), PartData(b"just text\r\n--x"), PartEnd()],
+        "two files": [
+            PartStart("text/plain", 'form-data; name="f"; filename="1.txt"'),
+            PartData(b"one"),
+            PartEnd(),
+        ],
+        "big file": [
+            PartStart(None, 'form-data; name="f"; filename="big.bin"'),
+            PartData(bytes(range(256)) * 300),
+            PartEnd(),
+        ],
+    }
+    assert run(BODIES[name]) == expected[name]

@@ -1,0 +1,505 @@
+# Tests for the header policy: content types, dispositions, metadata, CORS and body framing facts.
+from __future__ import annotations
+
+import pytest
+
+from pipe_relay.core.headers import (
+    BodyInfo,
+    attachment_for,
+    body_info,
+    cors_headers,
+    first,
+    form_part_disposition,
+    inline_safe,
+    is_multipart_form,
+    metadata_headers,
+    preflight_headers,
+    receiver_disposition,
+    receiver_headers,
+    safe_content_type,
+    sanitize_filename,
+    strip_controls,
+)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, "application/octet-stream"),
+        ("", "text/plain"),
+        ("   ", "text/plain"),
+        ("garbage", "text/plain"),
+        ("text/", "text/plain"),
+        ("/plain", "text/plain"),
+        ("text/plain/extra", "text/plain"),
+        ("text plain", "text/plain"),
+        ("text/html", "text/plain"),
+        ("text/html; charset=utf-8", "text/plain; charset=utf-8"),
+        ("TEXT/HTML", "text/plain"),
+        ("application/xhtml+xml", "text/plain"),
+        ("image/svg+xml", "text/plain"),
+        ("Image/SVG+XML", "text/plain"),
+        ("application/rss+xml", "text/plain"),
+        ("application/atom+xml", "text/plain"),
+        ("text/xml", "text/plain"),
+        ("application/xml", "text/plain"),
+        ("text/javascript", "text/plain"),
+        ("application/javascript", "text/plain"),
+        ("application/x-javascript", "text/plain"),
+        ("application/ecmascript", "text/plain"),
+        ("text/ecmascript", "text/plain"),
+        ("text/plain", "text/plain"),
+        ("application/octet-stream", "application/octet-stream"),
+        ("application/json", "application/json"),
+        ("image/png", "image/png"),
+        ("IMAGE/PNG", "image/png"),
+        ("Video/MP4", "video/mp4"),
+        ("application/pdf", "application/pdf"),
+        ("  image/png  ", "image/png"),
+        ("text/plain; charset=utf-8", "text/plain; charset=utf-8"),
+        ("text/plain;charset=utf-8", "text/plain; charset=utf-8"),
+        ("text/plain; CHARSET=ISO-8859-1", "text/plain; charset=ISO-8859-1"),
+        ('text/plain; charset="utf-8"', "text/plain; charset=utf-8"),
+        ("text/plain; charset = utf-8", "text/plain; charset=utf-8"),
+        ("text/plain; format=flowed; charset=utf-8", "text/plain; charset=utf-8"),
+        ("text/plain; charset=utf-8; charset=latin1", "text/plain; charset=utf-8"),
+        ("text/plain; charset=utf-8; format=flowed", "text/plain; charset=utf-8"),
+        ("image/png; name=a.png", "image/png"),
+        ("application/octet-stream; x=1; y=2", "application/octet-stream"),
+        ('text/plain; charset="utf 8"', "text/plain"),
+        ('text/plain; charset="<script>"', "text/plain"),
+        ("text/plain; charset=" + "a" * 41, "text/plain"),
+        ("text/plain; charset=" + "a" * 40, "text/plain; charset=" + "a" * 40),
+        ("text/plain; charset=utf-8\r\nX-Evil: 1", "text/plain"),
+        ("text/html\r\nX-Evil: 1", "text/plain"),
+    ],
+)
+def test_safe_content_type(value: str | None, expected: str) -> None:
+    assert safe_content_type(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("content_type", "expected"),
+    [
+        ("image/png", True),
+        ("image/jpeg", True),
+        ("IMAGE/GIF", True),
+        ("audio/mpeg", True),
+        ("video/mp4", True),
+        ("video/webm", True),
+        ("text/plain", True),
+        ("text/plain; charset=utf-8", True),
+        ("application/pdf", True),
+        ("image/svg+xml", False),
+        ("application/octet-stream", False),
+        ("application/json", False),
+        ("text/csv", False),
+        ("text/html", False),
+        ("application/zip", False),
+    ],
+)
+def test_inline_safe(content_type: str, expected: bool) -> None:
+    assert inline_safe(content_type) is expected
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("report.pdf", "report.pdf"),
+        ("a\x00b.txt", "ab.txt"),
+        ("a\r\nb.txt", "ab.txt"),
+        ("a\tb\x1b\x7f.txt", "ab.txt"),
+        ("dir/file.txt", "dirfile.txt"),
+        ("dir\\file.txt", "dirfile.txt"),
+        ("../../etc/passwd", "etcpasswd"),
+        ("..\\..\\boot.ini", "boot.ini"),
+        (".hidden", "hidden"),
+        ("...", ""),
+        ("a.b.c", "a.b.c"),
+        ("résumé.pdf", "résumé.pdf"),
+        ("x" * 300, "x" * 255),
+        ("\x00" * 10 + "y" * 260, "y" * 255),
+        ("." * 5 + "z" * 255, "z" * 255),
+    ],
+)
+def test_sanitize_filename(name: str, expected: str) -> None:
+    assert sanitize_filename(name) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("report.pdf", "attachment; filename=\"report.pdf\"; filename*=UTF-8''report.pdf"),
+        ("my file.txt", "attachment; filename=\"my file.txt\"; filename*=UTF-8''my%20file.txt"),
+        ('a"b.txt', 'attachment; filename="a\\"b.txt"; filename*=UTF-8\'\'a%22b.txt'),
+        ("a;b.txt", "attachment; filename=\"a;b.txt\"; filename*=UTF-8''a%3Bb.txt"),
+        ("résumé.pdf", "attachment; filename=\"r_sum_.pdf\"; filename*=UTF-8''r%C3%A9sum%C3%A9.pdf"),
+        ("日本.txt", "attachment; filename=\"__.txt\"; filename*=UTF-8''%E6%97%A5%E6%9C%AC.txt"),
+        ("a%b", "attachment; filename=\"a%b\"; filename*=UTF-8''a%25b"),
+        ("a'b", "attachment; filename=\"a'b\"; filename*=UTF-8''a%27b"),
+    ],
+)
+def test_attachment_for(name: str, expected: str) -> None:
+    assert attachment_for(name) == expected
+
+
+@pytest.mark.parametrize(
+    ("sender", "content_type", "expected"),
+    [
+        (None, "application/octet-stream", None),
+        ("", "application/octet-stream", None),
+        ("inline", "application/octet-stream", "attachment"),
+        ("inline", "text/plain; charset=utf-8", "inline"),
+        ("inline", "text/plain", "inline"),
+        ("inline", "image/png", "inline"),
+        ("inline", "audio/ogg", "inline"),
+        ("inline", "video/mp4", "inline"),
+        ("inline", "application/pdf", "inline"),
+        ("inline", "image/svg+xml", "attachment"),
+        ("inline", "application/json", "attachment"),
+        ("INLINE", "application/zip", "attachment"),
+        ('inline; filename="a.bin"', "application/octet-stream", 'attachment; filename="a.bin"'),
+        ('inline; filename="a.png"', "image/png", 'inline; filename="a.png"'),
+        ('attachment; filename="a.png"', "image/png", 'attachment; filename="a.png"'),
+        ('attachment; filename="a\r\nSet-Cookie: x"', "text/plain", 'attachment; filename="aSet-Cookie: x"'),
+        ("inline\r\n", "application/octet-stream", "attachment"),
+        ("  inline  ", "application/octet-stream", "attachment"),
+    ],
+)
+def test_receiver_disposition_passthrough(
+    sender: str | None, content_type: str, expected: str | None
+) -> None:
+    assert receiver_disposition(sender, content_type, download=None, filename=None) == expected
+
+
+@pytest.mark.parametrize(
+    ("sender", "expected"),
+    [
+        (None, "attachment"),
+        ("inline", "attachment"),
+        ('inline; filename="a.png"', 'attachment; filename="a.png"'),
+        ('attachment; filename="a.png"', 'attachment; filename="a.png"'),
+    ],
+)
+def test_receiver_disposition_download_true_forces_attachment(sender: str | None, expected: str) -> None:
+    assert receiver_disposition(sender, "image/png", download=True, filename=None) == expected
+
+
+@pytest.mark.parametrize("sender", [None, "inline", 'attachment; filename="a.bin"'])
+def test_receiver_disposition_download_false_removes_it(sender: str | None) -> None:
+    assert receiver_disposition(sender, "application/octet-stream", download=False, filename=None) is None
+
+
+@pytest.mark.parametrize("download", [None, True, False])
+def test_receiver_disposition_filename_implies_attachment(download: bool | None) -> None:
+    result = receiver_disposition("inline", "image/png", download=download, filename="custom.txt")
+    assert result == "attachment; filename=\"custom.txt\"; filename*=UTF-8''custom.txt"
+
+
+@pytest.mark.parametrize(
+    ("filename", "expected"),
+    [
+        ("../x\r\n.txt", "attachment; filename=\"x.txt\"; filename*=UTF-8''x.txt"),
+        ("a/b\\c\x00d", "attachment; filename=\"abcd\"; filename*=UTF-8''abcd"),
+        ("...", "attachment"),
+        ("", "attachment"),
+        ("x" * 300, f"attachment; filename=\"{'x' * 255}\"; filename*=UTF-8''{'x' * 255}"),
+    ],
+)
+def test_receiver_disposition_filename_is_sanitized(filename: str, expected: str) -> None:
+    assert receiver_disposition(None, "text/plain", download=None, filename=filename) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, None),
+        ('form-data; name="text"', None),
+        ('form-data; name="f"; filename="a.png"', "attachment; filename=\"a.png\"; filename*=UTF-8''a.png"),
+        (
+            'form-data; name="f"; filename="../a.png"',
+            "attachment; filename=\"a.png\"; filename*=UTF-8''a.png",
+        ),
+        (
+            'form-data; name="f"; filename="a \\"q\\".png"',
+            'attachment; filename="a \\"q\\".png"; filename*=UTF-8\'\'a%20%22q%22.png',
+        ),
+        ('form-data; name="f"; filename="..."', "attachment"),
+        (
+            "form-data; name=f; filename=plain.txt",
+            "attachment; filename=\"plain.txt\"; filename*=UTF-8''plain.txt",
+        ),
+    ],
+)
+def test_form_part_disposition(value: str | None, expected: str | None) -> None:
+    assert form_part_disposition(value) == expected
+
+
+def test_metadata_headers_keep_order_per_name() -> None:
+    headers = [
+        ("x-piping", "one"),
+        ("content-type", "text/plain"),
+        ("x-hoody-pipe", "h1"),
+        ("x-piping", "two"),
+        ("x-hoody-pipe", "h2"),
+    ]
+    assert metadata_headers(headers) == [
+        ("X-Piping", "one"),
+        ("X-Piping", "two"),
+        ("X-Hoody-Pipe", "h1"),
+        ("X-Hoody-Pipe", "h2"),
+    ]
+
+
+def test_metadata_headers_strip_controls() -> None:
+    headers = [("x-piping", "a\r\nSet-Cookie: b"), ("x-hoody-pipe", "c\x00d\te\x7f")]
+    assert metadata_headers(headers) == [("X-Piping", "aSet-Cookie: b"), ("X-Hoody-Pipe", "cde")]
+
+
+def test_metadata_headers_size_limit() -> None:
+    at_limit = "a" * 8192
+    over = "b" * 8193
+    multibyte_over = "é" * 4097  # 8194 bytes in UTF-8
+    headers = [
+        ("x-piping", at_limit),
+        ("x-piping", over),
+        ("x-hoody-pipe", multibyte_over),
+        ("x-hoody-pipe", "small"),
+    ]
+    assert metadata_headers(headers) == [("X-Piping", at_limit), ("X-Hoody-Pipe", "small")]
+
+
+def test_metadata_headers_none() -> None:
+    assert metadata_headers([("content-type", "text/plain"), ("x-other", "1")]) == []
+
+
+def test_cors_headers_reflect_origin() -> None:
+    assert cors_headers("https://app.example.com") == [
+        ("Access-Control-Allow-Origin", "https://app.example.com"),
+        ("Access-Control-Allow-Credentials", "true"),
+        ("Vary", "Origin"),
+    ]
+
+
+@pytest.mark.parametrize("origin", [None, "null", "", " null "])
+def test_cors_headers_without_a_real_origin_is_star(origin: str | None) -> None:
+    assert cors_headers(origin) == [("Access-Control-Allow-Origin", "*")]
+
+
+def test_cors_headers_strip_controls_from_origin() -> None:
+    assert cors_headers("https://a.example\r\nX-Evil: 1")[0] == (
+        "Access-Control-Allow-Origin",
+        "https://a.exampleX-Evil: 1",
+    )
+
+
+def test_preflight_headers_with_origin() -> None:
+    assert preflight_headers("https://app.example.com", private_network=False) == [
+        ("Access-Control-Allow-Origin", "https://app.example.com"),
+        ("Access-Control-Allow-Credentials", "true"),
+        ("Vary", "Origin"),
+        ("Access-Control-Allow-Methods", "GET, POST, PUT, OPTIONS"),
+        (
+            "Access-Control-Allow-Headers",
+            "Content-Type, Content-Disposition, Authorization, X-Piping, X-Hoody-Pipe",
+        ),
+        ("Access-Control-Max-Age", "86400"),
+    ]
+
+
+def test_preflight_headers_private_network_only_when_asked() -> None:
+    asked = preflight_headers(None, private_network=True)
+    not_asked = preflight_headers(None, private_network=False)
+    assert ("Access-Control-Allow-Private-Network", "true") in asked
+    assert [h for h in not_asked if h[0] == "Access-Control-Allow-Private-Network"] == []
+    assert asked == [*not_asked, ("Access-Control-Allow-Private-Network", "true")]
+    assert not_asked[0] == ("Access-Control-Allow-Origin", "*")
+    assert [h for h in not_asked if h[0] == "Access-Control-Allow-Credentials"] == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("0", 0),
+        ("5", 5),
+        ("005", 5),
+        (" 42 ", 42),
+        ("9999999999999999999", 9999999999999999999),
+        ("10000000000000000000", None),
+        ("-1", None),
+        ("+5", None),
+        ("1e3", None),
+        ("0x10", None),
+        ("5, 5", None),
+        ("", None),
+        ("abc", None),
+        ("5\n", 5),
+        # the spec's ^\d{1,19}$ means ASCII digits; other Unicode decimal digits are not a length
+        ("١٢", None),
+    ],
+)
+def test_body_info_content_length(raw: str, expected: int | None) -> None:
+    info = body_info([("content-length", raw)])
+    assert info.content_length == expected
+
+
+def test_body_info_without_content_length() -> None:
+    assert body_info([]) == BodyInfo("application/octet-stream", None, None, ())
+
+
+def test_body_info_never_has_length_with_transfer_encoding() -> None:
+    info = body_info([("content-length", "5"), ("transfer-encoding", "chunked")])
+    assert info.content_length is None
+
+
+def test_body_info_plain() -> None:
+    headers = [
+        ("content-type", "text/html; charset=utf-8"),
+        ("content-length", "11"),
+        ("content-disposition", 'inline; filename="a.html"'),
+        ("x-piping", "meta"),
+    ]
+    assert body_info(headers) == BodyInfo(
+        content_type="text/plain; charset=utf-8",
+        disposition='inline; filename="a.html"',
+        content_length=11,
+        metadata=(("X-Piping", "meta"),),
+    )
+
+
+def test_body_info_multipart_file_part() -> None:
+    headers = [
+        ("content-type", "multipart/form-data; boundary=xyz"),
+        ("content-length", "500"),
+        ("x-hoody-pipe", "m"),
+    ]
+    info = body_info(headers, multipart_part=("image/png", 'form-data; name="file"; filename="cat.png"'))
+    assert info == BodyInfo(
+        content_type="image/png",
+        disposition="attachment; filename=\"cat.png\"; filename*=UTF-8''cat.png",
+        content_length=None,
+        metadata=(("X-Hoody-Pipe", "m"),),
+    )
+
+
+def test_body_info_multipart_text_field() -> None:
+    headers = [("content-type", "multipart/form-data; boundary=xyz"), ("content-length", "100")]
+    info = body_info(headers, multipart_part=(None, 'form-data; name="text"'))
+    assert info == BodyInfo("text/plain; charset=utf-8", None, None, ())
+
+
+def test_body_info_multipart_part_type_is_sanitized() -> None:
+    info = body_info([], multipart_part=("image/svg+xml", 'form-data; name="f"; filename="x.svg"'))
+    assert info.content_type == "text/plain"
+
+
+def test_receiver_headers_plain() -> None:
+    info = body_info([("content-type", "text/plain"), ("content-length", "5")])
+    headers = receiver_headers(
+        info, origin=None, download=None, filename=None, framing_headers=[("Content-Length", "5")]
+    )
+    assert headers == [
+        ("Content-Type", "text/plain"),
+        ("Content-Length", "5"),
+        ("X-Robots-Tag", "none"),
+        ("Cache-Control", "no-store"),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Access-Control-Allow-Origin", "*"),
+    ]
+
+
+def test_receiver_headers_with_metadata_disposition_and_origin() -> None:
+    info = body_info(
+        [
+            ("content-type", "application/zip"),
+            ("content-disposition", 'inline; filename="a.zip"'),
+            ("x-piping", "p"),
+            ("x-hoody-pipe", "h"),
+        ]
+    )
+    headers = receiver_headers(
+        info,
+        origin="https://app.example.com",
+        download=None,
+        filename=None,
+        framing_headers=[("Transfer-Encoding", "chunked")],
+    )
+    assert headers == [
+        ("Content-Type", "application/zip"),
+        ("Content-Disposition", 'attachment; filename="a.zip"'),
+        ("Transfer-Encoding", "chunked"),
+        ("X-Piping", "p"),
+        ("X-Hoody-Pipe", "h"),
+        ("Access-Control-Expose-Headers", "X-Piping, X-Hoody-Pipe"),
+        ("X-Robots-Tag", "none"),
+        ("Cache-Control", "no-store"),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Access-Control-Allow-Origin", "https://app.example.com"),
+        ("Access-Control-Allow-Credentials", "true"),
+        ("Vary", "Origin"),
+    ]
+
+
+def test_receiver_headers_expose_only_with_metadata() -> None:
+    info = body_info([("x-piping", "x" * 9000)])  # dropped: over the cap
+    headers = receiver_headers(info, origin=None, download=None, filename=None, framing_headers=[])
+    names = [name for name, _ in headers]
+    assert "Access-Control-Expose-Headers" not in names
+    assert "X-Piping" not in names
+
+
+@pytest.mark.parametrize(
+    ("download", "filename", "expected"),
+    [
+        (None, None, 'inline; filename="a.png"'),
+        (True, None, 'attachment; filename="a.png"'),
+        (False, None, None),
+        (None, "b.png", "attachment; filename=\"b.png\"; filename*=UTF-8''b.png"),
+    ],
+)
+def test_receiver_headers_per_receiver_disposition(
+    download: bool | None, filename: str | None, expected: str | None
+) -> None:
+    info = body_info([("content-type", "image/png"), ("content-disposition", 'inline; filename="a.png"')])
+    headers = receiver_headers(info, origin=None, download=download, filename=filename, framing_headers=[])
+    assert [value for name, value in headers if name == "Content-Disposition"] == (
+        [expected] if expected else []
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("multipart/form-data; boundary=x", True),
+        ("Multipart/Form-Data;boundary=x", True),
+        ("multipart/form-data", True),
+        ("multipart/mixed; boundary=x", False),
+        ("application/x-www-form-urlencoded", False),
+        (None, False),
+        ("", False),
+    ],
+)
+def test_is_multipart_form(value: str | None, expected: bool) -> None:
+    assert is_multipart_form(value) is expected
+
+
+def test_first_and_strip_controls() -> None:
+    assert first([("a", "1"), ("b", "2"), ("a", "3")], "a") == "1"
+    assert first([("a", "1")], "b") is None
+    assert strip_controls("a\x00\x01\x1f\x7fb c") == "ab c"
+
+
+def test_html_shown_inline_becomes_plain_text_inline() -> None:
+    info = body_info([("content-type", "text/html"), ("content-disposition", "inline")])
+    headers = dict(receiver_headers(info, origin=None, download=None, filename=None, framing_headers=[]))
+    assert headers["Content-Type"] == "text/plain"
+    assert headers["Content-Disposition"] == "inline"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["X-Robots-Tag"] == "none"
+
+
+def test_svg_sent_inline_is_plain_text() -> None:
+    info = body_info([("content-type", "image/svg+xml"), ("content-disposition", "inline")])
+    assert info.content_type == "text/plain"
+    headers = dict(receiver_headers(info, origin=None, download=None, filename=None, framing_headers=[]))
+    assert headers["Content-Type"] == "text/plain"
