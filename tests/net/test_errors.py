@@ -3,81 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import trio
 
-from tests.conftest import RawClient, Relay, StartRelay, curl, parse_head, raw_exchange
+from tests.conftest import RawClient, Relay, StartRelay, parse_head, raw_exchange
+from tests.responses import TEXT_PLAIN, assert_error, http, spawn, split_response
 
-TEXT_PLAIN = "text/plain; charset=utf-8"
 PIPE_ALLOW = "GET, POST, PUT, OPTIONS"
 SERVICE_ALLOW = "GET, HEAD, OPTIONS"
-
-
-@dataclass
-class Response:
-    status: int
-    headers: dict[str, str]
-    pairs: list[tuple[str, str]]
-    body: bytes
-
-
-def split_response(raw: bytes) -> Response:
-    """The final response in `raw` (interim 1xx heads skipped): head parsed, the rest as body."""
-    rest = raw
-    while True:
-        head, sep, rest = rest.partition(b"\r\n\r\n")
-        assert sep, f"no complete response head in {raw[:300]!r}"
-        status, headers, pairs = parse_head(head + b"\r\n\r\n")
-        if not 100 <= status < 200:
-            return Response(status, headers, pairs, rest)
-
-
-async def http(relay: Relay, path: str, *args: str, stdin: bytes | None = None) -> Response:
-    """One curl request; the whole response with its head (`-i`)."""
-    result = await curl("-i", *args, relay.url + path, stdin=stdin, max_time=8)
-    assert result.returncode == 0, result.stderr
-    return split_response(result.stdout)
-
-
-@dataclass
-class Pending:
-    """A request running in the background (a waiting receiver or sender)."""
-
-    response: Response | None = None
-    done: trio.Event = field(default_factory=trio.Event)
-
-    async def result(self) -> Response:
-        await self.done.wait()
-        assert self.response is not None
-        return self.response
-
-
-def spawn(nursery: trio.Nursery, relay: Relay, path: str, *args: str) -> Pending:
-    pending = Pending()
-
-    async def run() -> None:
-        pending.response = await http(relay, path, *args)
-        pending.done.set()
-
-    nursery.start_soon(run)
-    return pending
-
-
-def assert_error(response: Response, status: int, code: str, message: str) -> None:
-    """An exact rejection: status, code header, one line of text, exact length, CORS and nosniff."""
-    assert response.status == status, response
-    assert response.headers["content-type"] == TEXT_PLAIN
-    assert response.body == (message + "\n").encode(), response.body
-    assert response.body.count(b"\n") == 1
-    lengths = [value for name, value in response.pairs if name == "content-length"]
-    assert lengths == [str(len(response.body))]
-    assert response.headers["x-pipe-error"] == code
-    assert response.headers["access-control-allow-origin"] == "*"
-    assert response.headers["x-content-type-options"] == "nosniff"
-    assert "transfer-encoding" not in response.headers
 
 
 def assert_free(relay: Relay, key: str) -> None:

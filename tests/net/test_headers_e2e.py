@@ -2,66 +2,17 @@
 # Content-Type, Content-Disposition, download control, metadata headers, CORS, preflight, framing.
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import trio
 
-from tests.conftest import RawClient, Relay, curl, parse_head
+from tests.conftest import RawClient, Relay, parse_head
+from tests.responses import Response, http, spawn, split_response
 
 METADATA_EXPOSE = "X-Piping, X-Hoody-Pipe"
 BODY = b"<html><script>alert(1)</script></html>\n"
-
-
-@dataclass
-class Response:
-    status: int
-    headers: dict[str, str]
-    pairs: list[tuple[str, str]]
-    body: bytes
-
-    def values(self, name: str) -> list[str]:
-        return [value for key, value in self.pairs if key == name]
-
-
-def split_response(raw: bytes) -> Response:
-    """The final response in `raw` (interim 1xx heads skipped): head parsed, the rest as body."""
-    rest = raw
-    while True:
-        head, sep, rest = rest.partition(b"\r\n\r\n")
-        assert sep, f"no complete response head in {raw[:300]!r}"
-        status, headers, pairs = parse_head(head + b"\r\n\r\n")
-        if not 100 <= status < 200:
-            return Response(status, headers, pairs, rest)
-
-
-async def http(relay: Relay, path: str, *args: str, stdin: bytes | None = None) -> Response:
-    result = await curl("-i", *args, relay.url + path, stdin=stdin, max_time=8)
-    assert result.returncode == 0, result.stderr
-    return split_response(result.stdout)
-
-
-@dataclass
-class Pending:
-    response: Response | None = None
-    done: trio.Event = field(default_factory=trio.Event)
-
-    async def result(self) -> Response:
-        await self.done.wait()
-        assert self.response is not None
-        return self.response
-
-
-def spawn(nursery: trio.Nursery, relay: Relay, path: str, *args: str) -> Pending:
-    pending = Pending()
-
-    async def run() -> None:
-        pending.response = await http(relay, path, *args)
-        pending.done.set()
-
-    nursery.start_soon(run)
-    return pending
 
 
 @dataclass

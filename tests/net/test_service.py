@@ -4,43 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
 import trio
 
-from tests.conftest import RawClient, Relay, curl, parse_head, raw_exchange
+from tests.conftest import RawClient, Relay, parse_head, raw_exchange
+from tests.responses import TEXT_PLAIN, Response, assert_error, assert_exact_length, http, split_response
 
-TEXT_PLAIN = "text/plain; charset=utf-8"
 HTML = "text/html; charset=utf-8"
 VERSION_LINE = b"pipe-relay 0.1.0\n"
 HEALTH_FIELDS = {"status", "service", "built", "started", "memory", "fds", "pid", "ip", "userAgent"}
-
-
-@dataclass
-class Response:
-    status: int
-    headers: dict[str, str]
-    pairs: list[tuple[str, str]]
-    body: bytes
-
-
-def split_response(raw: bytes) -> Response:
-    """The final response in `raw` (interim 1xx heads skipped): head parsed, the rest as body."""
-    rest = raw
-    while True:
-        head, sep, rest = rest.partition(b"\r\n\r\n")
-        assert sep, f"no complete response head in {raw[:300]!r}"
-        status, headers, pairs = parse_head(head + b"\r\n\r\n")
-        if not 100 <= status < 200:
-            return Response(status, headers, pairs, rest)
-
-
-async def http(relay: Relay, path: str, *args: str) -> Response:
-    result = await curl("-i", *args, relay.url + path, max_time=8)
-    assert result.returncode == 0, result.stderr
-    return split_response(result.stdout)
 
 
 async def raw_request(relay: Relay, method: str, path: str, *headers: str) -> Response:
@@ -51,26 +25,11 @@ async def raw_request(relay: Relay, method: str, path: str, *headers: str) -> Re
     return split_response(raw)
 
 
-def assert_exact_length(response: Response) -> None:
-    lengths = [value for name, value in response.pairs if name == "content-length"]
-    assert lengths == [str(len(response.body))]
-
-
 def assert_text(response: Response, body: bytes) -> None:
     assert response.status == 200
     assert response.headers["content-type"] == TEXT_PLAIN
     assert response.body == body
     assert_exact_length(response)
-    assert response.headers["access-control-allow-origin"] == "*"
-    assert response.headers["x-content-type-options"] == "nosniff"
-
-
-def assert_error(response: Response, status: int, code: str, message: str) -> None:
-    assert response.status == status, response
-    assert response.headers["content-type"] == TEXT_PLAIN
-    assert response.body == (message + "\n").encode()
-    assert_exact_length(response)
-    assert response.headers["x-pipe-error"] == code
     assert response.headers["access-control-allow-origin"] == "*"
     assert response.headers["x-content-type-options"] == "nosniff"
 

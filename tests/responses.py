@@ -1,0 +1,81 @@
+# HTTP responses as the e2e tests see them: curl -i output parsed, background requests, exact checks.
+# Invariant: every helper here asserts exact values; none of them hides a failure.
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import trio
+
+from tests.conftest import Relay, curl, parse_head
+
+TEXT_PLAIN = "text/plain; charset=utf-8"
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    pairs: list[tuple[str, str]]
+    body: bytes
+
+    def values(self, name: str) -> list[str]:
+        return [value for key, value in self.pairs if key == name]
+
+
+def split_response(raw: bytes) -> Response:
+    """The final response in `raw` (interim 1xx heads skipped): head parsed, the rest as body."""
+    rest = raw
+    while True:
+        head, sep, rest = rest.partition(b"\r\n\r\n")
+        assert sep, f"no complete response head in {raw[:300]!r}"
+        status, headers, pairs = parse_head(head + b"\r\n\r\n")
+        if not 100 <= status < 200:
+            return Response(status, headers, pairs, rest)
+
+
+async def http(relay: Relay, path: str, *args: str, stdin: bytes | None = None) -> Response:
+    """One curl request; the whole response with its head (`-i`)."""
+    result = await curl("-i", *args, relay.url + path, stdin=stdin, max_time=8)
+    assert result.returncode == 0, result.stderr
+    return split_response(result.stdout)
+
+
+@dataclass
+class Pending:
+    """A request running in the background (a waiting receiver or sender)."""
+
+    response: Response | None = None
+    done: trio.Event = field(default_factory=trio.Event)
+
+    async def result(self) -> Response:
+        await self.done.wait()
+        assert self.response is not None
+        return self.response
+
+
+def spawn(nursery: trio.Nursery, relay: Relay, path: str, *args: str) -> Pending:
+    pending = Pending()
+
+    async def run() -> None:
+        pending.response = await http(relay, path, *args)
+        pending.done.set()
+
+    nursery.start_soon(run)
+    return pending
+
+
+def assert_exact_length(response: Response) -> None:
+    assert response.values("content-length") == [str(len(response.body))]
+
+
+def assert_error(response: Response, status: int, code: str, message: str) -> None:
+    """An exact rejection: status, code header, one line of text, exact length, CORS and nosniff."""
+    assert response.status == status, response
+    assert response.headers["content-type"] == TEXT_PLAIN
+    assert response.body == (message + "\n").encode(), response.body
+    assert response.body.count(b"\n") == 1
+    assert_exact_length(response)
+    assert response.headers["x-pipe-error"] == code
+    assert response.headers["access-control-allow-origin"] == "*"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert "transfer-encoding" not in response.headers
