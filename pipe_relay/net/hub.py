@@ -133,8 +133,6 @@ class Hub:
         )
         self._reaper_wake = trio.Event()
         self._changed = trio.Event()
-        self.bytes_moved = 0
-        self.transfers_done = 0
 
     def __repr__(self) -> str:
         return f"<Hub {self.registry!r}>"

@@ -2,12 +2,16 @@
 # Invariant: a receiver sees a complete body only if the sender's body completed; else an error or a reset.
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
+
+import trio
 
 from ..core.forms import FormExtractor
 from ..core.framing import Framing, render_head
-from ..core.headers import BodyInfo, body_info, first, is_multipart_form, receiver_headers
+from ..core.headers import BodyInfo, body_info, is_multipart_form, receiver_headers
 from ..core.registry import Established
+from ..core.routing import Receive
 from ..errors import ErrorCode, PipeError, TransferError, TransferFailure, pipe_error
 from .connection import CloseMode, body_decoder
 from .engine import FormBody, Segment, Sink, SocketBody, Source
@@ -15,6 +19,7 @@ from .engine import FormBody, Segment, Sink, SocketBody, Source
 if TYPE_CHECKING:
     from .hub import Hub, Party
 
+log = logging.getLogger("pipe_relay")
 DRAIN_LIMIT = 64 * 1024 * 1024
 DRAIN_TIMEOUT = 30.0
 
@@ -34,12 +39,17 @@ class _Prepend:
 
 
 class _Events:
-    def __init__(self, hub: Hub, sender: Party) -> None:
-        self.hub = hub
+    def __init__(self, sender: Party) -> None:
         self.sender = sender
+        self.moved = 0
+        self.started = trio.current_time()
 
     def progress(self, moved: int) -> None:
-        self.hub.bytes_moved += moved
+        self.moved += moved
+
+    def log(self, key: str, n: int, outcome: str) -> None:
+        seconds = trio.current_time() - self.started
+        log.info("transfer %s n=%d %s: %d bytes in %.3f s", key, n, outcome, self.moved, seconds)
 
     async def receiver_dropped(self, sink: Sink, alive: int) -> None:
         if alive:
@@ -59,13 +69,13 @@ def _sink_for(receiver: Party, info: BodyInfo) -> Sink:
     else:
         framing = Framing.CLOSE
     framing_headers.append(("Connection", "close"))
-    download = receiver.decision.target.flag("download")
-    filenames = receiver.decision.target.values("filename")
+    decision = receiver.decision
+    assert isinstance(decision, Receive)
     headers = receiver_headers(
         info,
         origin=request.header("origin"),
-        download=download,
-        filename=filenames[0] if filenames else None,
+        download=decision.download,
+        filename=decision.filename,
         framing_headers=framing_headers,
     )
     return Sink(
@@ -100,13 +110,15 @@ async def run_transfer(hub: Hub, established: Established[Party]) -> None:
         idle_timeout=hub.config.idle_timeout,
     )
     sinks: list[Sink] = []
-    multipart = is_multipart_form(first(request.headers, "content-type"))
+    events = _Events(sender)
+    content_type = request.header("content-type")
+    multipart = is_multipart_form(content_type)
     try:
         source: Source = raw
         part = None
         if multipart:
             try:
-                extractor = FormExtractor(request.header("content-type") or "")
+                extractor = FormExtractor(content_type or "")
             except PipeError as exc:
                 raise TransferError(TransferFailure.BAD_UPLOAD, exc.message) from None
             form = FormBody(raw, extractor)
@@ -115,15 +127,16 @@ async def run_transfer(hub: Hub, established: Established[Party]) -> None:
             source = _Prepend(pieces, form)
         info = body_info(request.headers, multipart_part=part)
         sinks = [_sink_for(r, info) for r in receivers]
-        await hub.engine.relay(source, sinks, _Events(hub, sender))
+        await hub.engine.relay(source, sinks, events)
     except TransferError as exc:
+        events.log(established.key, established.n, f"failed ({exc})")
         await _fail(sender, receivers, sinks, exc)
         return
+    events.log(established.key, established.n, "complete")
     for receiver, sink in zip(receivers, sinks, strict=True):
         receiver.release(aborted=not sink.alive)
     if multipart:
         await raw.drain(limit=DRAIN_LIMIT, seconds=DRAIN_TIMEOUT)
-    hub.transfers_done += 1
     conn.close_mode = CloseMode.NORMAL if raw.done else CloseMode.LINGER
     await sender.say("[INFO] Upload complete.")
     await sender.say("[INFO] Transfer complete.")
