@@ -12,8 +12,9 @@ from typing import NoReturn
 import trio
 
 from ._version import __version__
-from .config import Config
+from .config import ENGINES, Config
 from .net import serve
+from .net.splice import splice_available
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
         default=defaults.heartbeat,
         help="seconds between waiting lines; 0 = off",
     )
+    add("--engine", choices=ENGINES, default=defaults.engine, help="byte engine (default %(default)s)")
     add(
         "--idle-timeout",
         type=float,
@@ -52,7 +54,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> Config:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        return Config(
+        config = Config(
             host=args.host,
             port=args.http_port,
             max_pending=args.max_pending,
@@ -62,9 +64,13 @@ def config_from_args(argv: Sequence[str] | None = None) -> Config:
             max_path_length=args.max_path_length,
             heartbeat=args.heartbeat,
             idle_timeout=args.idle_timeout,
+            engine=args.engine,
         )
     except ValueError as exc:
         parser.error(str(exc))
+    if config.engine == "splice" and not splice_available():
+        parser.error("--engine splice needs Linux splice(2) and tee(2)")
+    return config
 
 
 async def _run(config: Config) -> str | None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+ENGINES = ("auto", "splice", "buffer")
+
 
 @dataclass(frozen=True, slots=True)
 class Config:
@@ -23,6 +25,8 @@ class Config:
     head_timeout: float = 30.0
     """Deadline for a client to send a complete request head (and between keep-alive requests)."""
     max_head_size: int = 64 * 1024
+    engine: str = "auto"
+    """Byte engine: `buffer` (portable), `splice` (Linux zero-copy where it can carry a body), `auto`."""
     buffer_size: int = 1024 * 1024
     """Bytes read from a sender per step of a transfer: the chunk every receiver gets in lockstep."""
 
@@ -39,6 +43,8 @@ class Config:
                 raise ValueError(f"{name.replace('_', '-')} must be 0 (off) or positive")
         if self.head_timeout <= 0:
             raise ValueError("head-timeout must be positive")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
         if self.buffer_size < 4096:
             raise ValueError("buffer-size must be at least 4096")
         if self.max_head_size < 1024:

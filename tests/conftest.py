@@ -15,6 +15,7 @@ import trio
 
 from pipe_relay import Config, serve
 from pipe_relay.net.hub import Hub
+from pipe_relay.net.splice import splice_available
 
 
 @dataclass
@@ -52,11 +53,24 @@ class Relay:
 StartRelay = Callable[..., Awaitable[Relay]]
 
 
+ENGINES = [
+    "buffer",
+    pytest.param("splice", marks=pytest.mark.skipif(not splice_available(), reason="Linux only")),
+]
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    """Every server-backed test runs once per byte engine, so no engine rots."""
+    return str(request.param)
+
+
 @pytest.fixture
-def start_relay(nursery: trio.Nursery) -> StartRelay:
+def start_relay(nursery: trio.Nursery, engine: str) -> StartRelay:
     """Start a server with Config overrides: `relay = await start_relay(pending_ttl=1)`."""
 
     async def start(**overrides: Any) -> Relay:
+        overrides.setdefault("engine", engine)
         config = Config(host="127.0.0.1", port=0, **overrides)
         hub = Hub(config)
         listeners = await nursery.start(partial(serve, config, hub=hub))

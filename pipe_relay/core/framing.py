@@ -41,6 +41,12 @@ class LengthDecoder:
     def done(self) -> bool:
         return self.remaining == 0
 
+    def skip(self, count: int) -> None:
+        """`count` payload bytes were moved without passing through `feed` (zero-copy path)."""
+        if not 0 <= count <= self.remaining:
+            raise ValueError(f"cannot skip {count} of {self.remaining} remaining bytes")
+        self.remaining -= count
+
     def feed(self, data: memoryview | bytes) -> tuple[list[Span], int]:
         """Payload spans in `data` and how many bytes of `data` belong to the body."""
         take = min(len(data), self.remaining)

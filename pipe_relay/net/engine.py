@@ -51,7 +51,7 @@ class Source(Protocol):
         ...
 
 
-async def _wait(waiter: Callable[[int], Awaitable[None]], fd: int, idle: float) -> bool:
+async def wait_ready(waiter: Callable[[int], Awaitable[None]], fd: int, idle: float) -> bool:
     """Wait for fd readiness; False if `idle` seconds (0 = no limit) passed first."""
     if idle <= 0:
         await waiter(fd)
@@ -92,17 +92,23 @@ class SocketBody:
     async def read(self) -> list[Segment]:
         while not self.decoder.done:
             data = self._take_prefix() if self._prefix else await self._recv()
-            try:
-                spans, _ = self.decoder.feed(data)
-            except FramingError as exc:
-                raise TransferError(TransferFailure.BAD_FRAMING, str(exc)) from None
-            if spans:
-                size = sum(end - start for start, end in spans)
-                self.received += size
-                if len(spans) > MAX_SEGMENTS:
-                    return [b"".join(data[start:end] for start, end in spans)]
-                return [data[start:end] for start, end in spans]
+            if segments := self._payload(data):
+                return segments
         return []
+
+    def buffered(self) -> list[Segment]:
+        """Payload that arrived together with the request head (no socket read)."""
+        return self._payload(self._take_prefix()) if self._prefix else []
+
+    def _payload(self, data: memoryview) -> list[Segment]:
+        try:
+            spans, _ = self.decoder.feed(data)
+        except FramingError as exc:
+            raise TransferError(TransferFailure.BAD_FRAMING, str(exc)) from None
+        self.received += sum(end - start for start, end in spans)
+        if len(spans) > MAX_SEGMENTS:
+            return [b"".join(data[start:end] for start, end in spans)]
+        return [data[start:end] for start, end in spans]
 
     def _take_prefix(self) -> memoryview:
         data = memoryview(self._prefix)
@@ -114,7 +120,7 @@ class SocketBody:
             try:
                 count = os.readv(self.fd, [self._view])
             except BlockingIOError:
-                if not await _wait(trio.lowlevel.wait_readable, self.fd, self._idle):
+                if not await wait_ready(trio.lowlevel.wait_readable, self.fd, self._idle):
                     raise TransferError(TransferFailure.SENDER_IDLE) from None
                 continue
             except OSError as exc:
@@ -232,7 +238,7 @@ class ByteEngine(Protocol):
         ...
 
 
-def _frame(sink: Sink, *, segments: Sequence[Segment], size: int) -> list[Segment]:
+def framed(sink: Sink, *, segments: Sequence[Segment], size: int) -> list[Segment]:
     return sink.frame(segments, size)
 
 
@@ -248,8 +254,72 @@ def _advance(pieces: list[Segment], count: int) -> list[Segment]:
     return rest
 
 
+async def broadcast(
+    sinks: Sequence[Sink],
+    build: Callable[[Sink], list[Segment]],
+    events: RelayEvents,
+    *,
+    idle: float,
+) -> None:
+    """Write `build(sink)` to every live sink, in lockstep: return when all have it (or are dropped).
+
+    Non-blocking `writev` to each first; only the receivers that could not take everything are
+    waited for, concurrently. Raises RECEIVERS_GONE when the last one is dropped.
+    """
+    dropped: list[Sink] = []
+    stragglers: list[tuple[Sink, list[Segment]]] = []
+    for sink in sinks:
+        if not sink.alive:
+            continue
+        pieces = build(sink)
+        if not pieces:
+            continue
+        try:
+            rest = _advance(pieces, os.writev(sink.fd, pieces))
+        except BlockingIOError:
+            rest = pieces
+        except OSError:
+            sink.alive = False
+            dropped.append(sink)
+            continue
+        if rest:
+            stragglers.append((sink, rest))
+    if len(stragglers) == 1:
+        await _write_rest(*stragglers[0], dropped, idle)
+    elif stragglers:
+        async with trio.open_nursery() as nursery:
+            for sink, rest in stragglers:
+                nursery.start_soon(_write_rest, sink, rest, dropped, idle)
+    await report_drops(sinks, dropped, events)
+
+
+async def report_drops(sinks: Sequence[Sink], dropped: list[Sink], events: RelayEvents) -> None:
+    alive = sum(1 for s in sinks if s.alive)
+    for sink in dropped:
+        await events.receiver_dropped(sink, alive)
+    if dropped and alive == 0:
+        raise TransferError(TransferFailure.RECEIVERS_GONE)
+
+
+async def _write_rest(sink: Sink, pieces: list[Segment], dropped: list[Sink], idle: float) -> None:
+    """Write the rest to one slow receiver; drop it if it fails or stalls past the idle limit."""
+    while pieces:
+        if not await wait_ready(trio.lowlevel.wait_writable, sink.fd, idle):
+            break
+        try:
+            pieces = _advance(pieces, os.writev(sink.fd, pieces))
+        except BlockingIOError:
+            continue
+        except OSError:
+            break
+    else:
+        return
+    sink.alive = False
+    dropped.append(sink)
+
+
 class BufferEngine:
-    """The portable engine: non-blocking writev to every receiver, waiting only on stragglers."""
+    """The portable engine: one reusable buffer per transfer, `writev` to every receiver."""
 
     def __init__(self, *, idle_timeout: float) -> None:
         self.idle_timeout = idle_timeout
@@ -258,67 +328,16 @@ class BufferEngine:
         return "<BufferEngine>"
 
     async def relay(self, source: Source, sinks: Sequence[Sink], events: RelayEvents) -> None:
-        await self._broadcast(sinks, Sink.opening, events)
+        idle = self.idle_timeout
+        await broadcast(sinks, Sink.opening, events, idle=idle)
         while True:
             segments = await source.read()
             if not segments:
                 break
             size = sum(len(s) for s in segments)
-            await self._broadcast(sinks, partial(_frame, segments=segments, size=size), events)
+            await broadcast(sinks, partial(framed, segments=segments, size=size), events, idle=idle)
             for sink in sinks:
                 if sink.alive:
                     sink.sent += size
             events.progress(size)
-        await self._broadcast(sinks, Sink.closing, events)
-
-    async def _broadcast(
-        self,
-        sinks: Sequence[Sink],
-        build: Callable[[Sink], list[Segment]],
-        events: RelayEvents,
-    ) -> None:
-        dropped: list[Sink] = []
-        stragglers: list[tuple[Sink, list[Segment]]] = []
-        for sink in sinks:
-            if not sink.alive:
-                continue
-            pieces = build(sink)
-            if not pieces:
-                continue
-            try:
-                rest = _advance(pieces, os.writev(sink.fd, pieces))
-            except BlockingIOError:
-                rest = pieces
-            except OSError:
-                sink.alive = False
-                dropped.append(sink)
-                continue
-            if rest:
-                stragglers.append((sink, rest))
-        if len(stragglers) == 1:
-            await self._finish(*stragglers[0], dropped)
-        elif stragglers:
-            async with trio.open_nursery() as nursery:
-                for sink, rest in stragglers:
-                    nursery.start_soon(self._finish, sink, rest, dropped)
-        alive = sum(1 for s in sinks if s.alive)
-        for sink in dropped:
-            await events.receiver_dropped(sink, alive)
-        if dropped and alive == 0:
-            raise TransferError(TransferFailure.RECEIVERS_GONE)
-
-    async def _finish(self, sink: Sink, pieces: list[Segment], dropped: list[Sink]) -> None:
-        """Write the rest to one slow receiver; drop it if it fails or stalls past the limit."""
-        while pieces:
-            if not await _wait(trio.lowlevel.wait_writable, sink.fd, self.idle_timeout):
-                break
-            try:
-                pieces = _advance(pieces, os.writev(sink.fd, pieces))
-            except BlockingIOError:
-                continue
-            except OSError:
-                break
-        else:
-            return
-        sink.alive = False
-        dropped.append(sink)
+        await broadcast(sinks, Sink.closing, events, idle=idle)

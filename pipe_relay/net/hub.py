@@ -18,6 +18,7 @@ from ..errors import ErrorCode, PipeError, pipe_error
 from .connection import CloseMode, HttpConnection
 from .engine import BufferEngine, ByteEngine
 from .relay import run_transfer
+from .splice import SpliceEngine, splice_available
 
 POLL_INTERVAL = 0.5
 """How often a waiting party's socket is checked for a disconnect."""
@@ -122,12 +123,21 @@ class Party:
         return await self.say(f"[INFO] {self.receivers_now} of {self.n} receiver(s) connected.")
 
 
+def make_engine(config: Config) -> ByteEngine:
+    """The byte engine for `config.engine`; `splice` and `auto` fall back to the buffer engine
+    for what splice cannot carry (chunked or multipart bodies, no pipes left, not Linux)."""
+    buffer = BufferEngine(idle_timeout=config.idle_timeout)
+    if config.engine == "buffer" or not splice_available():
+        return buffer
+    return SpliceEngine(idle_timeout=config.idle_timeout, fallback=buffer)
+
+
 class Hub:
     """Owns the registry and the waiting parties; the server runs one per process."""
 
     def __init__(self, config: Config, engine: ByteEngine | None = None) -> None:
         self.config = config
-        self.engine: ByteEngine = engine or BufferEngine(idle_timeout=config.idle_timeout)
+        self.engine: ByteEngine = engine or make_engine(config)
         self.registry: Registry[Party] = Registry(
             max_pending=config.max_pending, max_active=config.max_active, ttl=config.pending_ttl
         )

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from pipe_relay.net.splice import SpliceEngine, splice_available
 from tests.conftest import (
     CurlResult,
     Payload,
@@ -312,3 +313,76 @@ async def test_start_relay_fixture_uses_an_ephemeral_port(start_relay: StartRela
         second = await start_relay()
     assert first.port != second.port
     assert first.port != 8080 and second.port != 8080
+
+
+async def _one_transfer(relay: Relay, key: str, *sender_args: str, stdin: bytes | None = None) -> bytes:
+    got: dict[str, CurlResult] = {}
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(curl_into, got, "r", f"{relay.url}{key}")
+        await relay.wait_for_pipe(key, receivers=1)
+        assert (await curl(*sender_args, f"{relay.url}{key}", stdin=stdin)).returncode == 0
+    return got["r"].stdout
+
+
+async def test_splice_engine_carries_content_length_bodies(start_relay: StartRelay, tmp_path: Path) -> None:
+    if not splice_available():
+        pytest.skip("splice(2)/tee(2) are Linux only")
+    relay = await start_relay(engine="splice")
+    engine = relay.hub.engine
+    assert isinstance(engine, SpliceEngine)
+    source = tmp_path / "cl.bin"
+    source.write_bytes(bytes(range(256)) * 5000)
+    with trio.fail_after(20):
+        assert await _one_transfer(relay, "/sp-cl", "-T", str(source)) == source.read_bytes()
+        assert (engine.carried, engine.fallbacks) == (1, 0)
+        # a chunked body cannot be spliced as is: the buffer engine takes it
+        assert await _one_transfer(relay, "/sp-chunked", "-T", "-", stdin=b"chunked") == b"chunked"
+        assert (engine.carried, engine.fallbacks) == (1, 1)
+
+
+async def test_splice_engine_falls_back_when_pipes_are_refused(
+    start_relay: StartRelay, tmp_path: Path
+) -> None:
+    if not splice_available():
+        pytest.skip("splice(2)/tee(2) are Linux only")
+    relay = await start_relay(engine="splice")
+    engine = relay.hub.engine
+    assert isinstance(engine, SpliceEngine)
+    engine.pipe_size = 1 << 30  # more than the kernel grants a pipe: F_SETPIPE_SZ is refused
+    source = tmp_path / "fallback.bin"
+    source.write_bytes(b"f" * 300_000)
+    with trio.fail_after(20):
+        assert await _one_transfer(relay, "/sp-fallback", "-T", str(source)) == source.read_bytes()
+    assert (engine.carried, engine.fallbacks) == (0, 1)
+
+
+async def test_fan_out_survives_losing_the_last_receiver(relay: Relay, raw_clients: list[RawClient]) -> None:
+    """Under Content-Length (splice: the last receiver drains the source pipe itself)."""
+    with trio.fail_after(15):
+        receivers = []
+        for index in range(3):
+            client = await RawClient.connect(relay)
+            raw_clients.append(client)
+            await client.send(b"GET /lose?n=3 HTTP/1.1\r\nHost: x\r\n\r\n")
+            await relay.wait_for_pipe("/lose", receivers=index + 1)
+            receivers.append(client)
+        total = 64 * 4096
+        sender = await RawClient.connect(relay)
+        raw_clients.append(sender)
+        await sender.send(b"PUT /lose?n=3 HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % total)
+        for client in receivers:
+            await client.read_until(b"\r\n\r\n")
+        # the pipe order is the arrival order: the third receiver to arrive is the last one
+        await receivers[2].aclose()
+        sent = 0
+        body = bytearray()
+        while sent < total:
+            piece = bytes([sent // 4096 % 256]) * 4096
+            await sender.send(piece)
+            sent += len(piece)
+            body += piece
+            for client in receivers[:2]:
+                assert await client.read_exactly(len(piece)) == piece
+        status_stream, _ = await sender.read_to_end()
+    assert b"[WARN] A receiver disconnected; streaming to 2 receiver(s).\n" in status_stream
+    assert b"[INFO] Transfer complete.\n" in status_stream

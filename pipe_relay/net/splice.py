@@ -1,0 +1,252 @@
+# Linux zero-copy engine: splice(2) the sender's socket into a pipe, tee(2) it per receiver, splice out.
+# Invariant: a pipe-full reaches every live receiver before the next read; every pipe is closed in `finally`.
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import trio
+
+from ..core.framing import Framing, LengthDecoder
+from ..errors import TransferError, TransferFailure
+from .engine import (
+    ByteEngine,
+    RelayEvents,
+    Sink,
+    SocketBody,
+    Source,
+    broadcast,
+    framed,
+    report_drops,
+    wait_ready,
+)
+
+log = logging.getLogger("pipe_relay")
+
+F_SETPIPE_SZ = 1031
+PIPE_SIZE = 1 << 20
+_NONBLOCK = getattr(os, "SPLICE_F_NONBLOCK", 2)
+_MOVE = getattr(os, "SPLICE_F_MOVE", 1)
+
+
+def _load_tee() -> Callable[[int, int, int, int], int] | None:
+    if not sys.platform.startswith("linux") or not hasattr(os, "splice"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).tee
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint]
+    function.restype = ctypes.c_ssize_t
+    return function
+
+
+_TEE = _load_tee()
+
+
+def splice_available() -> bool:
+    """splice(2) and tee(2) are both usable here (Linux)."""
+    return _TEE is not None
+
+
+def tee(fd_in: int, fd_out: int, count: int) -> int:
+    """tee(2), non-blocking: duplicate up to `count` bytes from pipe `fd_in` into pipe `fd_out`."""
+    assert _TEE is not None
+    result = _TEE(fd_in, fd_out, count, _NONBLOCK)
+    if result < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+    return int(result)
+
+
+class _Pipe:
+    """A non-blocking pipe sized with F_SETPIPE_SZ, and how many bytes wait in it."""
+
+    def __init__(self, size: int) -> None:
+        self.read_fd, self.write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            self.size = fcntl.fcntl(self.write_fd, F_SETPIPE_SZ, size)
+        except OSError:
+            self.close()
+            raise
+        self.held = 0
+
+    def __repr__(self) -> str:
+        return f"<_Pipe r={self.read_fd} w={self.write_fd} size={self.size} held={self.held}>"
+
+    def close(self) -> None:
+        for fd in (self.read_fd, self.write_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class SpliceEngine:
+    """Zero-copy relay for Content-Length bodies; anything else goes to the fallback engine.
+
+    Each step splices up to one pipe-full from the sender's socket into a source pipe, tees it into
+    one pipe per extra receiver (tee copies without consuming), then splices every pipe out to its
+    receiver. It holds 2n file descriptors and n pipes per transfer; when the kernel refuses them
+    (fd or pipe-page budget), the transfer uses the fallback engine instead.
+    """
+
+    def __init__(self, *, idle_timeout: float, fallback: ByteEngine, pipe_size: int = PIPE_SIZE) -> None:
+        self.idle_timeout = idle_timeout
+        self.fallback = fallback
+        self.pipe_size = pipe_size
+        self._devnull: int | None = None
+        self.carried = 0
+        """Transfers moved with splice/tee (the rest went to the fallback engine)."""
+        self.fallbacks = 0
+
+    def __repr__(self) -> str:
+        return f"<SpliceEngine pipe_size={self.pipe_size} fallback={self.fallback!r}>"
+
+    @staticmethod
+    def can_carry(source: Source, sinks: Sequence[Sink]) -> bool:
+        """A Content-Length body going out unframed (no chunked receiver)."""
+        return (
+            splice_available()
+            and isinstance(source, SocketBody)
+            and isinstance(source.decoder, LengthDecoder)
+            and source.decoder.remaining > 0
+            and all(sink.framing is not Framing.CHUNKED for sink in sinks)
+        )
+
+    async def relay(self, source: Source, sinks: Sequence[Sink], events: RelayEvents) -> None:
+        pipes = self._open_pipes(len(sinks)) if self.can_carry(source, sinks) else None
+        if pipes is None:
+            self.fallbacks += 1
+            return await self.fallback.relay(source, sinks, events)
+        assert isinstance(source, SocketBody)
+        self.carried += 1
+        try:
+            await self._relay(source, sinks, events, pipes)
+        finally:
+            for pipe in pipes:
+                pipe.close()
+
+    def _open_pipes(self, count: int) -> list[_Pipe] | None:
+        pipes: list[_Pipe] = []
+        try:
+            for _ in range(count):
+                pipes.append(_Pipe(self.pipe_size))
+        except OSError as exc:
+            for pipe in pipes:
+                pipe.close()
+            log.warning("splice engine: no pipes (%s); using the buffer engine", exc.strerror)
+            return None
+        return pipes
+
+    async def _relay(
+        self, source: SocketBody, sinks: Sequence[Sink], events: RelayEvents, pipes: list[_Pipe]
+    ) -> None:
+        idle = self.idle_timeout
+        await broadcast(sinks, Sink.opening, events, idle=idle)
+        first = source.buffered()
+        if first:
+            size = sum(len(piece) for piece in first)
+            await broadcast(sinks, partial(framed, segments=first, size=size), events, idle=idle)
+            _count(sinks, size)
+            events.progress(size)
+        decoder = source.decoder
+        assert isinstance(decoder, LengthDecoder)
+        step = min(pipe.size for pipe in pipes)
+        # The last receiver drains the source pipe itself; the others read their own tee'd copies.
+        routes = [(sink, pipes[index + 1]) for index, sink in enumerate(sinks[:-1])]
+        routes.append((sinks[-1], pipes[0]))
+        while decoder.remaining:
+            moved = await self._fill(source.fd, pipes[0], min(decoder.remaining, step))
+            decoder.skip(moved)
+            source.received += moved
+            await self._fan_out(routes, pipes[0], moved, sinks, events)
+            _count(sinks, moved)
+            events.progress(moved)
+        await broadcast(sinks, Sink.closing, events, idle=idle)
+
+    async def _fill(self, fd: int, pipe: _Pipe, want: int) -> int:
+        """Splice up to `want` bytes from the sender's socket into the (empty) source pipe."""
+        while True:
+            try:
+                moved = os.splice(fd, pipe.write_fd, want, flags=_MOVE | _NONBLOCK)
+            except BlockingIOError:
+                if not await wait_ready(trio.lowlevel.wait_readable, fd, self.idle_timeout):
+                    raise TransferError(TransferFailure.SENDER_IDLE) from None
+                continue
+            except OSError as exc:
+                raise TransferError(TransferFailure.SENDER_GONE, exc.strerror or "") from None
+            if moved == 0:
+                raise TransferError(TransferFailure.SENDER_GONE)
+            pipe.held = moved
+            await trio.lowlevel.checkpoint()  # never starve other tasks on a fast socket
+            return moved
+
+    async def _fan_out(
+        self,
+        routes: list[tuple[Sink, _Pipe]],
+        source_pipe: _Pipe,
+        moved: int,
+        sinks: Sequence[Sink],
+        events: RelayEvents,
+    ) -> None:
+        # Copy first: tee reads the source pipe without consuming it, so it must precede draining.
+        for sink, pipe in routes:
+            if sink.alive and pipe is not source_pipe:
+                copied = tee(source_pipe.read_fd, pipe.write_fd, moved)
+                if copied != moved:  # the target pipe is always empty here: a short tee is a bug
+                    raise RuntimeError(f"short tee: {copied} of {moved} bytes")
+                pipe.held = moved
+        dropped: list[Sink] = []
+        stragglers: list[tuple[Sink, _Pipe]] = []
+        for sink, pipe in routes:
+            if sink.alive and not self._drain_now(sink, pipe, dropped):
+                stragglers.append((sink, pipe))
+        if len(stragglers) == 1:
+            await self._drain(*stragglers[0], dropped)
+        elif stragglers:
+            async with trio.open_nursery() as nursery:
+                for sink, pipe in stragglers:
+                    nursery.start_soon(self._drain, sink, pipe, dropped)
+        if source_pipe.held:  # its receiver was dropped: empty it for the next step
+            self._discard(source_pipe)
+        await report_drops(sinks, dropped, events)
+
+    @staticmethod
+    def _drain_now(sink: Sink, pipe: _Pipe, dropped: list[Sink]) -> bool:
+        """Splice what the socket takes without waiting. True when the pipe is empty or dropped."""
+        try:
+            while pipe.held:
+                pipe.held -= os.splice(pipe.read_fd, sink.fd, pipe.held, flags=_MOVE | _NONBLOCK)
+        except BlockingIOError:
+            return False
+        except OSError:
+            sink.alive = False
+            dropped.append(sink)
+        return True
+
+    async def _drain(self, sink: Sink, pipe: _Pipe, dropped: list[Sink]) -> None:
+        """Empty one receiver's pipe into its socket, waiting for room; drop it on failure or stall."""
+        while pipe.held:
+            if not await wait_ready(trio.lowlevel.wait_writable, sink.fd, self.idle_timeout):
+                sink.alive = False
+                dropped.append(sink)
+                return
+            if self._drain_now(sink, pipe, dropped) and not sink.alive:
+                return
+
+    def _discard(self, pipe: _Pipe) -> None:
+        if self._devnull is None:
+            self._devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        while pipe.held:
+            pipe.held -= os.splice(pipe.read_fd, self._devnull, pipe.held, flags=_MOVE | _NONBLOCK)
+
+
+def _count(sinks: Sequence[Sink], size: int) -> None:
+    for sink in sinks:
+        if sink.alive:
+            sink.sent += size
