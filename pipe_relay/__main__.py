@@ -40,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
         default=defaults.heartbeat,
         help="seconds between waiting lines; 0 = off",
     )
+    add(
+        "--log-level",
+        choices=("debug", "info", "warning"),
+        default="info",
+        help="debug logs every transfer; info logs failures (default %(default)s)",
+    )
     add("--engine", choices=ENGINES, default=defaults.engine, help="byte engine (default %(default)s)")
     add(
         "--idle-timeout",
@@ -50,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(argv: Sequence[str] | None = None) -> Config:
+def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, int]:
+    """The server's Config and the logging level, from the command line."""
     parser = _parser()
     args = parser.parse_args(argv)
     try:
@@ -70,7 +77,8 @@ def config_from_args(argv: Sequence[str] | None = None) -> Config:
         parser.error(str(exc))
     if config.engine == "splice" and not splice_available():
         parser.error("--engine splice needs Linux splice(2) and tee(2)")
-    return config
+    level: int = getattr(logging, args.log_level.upper())
+    return config, level
 
 
 async def _run(config: Config) -> str | None:
@@ -90,8 +98,8 @@ async def _run(config: Config) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    config = config_from_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    config, level = parse_args(argv)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s")
     try:
         failure = trio.run(_run, config)
     except KeyboardInterrupt:

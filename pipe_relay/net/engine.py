@@ -24,6 +24,7 @@ from ..core.framing import (
 from ..errors import PipeError, TransferError, TransferFailure
 
 Segment = memoryview | bytes
+INITIAL_BUFFER = 64 * 1024
 MAX_SEGMENTS = 32
 """More payload pieces than this in one read are joined into one (writev takes at most 1024)."""
 
@@ -77,8 +78,9 @@ class SocketBody:
         self.fd = fd
         self.decoder = decoder
         self._prefix = prefix
-        self._buffer = bytearray(buffer_size)
-        self._view = memoryview(self._buffer)
+        # Start small (a 1 KiB body should not pay for zeroing 1 MiB); grow while reads fill it.
+        self._limit = buffer_size
+        self._view = memoryview(bytearray(min(INITIAL_BUFFER, buffer_size)))
         self._idle = idle_timeout
         self.received = 0
 
@@ -127,9 +129,12 @@ class SocketBody:
                 raise TransferError(TransferFailure.SENDER_GONE, exc.strerror or "") from None
             if count == 0:
                 raise TransferError(TransferFailure.SENDER_GONE)
-            # never starve other tasks when the socket always has data
-            await trio.lowlevel.checkpoint()
-            return self._view[:count]
+            data = self._view[:count]
+            if count == len(self._view) < self._limit:
+                # the sender is fast: take bigger steps from now on (`data` keeps the old buffer alive)
+                self._view = memoryview(bytearray(min(count * 4, self._limit)))
+            await trio.lowlevel.checkpoint()  # never starve other tasks when data is always there
+            return data
 
     async def drain(self, *, limit: int, seconds: float) -> None:
         """Read and drop what is left of the body, within a byte and time budget."""

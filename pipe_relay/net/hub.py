@@ -9,7 +9,7 @@ from collections.abc import Callable
 import trio
 
 from ..config import Config
-from ..core.framing import encode_chunk, render_head
+from ..core.framing import LAST_CHUNK, encode_chunk, render_head
 from ..core.headers import SAFETY_HEADERS, cors_headers
 from ..core.registry import Established, Expired, Registry
 from ..core.replies import TEXT_PLAIN
@@ -20,6 +20,8 @@ from .engine import BufferEngine, ByteEngine
 from .relay import run_transfer
 from .splice import SpliceEngine, splice_available
 
+SPLICE_MIN_BODY = 256 * 1024
+"""With `--engine auto`, bodies smaller than this use the buffer engine (measured: see README)."""
 POLL_INTERVAL = 0.5
 """How often a waiting party's socket is checked for a disconnect."""
 
@@ -49,6 +51,7 @@ class Party:
         self.transfer_over = trio.Event()
         self.aborted = False
         self.final_error: PipeError | None = None
+        self._unsent = b""
 
     def __repr__(self) -> str:
         state = type(self.outcome).__name__ if self.outcome else "waiting"
@@ -88,8 +91,8 @@ class Party:
     def _chunked(self) -> bool:
         return self.request.http_version == "1.1"
 
-    async def start_status_stream(self) -> bool:
-        """Answer `Expect: 100-continue`, then send the 200 head of the status stream."""
+    def start_status_stream(self) -> None:
+        """Answer `Expect: 100-continue` and open the 200 status stream (sent with the first line)."""
         data = b""
         expect = (self.request.header("expect") or "").strip().lower()
         if expect == "100-continue" and self._chunked:
@@ -103,24 +106,23 @@ class Party:
         ]
         if self._chunked:
             headers.append(("Transfer-Encoding", "chunked"))
-        data += render_head(self.request.http_version, 200, headers)
+        self._unsent = data + render_head(self.request.http_version, 200, headers)
+
+    async def say(self, *lines: str, end: bool = False) -> bool:
+        """Status lines to the sender in one write (`end`: and close the stream). False if it is gone."""
+        text = "".join(line + "\n" for line in lines if line).encode("utf-8")
+        data = self._unsent + (encode_chunk(text) if self._chunked else text)
+        if end and self._chunked:
+            data += LAST_CHUNK
+        self._unsent = b""
         return await self.conn.send_raw(data)
 
-    async def say(self, line: str) -> bool:
-        """One status line to the sender. False if the sender is gone."""
-        data = (line + "\n").encode("utf-8")
-        return await self.conn.send_raw(encode_chunk(data) if self._chunked else data)
-
-    async def end_status_stream(self) -> None:
-        if self._chunked:
-            await self.conn.send_raw(b"0\r\n\r\n")
-
-    async def tell_count(self) -> bool:
-        """Tell the sender how many receivers are connected, if that changed (fan-out only)."""
+    def count_line(self) -> str:
+        """`J of K receiver(s) connected.` if the count changed since last told (fan-out only)."""
         if self.n == 1 or self.receivers_now == self.receivers_told:
-            return True
+            return ""
         self.receivers_told = self.receivers_now
-        return await self.say(f"[INFO] {self.receivers_now} of {self.n} receiver(s) connected.")
+        return f"[INFO] {self.receivers_now} of {self.n} receiver(s) connected."
 
 
 def make_engine(config: Config) -> ByteEngine:
@@ -129,7 +131,8 @@ def make_engine(config: Config) -> ByteEngine:
     buffer = BufferEngine(idle_timeout=config.idle_timeout)
     if config.engine == "buffer" or not splice_available():
         return buffer
-    return SpliceEngine(idle_timeout=config.idle_timeout, fallback=buffer)
+    min_body = SPLICE_MIN_BODY if config.engine == "auto" else 1
+    return SpliceEngine(idle_timeout=config.idle_timeout, fallback=buffer, min_body=min_body)
 
 
 class Hub:
@@ -196,33 +199,35 @@ class Hub:
         self._touch()
         conn.close_mode = CloseMode.LINGER
         try:
-            reachable = await party.start_status_stream()
+            party.start_status_stream()
             if isinstance(result, Established):
                 self._established(result)
-            elif not await self._wait_as_sender(party, result.receivers, reachable=reachable):
+            elif not await self._wait_as_sender(party, result.receivers):
                 return
             outcome = party.outcome
             if isinstance(outcome, Expired):
-                await party.say(f"[ERROR] Timed out waiting for {decision.n} receiver(s).")
-                await party.end_status_stream()
+                await party.say(f"[ERROR] Timed out waiting for {decision.n} receiver(s).", end=True)
                 return
             assert isinstance(outcome, Established)
             await run_transfer(self, outcome)
         finally:
             self._sender_done(party)
 
-    async def _wait_as_sender(self, party: Party, receivers: int, *, reachable: bool) -> bool:
+    async def _wait_as_sender(self, party: Party, receivers: int) -> bool:
         """Status lines while the pipe is pending. False if the sender left before it settled."""
         party.receivers_now = receivers
-        ok = reachable and await party.say(f"[INFO] Waiting for {party.n} receiver(s) to connect...")
+        ok = await party.say(f"[INFO] Waiting for {party.n} receiver(s) to connect...")
         beat = self.config.heartbeat
         next_beat = trio.current_time() + beat if beat > 0 else math.inf
         while ok and party.outcome is None:
-            ok = await party.tell_count()
             now = trio.current_time()
-            if ok and now >= next_beat:
-                ok = await party.say(f"[INFO] Still waiting for {party.n} receiver(s)...")
+            beat_line = ""
+            if now >= next_beat:
+                beat_line = f"[INFO] Still waiting for {party.n} receiver(s)..."
                 next_beat = now + beat
+            count_line = party.count_line()
+            if count_line or beat_line:
+                ok = await party.say(count_line, beat_line)
             if party.conn.peer_closed():
                 ok = False
             if ok:

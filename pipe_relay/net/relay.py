@@ -47,9 +47,10 @@ class _Events:
     def progress(self, moved: int) -> None:
         self.moved += moved
 
-    def log(self, key: str, n: int, outcome: str) -> None:
-        seconds = trio.current_time() - self.started
-        log.info("transfer %s n=%d %s: %d bytes in %.3f s", key, n, outcome, self.moved, seconds)
+    def log(self, level: int, key: str, n: int, outcome: str) -> None:
+        if log.isEnabledFor(level):
+            seconds = trio.current_time() - self.started
+            log.log(level, "transfer %s n=%d %s: %d bytes in %.3f s", key, n, outcome, self.moved, seconds)
 
     async def receiver_dropped(self, sink: Sink, alive: int) -> None:
         if alive:
@@ -100,8 +101,7 @@ async def run_transfer(hub: Hub, established: Established[Party]) -> None:
     receivers = established.receivers
     request = sender.request
     conn = sender.conn
-    await sender.tell_count()
-    await sender.say(f"[INFO] Streaming to {established.n} receiver(s)...")
+    await sender.say(sender.count_line(), f"[INFO] Streaming to {established.n} receiver(s)...")
     raw = SocketBody(
         conn.fd,
         body_decoder(request),
@@ -129,18 +129,16 @@ async def run_transfer(hub: Hub, established: Established[Party]) -> None:
         sinks = [_sink_for(r, info) for r in receivers]
         await hub.engine.relay(source, sinks, events)
     except TransferError as exc:
-        events.log(established.key, established.n, f"failed ({exc})")
+        events.log(logging.INFO, established.key, established.n, f"failed ({exc})")
         await _fail(sender, receivers, sinks, exc)
         return
-    events.log(established.key, established.n, "complete")
+    events.log(logging.DEBUG, established.key, established.n, "complete")
     for receiver, sink in zip(receivers, sinks, strict=True):
         receiver.release(aborted=not sink.alive)
     if multipart:
         await raw.drain(limit=DRAIN_LIMIT, seconds=DRAIN_TIMEOUT)
     conn.close_mode = CloseMode.NORMAL if raw.done else CloseMode.LINGER
-    await sender.say("[INFO] Upload complete.")
-    await sender.say("[INFO] Transfer complete.")
-    await sender.end_status_stream()
+    await sender.say("[INFO] Upload complete.", "[INFO] Transfer complete.", end=True)
 
 
 async def _fail(sender: Party, receivers: tuple[Party, ...], sinks: list[Sink], exc: TransferError) -> None:
@@ -157,5 +155,4 @@ async def _fail(sender: Party, receivers: tuple[Party, ...], sinks: list[Sink], 
         sender.conn.close_mode = CloseMode.ABORT
         return
     sender.conn.close_mode = CloseMode.LINGER
-    await sender.say(_SENDER_LINES[exc.failure].format(detail=exc.detail))
-    await sender.end_status_stream()
+    await sender.say(_SENDER_LINES[exc.failure].format(detail=exc.detail), end=True)

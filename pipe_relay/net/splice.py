@@ -95,10 +95,19 @@ class SpliceEngine:
     (fd or pipe-page budget), the transfer uses the fallback engine instead.
     """
 
-    def __init__(self, *, idle_timeout: float, fallback: ByteEngine, pipe_size: int = PIPE_SIZE) -> None:
+    def __init__(
+        self,
+        *,
+        idle_timeout: float,
+        fallback: ByteEngine,
+        pipe_size: int = PIPE_SIZE,
+        min_body: int = 1,
+    ) -> None:
         self.idle_timeout = idle_timeout
         self.fallback = fallback
         self.pipe_size = pipe_size
+        self.min_body = min_body
+        """Smaller bodies go to the fallback: setting up 2n pipe fds costs more than it saves."""
         self._devnull: int | None = None
         self.carried = 0
         """Transfers moved with splice/tee (the rest went to the fallback engine)."""
@@ -107,14 +116,13 @@ class SpliceEngine:
     def __repr__(self) -> str:
         return f"<SpliceEngine pipe_size={self.pipe_size} fallback={self.fallback!r}>"
 
-    @staticmethod
-    def can_carry(source: Source, sinks: Sequence[Sink]) -> bool:
-        """A Content-Length body going out unframed (no chunked receiver)."""
+    def can_carry(self, source: Source, sinks: Sequence[Sink]) -> bool:
+        """A Content-Length body of at least `min_body` bytes going out unframed (no chunked receiver)."""
         return (
             splice_available()
             and isinstance(source, SocketBody)
             and isinstance(source.decoder, LengthDecoder)
-            and source.decoder.remaining > 0
+            and source.decoder.remaining >= max(self.min_body, 1)
             and all(sink.framing is not Framing.CHUNKED for sink in sinks)
         )
 
