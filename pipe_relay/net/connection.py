@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import os
 import select
 import socket
 import struct
@@ -71,8 +72,8 @@ class HttpConnection:
                     raise _head_error(exc, self.config.max_head_size) from None
                 if event is h11.NEED_DATA:
                     try:
-                        data = await self.stream.receive_some(READ_SIZE)
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        data = await self._receive()
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
                         return None
                     self._h11.receive_data(data)
                     self._received += len(data)
@@ -84,6 +85,13 @@ class HttpConnection:
                     return self._request(event)
                 return None  # ConnectionClosed, or PAUSED after a close
         return None
+
+    async def _receive(self) -> bytes:
+        # Most heads are already in the socket when we look: read them without trio's wait path.
+        try:
+            return os.read(self.fd, READ_SIZE)
+        except BlockingIOError:
+            return await self.stream.receive_some(READ_SIZE)
 
     def _request(self, event: h11.Request) -> Request:
         headers = tuple((name.decode("latin-1"), value.decode("latin-1")) for name, value in event.headers)
@@ -143,6 +151,13 @@ class HttpConnection:
 
     async def send_raw(self, data: bytes) -> bool:
         """Write bytes outside h11 (pipe responses). False if the peer is gone or stalls."""
+        try:  # small replies usually fit the socket buffer: write without trio's wait path
+            sent = os.write(self.fd, data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            return False
+        data = data[sent:]
         if not data:
             return True
         with trio.move_on_after(WRITE_TIMEOUT):
