@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterable
 from http import HTTPStatus
 
@@ -26,6 +27,8 @@ class Framing(enum.Enum):
 
 
 Span = tuple[int, int]
+Data = bytes | bytearray | memoryview
+"""What decoders read: bytes and bytearrays are searched in place; memoryviews are copied per line."""
 
 
 class LengthDecoder:
@@ -47,9 +50,9 @@ class LengthDecoder:
             raise ValueError(f"cannot skip {count} of {self.remaining} remaining bytes")
         self.remaining -= count
 
-    def feed(self, data: memoryview | bytes) -> tuple[list[Span], int]:
-        """Payload spans in `data` and how many bytes of `data` belong to the body."""
-        take = min(len(data), self.remaining)
+    def feed(self, data: Data, end: int | None = None) -> tuple[list[Span], int]:
+        """Payload spans in `data[:end]` and how many of its bytes belong to the body."""
+        take = min(len(data) if end is None else end, self.remaining)
         self.remaining -= take
         return ([(0, take)] if take else []), take
 
@@ -78,11 +81,15 @@ class ChunkedDecoder:
     def done(self) -> bool:
         return self._state is _Chunked.DONE
 
-    def feed(self, data: memoryview | bytes) -> tuple[list[Span], int]:
+    def feed(self, data: Data, end: int | None = None) -> tuple[list[Span], int]:
+        """Payload spans in `data[:end]` and how many of its bytes belong to the body."""
         spans: list[Span] = []
         pos = 0
-        end = len(data)
-        while pos < end and self._state is not _Chunked.DONE:
+        end = len(data) if end is None else end
+        # Fast paths (whole lines in the buffer, searched in place) cover nearly every chunk;
+        # `_take_line` handles lines split across reads, memoryviews and the trailer section.
+        searchable = not isinstance(data, memoryview)
+        while pos < end:
             state = self._state
             if state is _Chunked.DATA:
                 take = min(end - pos, self._remaining)
@@ -91,16 +98,36 @@ class ChunkedDecoder:
                 self._remaining -= take
                 if self._remaining == 0:
                     self._state = _Chunked.DATA_END
+            elif state is _Chunked.DATA_END and not self._line and data[pos : pos + 2] == CRLF:
+                pos += 2
+                self._state = _Chunked.SIZE
+            elif state is _Chunked.SIZE and not self._line and searchable:
+                newline = data.find(b"\n", pos, min(end, pos + MAX_CHUNK_LINE + 2))  # type: ignore[union-attr]
+                if newline < 0:
+                    pos = self._take_line(data, pos, end)
+                    continue
+                if newline == pos or data[newline - 1] != 13:  # not CRLF: the slow path says why
+                    pos = self._take_line(data, pos, end)
+                    continue
+                self._on_line(bytes(data[pos : newline - 1]))
+                pos = newline + 1
+            elif state is _Chunked.DONE:
+                break
             else:
                 pos = self._take_line(data, pos, end)
         return spans, pos
 
-    def _take_line(self, data: memoryview | bytes, pos: int, end: int) -> int:
+    def _take_line(self, data: Data, pos: int, end: int) -> int:
         """Collect a CRLF-terminated line; act on it when complete. Returns the new position."""
         limit = MAX_TRAILERS if self._state is _Chunked.TRAILER else MAX_CHUNK_LINE
-        # Lines are short: look for the newline in a bounded window, never the whole buffer.
-        found = bytes(data[pos : min(end, pos + limit + 2)]).find(b"\n")
-        stop = end if found < 0 else pos + found + 1
+        # Lines are short: look for the newline in a bounded window, in place (no copy of the buffer).
+        window_end = min(end, pos + limit + 2)
+        if isinstance(data, memoryview):
+            found = bytes(data[pos:window_end]).find(b"\n")
+            found = pos + found if found >= 0 else -1
+        else:
+            found = data.find(b"\n", pos, window_end)
+        stop = end if found < 0 else found + 1
         self._line += data[pos:stop]
         if len(self._line) > limit:
             raise FramingError("chunk line too long")
@@ -116,7 +143,7 @@ class ChunkedDecoder:
     def _on_line(self, line: bytes) -> None:
         if self._state is _Chunked.SIZE:
             size_text = line.split(b";", 1)[0].strip(b" \t")
-            if not size_text or len(size_text) > 16 or not _is_hex(size_text):
+            if not _HEX.fullmatch(size_text):
                 raise FramingError("invalid chunk size")
             size = int(size_text, 16)
             if size == 0:
@@ -136,11 +163,7 @@ class ChunkedDecoder:
                 self._state = _Chunked.DONE
 
 
-_HEX = frozenset(b"0123456789abcdefABCDEF")
-
-
-def _is_hex(text: bytes) -> bool:
-    return all(c in _HEX for c in text)
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
 
 class EmptyDecoder(LengthDecoder):

@@ -80,7 +80,9 @@ class SocketBody:
         self._prefix = prefix
         # Start small (a 1 KiB body should not pay for zeroing 1 MiB); grow while reads fill it.
         self._limit = buffer_size
-        self._view = memoryview(bytearray(min(INITIAL_BUFFER, buffer_size)))
+        self._buffer = bytearray(min(INITIAL_BUFFER, buffer_size))
+        self._view = memoryview(self._buffer)
+        self._last_count = 0
         self._idle = idle_timeout
         self.received = 0
 
@@ -93,31 +95,34 @@ class SocketBody:
 
     async def read(self) -> list[Segment]:
         while not self.decoder.done:
-            data = self._take_prefix() if self._prefix else await self._recv()
-            if segments := self._payload(data):
+            if self._prefix:
+                segments = self.buffered()
+            else:
+                self._grow()  # the previous read's pieces are written by now: its buffer is free
+                self._last_count = await self._recv()
+                segments = self._payload(self._buffer, self._view, self._last_count)
+            if segments:
                 return segments
         return []
 
     def buffered(self) -> list[Segment]:
         """Payload that arrived together with the request head (no socket read)."""
-        return self._payload(self._take_prefix()) if self._prefix else []
+        prefix, self._prefix = self._prefix, b""
+        return self._payload(prefix, memoryview(prefix), len(prefix)) if prefix else []
 
-    def _payload(self, data: memoryview) -> list[Segment]:
+    def _payload(self, data: bytes | bytearray, view: memoryview, count: int) -> list[Segment]:
+        """Feed `data[:count]` to the decoder; the payload pieces as views (`view` is over `data`)."""
         try:
-            spans, _ = self.decoder.feed(data)
+            spans, _ = self.decoder.feed(data, count)
         except FramingError as exc:
             raise TransferError(TransferFailure.BAD_FRAMING, str(exc)) from None
         self.received += sum(end - start for start, end in spans)
         if len(spans) > MAX_SEGMENTS:
-            return [b"".join(data[start:end] for start, end in spans)]
-        return [data[start:end] for start, end in spans]
+            return [b"".join(view[start:end] for start, end in spans)]
+        return [view[start:end] for start, end in spans]
 
-    def _take_prefix(self) -> memoryview:
-        data = memoryview(self._prefix)
-        self._prefix = b""
-        return data
-
-    async def _recv(self) -> memoryview:
+    async def _recv(self) -> int:
+        """Read into the buffer; the byte count (never 0: an early end is SENDER_GONE)."""
         while True:
             try:
                 count = os.readv(self.fd, [self._view])
@@ -129,12 +134,14 @@ class SocketBody:
                 raise TransferError(TransferFailure.SENDER_GONE, exc.strerror or "") from None
             if count == 0:
                 raise TransferError(TransferFailure.SENDER_GONE)
-            data = self._view[:count]
-            if count == len(self._view) < self._limit:
-                # the sender is fast: take bigger steps from now on (`data` keeps the old buffer alive)
-                self._view = memoryview(bytearray(min(count * 4, self._limit)))
             await trio.lowlevel.checkpoint()  # never starve other tasks when data is always there
-            return data
+            return count
+
+    def _grow(self) -> None:
+        """After a read filled the buffer, the sender is fast: take bigger steps from now on."""
+        if self._last_count == len(self._buffer) < self._limit:
+            self._buffer = bytearray(min(self._last_count * 4, self._limit))
+            self._view = memoryview(self._buffer)
 
     async def drain(self, *, limit: int, seconds: float) -> None:
         """Read and drop what is left of the body, within a byte and time budget."""
