@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
-.PHONY: run test test-all lint format system-deps clean
+.PHONY: run test lint format system-deps clean bench
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -24,15 +24,15 @@ run: $(STAMP)
 test: $(STAMP) system-deps
 	$(PY) -m pytest -q $(ARGS)
 
-# Long soaks and benchmarks too (opt-in).
-test-all: $(STAMP) system-deps
-	$(PY) -m pytest -q -m "slow or not slow" $(ARGS)
-
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check pipe_relay tests loadtests
 	$(VENV)/bin/ruff check pipe_relay tests loadtests
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+
+# pipe-relay against the Node piping-server (installed on demand with npm); see README, Performance.
+bench: $(STAMP) system-deps
+	$(PY) loadtests/bench.py $(ARGS)
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format pipe_relay tests loadtests

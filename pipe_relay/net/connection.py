@@ -42,10 +42,17 @@ class HttpConnection:
         self._request_has_body = False
         self._head_request = False
         self._received = 0  # bytes fed to h11 for the current request (head size check)
-        try:
-            self.peer = str(stream.socket.getpeername()[0])
-        except OSError:
-            self.peer = ""
+        self._peer: str | None = None
+
+    @property
+    def peer(self) -> str:
+        """The client's IP address ("" if unknown); looked up once, when first needed."""
+        if self._peer is None:
+            try:
+                self._peer = str(self.stream.socket.getpeername()[0])
+            except OSError:
+                self._peer = ""
+        return self._peer
 
     def __repr__(self) -> str:
         return f"<HttpConnection peer={self.peer!r} close={self.close_mode.value}>"
@@ -64,34 +71,38 @@ class HttpConnection:
 
         Raises PipeError for a malformed or oversized head.
         """
-        with trio.move_on_after(self.config.head_timeout):
-            while True:
+        deadline = trio.current_time() + self.config.head_timeout
+        while True:
+            try:
+                event = self._h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise _head_error(exc, self.config.max_head_size) from None
+            if event is h11.NEED_DATA:
                 try:
-                    event = self._h11.next_event()
-                except h11.RemoteProtocolError as exc:
-                    raise _head_error(exc, self.config.max_head_size) from None
-                if event is h11.NEED_DATA:
-                    try:
-                        data = await self._receive()
-                    except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
-                        return None
-                    self._h11.receive_data(data)
-                    self._received += len(data)
-                    continue
-                if isinstance(event, h11.Request):
-                    # h11 bounds only incomplete heads; a head completed by one large read is checked here
-                    if self._received - len(self._h11.trailing_data[0]) > self.config.max_head_size:
-                        raise pipe_error(ErrorCode.HEAD_TOO_LARGE, max=self.config.max_head_size)
-                    return self._request(event)
-                return None  # ConnectionClosed, or PAUSED after a close
-        return None
+                    data = await self._receive(deadline)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    return None
+                if data is None:
+                    return None  # the head deadline passed
+                self._h11.receive_data(data)
+                self._received += len(data)
+                continue
+            if isinstance(event, h11.Request):
+                # h11 bounds only incomplete heads; a head completed by one large read is checked here
+                if self._received - len(self._h11.trailing_data[0]) > self.config.max_head_size:
+                    raise pipe_error(ErrorCode.HEAD_TOO_LARGE, max=self.config.max_head_size)
+                return self._request(event)
+            return None  # ConnectionClosed, or PAUSED after a close
 
-    async def _receive(self) -> bytes:
-        # Most heads are already in the socket when we look: read them without trio's wait path.
-        try:
+    async def _receive(self, deadline: float) -> bytes | None:
+        """Bytes from the client (b"" at its end), or None if `deadline` passes first."""
+        try:  # most heads are already in the socket: read them without trio's wait path
             return os.read(self.fd, READ_SIZE)
         except BlockingIOError:
+            pass
+        with trio.move_on_at(deadline):
             return await self.stream.receive_some(READ_SIZE)
+        return None
 
     def _request(self, event: h11.Request) -> Request:
         headers = tuple((name.decode("latin-1"), value.decode("latin-1")) for name, value in event.headers)

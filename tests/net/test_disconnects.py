@@ -291,3 +291,19 @@ async def test_malformed_chunked_body_aborts(relay: Relay, raw_clients: list[Raw
         received, clean = await receiver.read_to_end()
     assert received == b""
     assert not clean
+
+
+async def test_incomplete_head_is_cut_off_at_the_head_deadline(
+    start_relay: StartRelay, raw_clients: list[RawClient]
+) -> None:
+    relay = await start_relay(head_timeout=0.5)
+    with trio.fail_after(10):
+        slow = await _open(relay, raw_clients, b"GET /slowloris HTTP/1.1\r\nHost: x\r\n")  # no blank line
+        received, _ = await slow.read_to_end()
+        # an idle keep-alive connection ends the same way after one answered request
+        idle = await _open(relay, raw_clients, b"GET /version HTTP/1.1\r\nHost: x\r\n\r\n")
+        answered, _ = await idle.read_to_end()
+    assert received == b""
+    assert relay.hub.registry.snapshot("/slowloris") is None
+    assert answered.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert answered.endswith(b"pipe-relay 0.1.0\n")
