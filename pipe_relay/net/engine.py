@@ -63,6 +63,27 @@ async def wait_ready(waiter: Callable[[int], Awaitable[None]], fd: int, idle: fl
     return False
 
 
+async def from_sender(fd: int, attempt: Callable[[], int], idle: float) -> int:
+    """Run a non-blocking read-like call on the sender's socket `fd` until it moves bytes.
+
+    Waits while the socket is empty (SENDER_IDLE after `idle` seconds, 0 = no limit); an end of
+    stream or a socket error is SENDER_GONE. Returns the byte count, never 0.
+    """
+    while True:
+        try:
+            count = attempt()
+        except BlockingIOError:
+            if not await wait_ready(trio.lowlevel.wait_readable, fd, idle):
+                raise TransferError(TransferFailure.SENDER_IDLE) from None
+            continue
+        except OSError as exc:
+            raise TransferError(TransferFailure.SENDER_GONE, exc.strerror or "") from None
+        if count == 0:
+            raise TransferError(TransferFailure.SENDER_GONE)
+        await trio.lowlevel.checkpoint()  # never starve other tasks when data is always there
+        return count
+
+
 class SocketBody:
     """A framed request body read from a socket into one reusable buffer (the portable path)."""
 
@@ -122,20 +143,7 @@ class SocketBody:
         return [view[start:end] for start, end in spans]
 
     async def _recv(self) -> int:
-        """Read into the buffer; the byte count (never 0: an early end is SENDER_GONE)."""
-        while True:
-            try:
-                count = os.readv(self.fd, [self._view])
-            except BlockingIOError:
-                if not await wait_ready(trio.lowlevel.wait_readable, self.fd, self._idle):
-                    raise TransferError(TransferFailure.SENDER_IDLE) from None
-                continue
-            except OSError as exc:
-                raise TransferError(TransferFailure.SENDER_GONE, exc.strerror or "") from None
-            if count == 0:
-                raise TransferError(TransferFailure.SENDER_GONE)
-            await trio.lowlevel.checkpoint()  # never starve other tasks when data is always there
-            return count
+        return await from_sender(self.fd, partial(os.readv, self.fd, [self._view]), self._idle)
 
     def _grow(self) -> None:
         """After a read filled the buffer, the sender is fast: take bigger steps from now on."""

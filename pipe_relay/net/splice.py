@@ -14,7 +14,6 @@ from functools import partial
 import trio
 
 from ..core.framing import Framing, LengthDecoder
-from ..errors import TransferError, TransferFailure
 from .engine import (
     ByteEngine,
     RelayEvents,
@@ -23,6 +22,7 @@ from .engine import (
     Source,
     broadcast,
     framed,
+    from_sender,
     report_drops,
     wait_ready,
 )
@@ -179,20 +179,9 @@ class SpliceEngine:
 
     async def _fill(self, fd: int, pipe: _Pipe, want: int) -> int:
         """Splice up to `want` bytes from the sender's socket into the (empty) source pipe."""
-        while True:
-            try:
-                moved = os.splice(fd, pipe.write_fd, want, flags=_MOVE | _NONBLOCK)
-            except BlockingIOError:
-                if not await wait_ready(trio.lowlevel.wait_readable, fd, self.idle_timeout):
-                    raise TransferError(TransferFailure.SENDER_IDLE) from None
-                continue
-            except OSError as exc:
-                raise TransferError(TransferFailure.SENDER_GONE, exc.strerror or "") from None
-            if moved == 0:
-                raise TransferError(TransferFailure.SENDER_GONE)
-            pipe.held = moved
-            await trio.lowlevel.checkpoint()  # never starve other tasks on a fast socket
-            return moved
+        splice_in = partial(os.splice, fd, pipe.write_fd, want, flags=_MOVE | _NONBLOCK)
+        pipe.held = await from_sender(fd, splice_in, self.idle_timeout)
+        return pipe.held
 
     async def _fan_out(
         self,
