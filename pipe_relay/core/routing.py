@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from ..errors import ErrorCode, pipe_error
 from .headers import PIPE_ALLOW, SERVICE_ALLOW, Headers, first
 from .paths import Reserved, Target, parse_n, parse_target
+from .progress import wants_event_stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +58,17 @@ class Receive:
         return values[0] if values else None
 
 
-Decision = ServePage | Preflight | Send | Receive
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """`?progress`: watch a pipe's state; takes no receiver slot."""
+
+    key: str
+    target: Target
+    html: bool
+    """The dashboard page (the client asked for HTML) rather than the event stream."""
+
+
+Decision = ServePage | Preflight | Send | Receive | Watch
 
 
 def route(request: Request, *, max_path_length: int, max_receivers: int) -> Decision:
@@ -77,6 +88,8 @@ def route(request: Request, *, max_path_length: int, max_receivers: int) -> Deci
         )
     if (request.header("service-worker") or "").strip().lower() == "script":
         raise pipe_error(ErrorCode.SERVICE_WORKER)
+    if method == "GET" and target.flag("progress"):
+        return Watch(target.key, target, html=not wants_event_stream(request.header("accept")))
     n = parse_n(target, max_receivers=max_receivers)
     if method == "GET":
         return Receive(target.key, n, target)

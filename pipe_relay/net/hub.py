@@ -11,12 +11,14 @@ import trio
 from ..config import Config
 from ..core.framing import LAST_CHUNK, encode_chunk, render_head
 from ..core.headers import SAFETY_HEADERS, cors_headers
-from ..core.registry import Established, Expired, Registry
+from ..core.progress import TransferState
+from ..core.registry import Established, Expired, PipeState, Registry
 from ..core.replies import TEXT_PLAIN
 from ..core.routing import Receive, Request, Send
 from ..errors import ErrorCode, PipeError, pipe_error
 from .connection import CloseMode, HttpConnection
 from .engine import BufferEngine, ByteEngine
+from .progress import Board
 from .relay import run_transfer
 from .splice import SpliceEngine, splice_available
 
@@ -146,6 +148,8 @@ class Hub:
         )
         self._reaper_wake = trio.Event()
         self._changed = trio.Event()
+        self.boards: dict[str, Board] = {}
+        """Progress of every registered pipe (for `?progress` watchers); same keys as the registry."""
 
     def __repr__(self) -> str:
         return f"<Hub {self.registry!r}>"
@@ -161,19 +165,51 @@ class Hub:
                 continue
             await trio.sleep_until(deadline)
             expired_pipes = self.registry.expire(trio.current_time())
-            if expired_pipes:
-                self._touch()
+            for expired in expired_pipes:
+                self.finish_board(expired.key, TransferState.ABORTED)
+            self._touch(*(expired.key for expired in expired_pipes))
             for expired in expired_pipes:
                 if expired.sender is not None:
                     expired.sender.settle(expired)
                 for receiver in expired.receivers:
                     receiver.settle(expired)
 
-    def _touch(self) -> None:
-        """The registry changed: wake the reaper and anyone in `wait_for`."""
+    def _touch(self, *keys: str) -> None:
+        """The registry changed (for `keys`): publish it, wake the reaper and anyone in `wait_for`."""
+        for key in keys:
+            self._sync_board(key)
         self._reaper_wake.set()
         self._changed.set()
         self._changed = trio.Event()
+
+    def _sync_board(self, key: str) -> None:
+        snapshot = self.registry.snapshot(key)
+        board = self.boards.get(key)
+        if snapshot is None:
+            if board is not None:
+                del self.boards[key]
+                if not board.state.final:
+                    board.state = TransferState.IDLE  # its parties left before it started
+                board.wake()
+            return
+        if board is None:
+            board = self.boards[key] = Board(snapshot.n)
+        board.expected = snapshot.n
+        board.receivers = snapshot.receivers
+        if not board.state.final:
+            if snapshot.state is PipeState.ACTIVE and board.state is not TransferState.STREAMING:
+                board.state = TransferState.STREAMING
+                board.started = trio.current_time()
+            elif snapshot.state is PipeState.PENDING:
+                board.state = TransferState.WAITING
+        board.wake()
+
+    def finish_board(self, key: str, state: TransferState) -> None:
+        """The transfer on `key` ended (`done` or `aborted`): watchers get the final state."""
+        board = self.boards.get(key)
+        if board is not None and not board.state.final:
+            board.state = state
+            board.wake()
 
     async def wait_for(self, predicate: Callable[[], bool]) -> None:
         """Wait until `predicate()` holds; it is re-checked after every registry change."""
@@ -196,7 +232,7 @@ class Hub:
         except PipeError as exc:
             await conn.send_error(exc, origin)
             return
-        self._touch()
+        self._touch(decision.key)
         conn.close_mode = CloseMode.LINGER
         try:
             party.start_status_stream()
@@ -242,11 +278,12 @@ class Hub:
         if outcome is None:
             self.registry.leave(party.key, party)
         elif isinstance(outcome, Established):
+            self.finish_board(outcome.key, TransferState.ABORTED)  # unless the relay said `done`
             self.registry.finish(outcome.key)
             for receiver in outcome.receivers:
                 if not receiver.transfer_over.is_set():
                     receiver.release(aborted=True)
-        self._touch()
+        self._touch(party.key)
 
     # receivers ---------------------------------------------------------------------------
 
@@ -258,7 +295,7 @@ class Hub:
         except PipeError as exc:
             await conn.send_error(exc, origin)
             return
-        self._touch()
+        self._touch(decision.key)
         try:
             if isinstance(result, Established):
                 self._established(result)
@@ -281,6 +318,6 @@ class Hub:
         finally:
             if party.outcome is None:
                 left = self.registry.leave(party.key, party)
-                self._touch()
+                self._touch(party.key)
                 if left is not None and left.sender is not None:
                     left.sender.count_changed(left.receivers)

@@ -10,6 +10,7 @@ import trio
 from ..core.forms import FormExtractor
 from ..core.framing import Framing, render_head
 from ..core.headers import BodyInfo, body_info, is_multipart_form, receiver_headers
+from ..core.progress import TransferState
 from ..core.registry import Established
 from ..core.routing import Receive
 from ..errors import ErrorCode, PipeError, TransferError, TransferFailure, pipe_error
@@ -18,6 +19,7 @@ from .engine import FormBody, Segment, Sink, SocketBody, Source
 
 if TYPE_CHECKING:
     from .hub import Hub, Party
+    from .progress import Board
 
 log = logging.getLogger("pipe_relay")
 DRAIN_LIMIT = 64 * 1024 * 1024
@@ -39,13 +41,16 @@ class _Prepend:
 
 
 class _Events:
-    def __init__(self, sender: Party) -> None:
+    def __init__(self, sender: Party, board: Board | None) -> None:
         self.sender = sender
+        self.board = board
         self.moved = 0
         self.started = trio.current_time()
 
     def progress(self, moved: int) -> None:
         self.moved += moved
+        if self.board is not None:
+            self.board.add_bytes(moved)
 
     def log(self, level: int, key: str, n: int, outcome: str) -> None:
         if log.isEnabledFor(level):
@@ -110,7 +115,8 @@ async def run_transfer(hub: Hub, established: Established[Party]) -> None:
         idle_timeout=hub.config.idle_timeout,
     )
     sinks: list[Sink] = []
-    events = _Events(sender)
+    board = hub.boards.get(established.key)
+    events = _Events(sender, board)
     content_type = request.header("content-type")
     multipart = is_multipart_form(content_type)
     try:
@@ -126,6 +132,8 @@ async def run_transfer(hub: Hub, established: Established[Party]) -> None:
             part = (start.content_type, start.disposition)
             source = _Prepend(pieces, form)
         info = body_info(request.headers, multipart_part=part)
+        if board is not None:
+            board.total = info.content_length
         sinks = [_sink_for(r, info) for r in receivers]
         await hub.engine.relay(source, sinks, events)
     except TransferError as exc:
@@ -133,6 +141,7 @@ async def run_transfer(hub: Hub, established: Established[Party]) -> None:
         await _fail(sender, receivers, sinks, exc)
         return
     events.log(logging.DEBUG, established.key, established.n, "complete")
+    hub.finish_board(established.key, TransferState.DONE)
     for receiver, sink in zip(receivers, sinks, strict=True):
         receiver.release(aborted=not sink.alive)
     if multipart:

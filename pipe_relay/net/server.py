@@ -9,12 +9,13 @@ import trio
 
 from ..config import Config
 from ..core.replies import preflight_reply
-from ..core.routing import Preflight, Receive, Send, ServePage, route
+from ..core.routing import Preflight, Receive, Send, ServePage, Watch, route
 from ..errors import PipeError
 from .connection import CloseMode, HttpConnection
 from .engine import tune_malloc
 from .hub import Hub
-from .service import page_reply
+from .progress import serve_watcher
+from .service import page_reply, progress_page_reply
 
 log = logging.getLogger("pipe_relay")
 
@@ -78,9 +79,14 @@ async def _serve_requests(conn: HttpConnection, hub: Hub) -> None:
             if isinstance(decision, Receive):
                 await hub.serve_receiver(conn, request, decision)
                 return
+            if isinstance(decision, Watch) and not decision.html:
+                await serve_watcher(hub, conn, request, decision.key)
+                return
             if isinstance(decision, Preflight):
                 private = request.header("access-control-request-private-network") == "true"
                 await conn.send_reply(preflight_reply(origin=origin, private_network=private))
+            elif isinstance(decision, Watch):
+                await conn.send_reply(progress_page_reply(decision, request))
             elif isinstance(decision, ServePage):
                 await conn.send_reply(page_reply(decision, request, conn.peer))
         if not conn.next_cycle():

@@ -13,7 +13,7 @@ from .. import pages
 from ..core.headers import SAFETY_HEADERS, cors_headers
 from ..core.paths import Reserved
 from ..core.replies import TEXT_PLAIN, Reply, reply
-from ..core.routing import Request, ServePage
+from ..core.routing import Request, ServePage, Watch
 from ..core.service import (
     ROBOTS_TXT,
     HealthFacts,
@@ -120,3 +120,9 @@ def page_reply(decision: ServePage, request: Request, peer: str) -> Reply:
         origin=origin,
         extra=(("Cache-Control", "no-store"),),
     )
+
+
+def progress_page_reply(decision: Watch, request: Request) -> Reply:
+    body, headers = pages.progress_page(path=decision.target.shown_path)
+    origin = request.header("origin")
+    return reply(200, body.encode(), content_type=_HTML, origin=origin, extra=tuple(headers))

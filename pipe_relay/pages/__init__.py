@@ -28,16 +28,18 @@ def _template(name: str) -> Template:
     return Template((static_dir() / name).read_text(encoding="utf-8"))
 
 
-def _csp(nonce: str) -> str:
+def _csp(nonce: str, *, scripts: bool) -> str:
+    script = f"script-src 'nonce-{nonce}'; connect-src 'self'; " if scripts else ""
     return (
-        f"default-src 'none'; style-src 'nonce-{nonce}'; img-src 'self'; "
+        f"default-src 'none'; {script}style-src 'nonce-{nonce}'; img-src 'self'; "
         "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
     )
 
 
-def page_headers(nonce: str) -> list[tuple[str, str]]:
+def page_headers(nonce: str, *, scripts: bool = False) -> list[tuple[str, str]]:
+    """A strict CSP: nothing but this page's own nonce'd style (and script, if it has one)."""
     return [
-        ("Content-Security-Policy", _csp(nonce)),
+        ("Content-Security-Policy", _csp(nonce, scripts=scripts)),
         ("Referrer-Policy", "no-referrer"),
         ("Cache-Control", "no-store"),
     ]
@@ -75,3 +77,10 @@ def noscript_page(*, url: str, path: str, mode: str, prefixed: bool) -> tuple[st
         field=field,
     )
     return body, page_headers(nonce)
+
+
+def progress_page(*, path: str) -> tuple[str, list[tuple[str, str]]]:
+    """The `?progress` dashboard; its script reads the same URL as an event stream."""
+    nonce = secrets.token_urlsafe(16)
+    body = _template("progress.html").substitute(nonce=nonce, path=html.escape(path))
+    return body, page_headers(nonce, scripts=True)

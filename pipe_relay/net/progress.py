@@ -1,0 +1,134 @@
+# Progress boards: the latest state of each registered pipe, published by the hub and relay, read by watchers.
+# Invariant: publishing never waits or queues; a watcher reads the latest state at most 4 times a second.
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import trio
+
+from ..core.framing import LAST_CHUNK, encode_chunk, render_head
+from ..core.headers import SAFETY_HEADERS, cors_headers
+from ..core.progress import (
+    KEEPALIVE_INTERVAL,
+    MIN_INTERVAL,
+    Snapshot,
+    TransferState,
+    rate_between,
+    sse_event,
+    sse_keepalive,
+    sse_open,
+)
+from ..core.routing import Request
+
+if TYPE_CHECKING:
+    from .connection import HttpConnection
+    from .hub import Hub
+
+
+class Board:
+    """One pipe's progress. Writers set fields and `wake()`; watchers wait for the next wake."""
+
+    def __init__(self, expected: int) -> None:
+        self.state = TransferState.WAITING
+        self.bytes = 0
+        self.total: int | None = None
+        self.receivers = 0
+        self.expected = expected
+        self.started: float | None = None
+        self.watchers = 0
+        self._changed = trio.Event()
+        self._last_wake = -math.inf
+
+    def __repr__(self) -> str:
+        return f"<Board {self.state.value} {self.bytes}/{self.total} watchers={self.watchers}>"
+
+    def wake(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+        self._last_wake = trio.current_time()
+
+    def add_bytes(self, moved: int) -> None:
+        """Called by the relay for every step: a counter, and a wake at most 4 times a second."""
+        self.bytes += moved
+        if self.watchers and trio.current_time() - self._last_wake >= MIN_INTERVAL:
+            self.wake()
+
+    async def changed(self, deadline: float) -> None:
+        with trio.move_on_at(deadline):
+            await self._changed.wait()
+
+    def snapshot(self, rate: float) -> Snapshot:
+        elapsed = trio.current_time() - self.started if self.started is not None else 0.0
+        return Snapshot(self.state, self.bytes, self.total, self.receivers, self.expected, rate, elapsed)
+
+
+def _idle(expected: int = 0) -> Snapshot:
+    return Snapshot(TransferState.IDLE, 0, None, 0, expected, 0.0, 0.0)
+
+
+async def serve_watcher(hub: Hub, conn: HttpConnection, request: Request, key: str) -> None:
+    """An event stream of `key`'s progress until the transfer ends, or the pipe TTL passes idle."""
+    chunked = request.http_version == "1.1"
+    headers = [
+        ("Content-Type", "text/event-stream; charset=utf-8"),
+        ("Cache-Control", "no-store"),
+        ("X-Accel-Buffering", "no"),
+        *SAFETY_HEADERS,
+        *cors_headers(request.header("origin")),
+        ("Connection", "close"),
+    ]
+    if chunked:
+        headers.append(("Transfer-Encoding", "chunked"))
+
+    def frame(data: bytes) -> bytes:
+        return encode_chunk(data) if chunked else data
+
+    board = hub.boards.get(key)
+    if not await conn.send_raw(render_head(request.http_version, 200, headers) + frame(sse_open())):
+        return
+    ttl = hub.config.pending_ttl
+    idle_until = trio.current_time() + ttl
+    sample = (trio.current_time(), board.bytes if board else 0)
+    last_sent = trio.current_time()
+    first = board.snapshot(0.0) if board else _idle()
+    last_event, last_state, last_bytes = sse_event(first), first.state, first.bytes
+    ok = await conn.send_raw(frame(last_event))
+    while ok:
+        now = trio.current_time()
+        keepalive_at = last_sent + KEEPALIVE_INTERVAL
+        if board is None:
+            if now >= idle_until:
+                break
+            with trio.move_on_at(min(idle_until, keepalive_at)):
+                await hub.wait_for(lambda: key in hub.boards)
+            board = hub.boards.get(key)
+        else:
+            board.watchers += 1
+            try:
+                await board.changed(keepalive_at)
+                await trio.sleep_until(last_sent + MIN_INTERVAL)  # at most 4 updates a second
+            finally:
+                board.watchers -= 1
+        now = trio.current_time()
+        if board is None:
+            if now >= keepalive_at:
+                ok = await conn.send_raw(frame(sse_keepalive()))
+                last_sent = now
+            continue
+        current = (now, board.bytes)
+        snapshot = board.snapshot(rate_between(sample, current))
+        sample = current
+        event = sse_event(snapshot)
+        unchanged = event == last_event or (snapshot.state is last_state and current[1] == last_bytes)
+        ok = await conn.send_raw(frame(sse_keepalive() if unchanged else event))
+        last_event, last_state, last_bytes = event, snapshot.state, current[1]
+        last_sent = now
+        if snapshot.state.final:
+            break
+        if hub.boards.get(key) is not board:  # the pipe went away (its parties left): idle again
+            board = None
+            idle_until = now + ttl
+            ok = ok and await conn.send_raw(frame(sse_event(_idle())))
+    if ok and chunked:
+        await conn.send_raw(LAST_CHUNK)
