@@ -12,11 +12,16 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-# Debian packages the tests drive as real clients.
+# Debian packages the tests drive as real clients: curl, and Chromium for the page tests
+# (Playwright drives Debian's /usr/bin/chromium; no browser is downloaded).
 system-deps:
-	@command -v curl >/dev/null 2>&1 || { \
-	  echo "installing curl (apt-get)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null; }
+	@missing=""; \
+	command -v curl >/dev/null 2>&1 || missing="$$missing curl"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 run: $(STAMP)
 	$(VENV)/bin/pipe-relay $(ARGS)
