@@ -313,6 +313,22 @@ async def broadcast(
     await report_drops(sinks, dropped, events)
 
 
+async def deliver(
+    sinks: Sequence[Sink], segments: list[Segment], events: RelayEvents, *, idle: float
+) -> None:
+    """One step of payload to every live sink (in its framing), counted and reported as progress."""
+    size = sum(len(piece) for piece in segments)
+    await broadcast(sinks, partial(framed, segments=segments, size=size), events, idle=idle)
+    count_sent(sinks, size)
+    events.progress(size)
+
+
+def count_sent(sinks: Sequence[Sink], size: int) -> None:
+    for sink in sinks:
+        if sink.alive:
+            sink.sent += size
+
+
 async def report_drops(sinks: Sequence[Sink], dropped: list[Sink], events: RelayEvents) -> None:
     alive = sum(1 for s in sinks if s.alive)
     for sink in dropped:
@@ -354,10 +370,5 @@ class BufferEngine:
             segments = await source.read()
             if not segments:
                 break
-            size = sum(len(s) for s in segments)
-            await broadcast(sinks, partial(framed, segments=segments, size=size), events, idle=idle)
-            for sink in sinks:
-                if sink.alive:
-                    sink.sent += size
-            events.progress(size)
+            await deliver(sinks, segments, events, idle=idle)
         await broadcast(sinks, Sink.closing, events, idle=idle)

@@ -21,7 +21,8 @@ from .engine import (
     SocketBody,
     Source,
     broadcast,
-    framed,
+    count_sent,
+    deliver,
     from_sender,
     report_drops,
     wait_ready,
@@ -158,10 +159,7 @@ class SpliceEngine:
         await broadcast(sinks, Sink.opening, events, idle=idle)
         first = source.buffered()
         if first:
-            size = sum(len(piece) for piece in first)
-            await broadcast(sinks, partial(framed, segments=first, size=size), events, idle=idle)
-            _count(sinks, size)
-            events.progress(size)
+            await deliver(sinks, first, events, idle=idle)
         decoder = source.decoder
         assert isinstance(decoder, LengthDecoder)
         step = min(pipe.size for pipe in pipes)
@@ -173,7 +171,7 @@ class SpliceEngine:
             decoder.skip(moved)
             source.received += moved
             await self._fan_out(routes, pipes[0], moved, sinks, events)
-            _count(sinks, moved)
+            count_sent(sinks, moved)
             events.progress(moved)
         await broadcast(sinks, Sink.closing, events, idle=idle)
 
@@ -241,9 +239,3 @@ class SpliceEngine:
             self._devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
         while pipe.held:
             pipe.held -= os.splice(pipe.read_fd, self._devnull, pipe.held, flags=_MOVE | _NONBLOCK)
-
-
-def _count(sinks: Sequence[Sink], size: int) -> None:
-    for sink in sinks:
-        if sink.alive:
-            sink.sent += size
