@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import PipeError
+from .framing import LAST_CHUNK, encode_chunk, render_head
 from .headers import SAFETY_HEADERS, cors_headers, preflight_headers
 
 TEXT_PLAIN = "text/plain; charset=utf-8"
@@ -51,3 +52,31 @@ def preflight_reply(*, origin: str | None, private_network: bool) -> Reply:
     headers += SAFETY_HEADERS
     headers.append(("Content-Length", "0"))
     return Reply(200, tuple(headers), b"")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamedReply:
+    """A 200 response sent in pieces (status lines, events): chunked to HTTP/1.1 clients, plain
+    and ended by closing the connection for HTTP/1.0 ones."""
+
+    http_version: str
+
+    @property
+    def chunked(self) -> bool:
+        return self.http_version == "1.1"
+
+    def head(
+        self, content_type: str, *, origin: str | None, extra: tuple[tuple[str, str], ...] = ()
+    ) -> bytes:
+        headers = [("Content-Type", content_type), ("Cache-Control", "no-store"), *extra]
+        headers += [*SAFETY_HEADERS, *cors_headers(origin), ("Connection", "close")]
+        if self.chunked:
+            headers.append(("Transfer-Encoding", "chunked"))
+        return render_head(self.http_version, 200, headers)
+
+    def frame(self, data: bytes) -> bytes:
+        return encode_chunk(data) if self.chunked else data
+
+    @property
+    def end(self) -> bytes:
+        return LAST_CHUNK if self.chunked else b""

@@ -9,11 +9,9 @@ from collections.abc import Callable
 import trio
 
 from ..config import Config
-from ..core.framing import LAST_CHUNK, encode_chunk, render_head
-from ..core.headers import SAFETY_HEADERS, cors_headers
 from ..core.progress import TransferState
 from ..core.registry import Established, Expired, PipeState, Registry
-from ..core.replies import TEXT_PLAIN
+from ..core.replies import TEXT_PLAIN, StreamedReply
 from ..core.routing import Receive, Request, Send
 from ..errors import ErrorCode, PipeError, pipe_error
 from .connection import CloseMode, HttpConnection
@@ -54,6 +52,7 @@ class Party:
         self.aborted = False
         self.final_error: PipeError | None = None
         self._unsent = b""
+        self._status_stream = StreamedReply(request.http_version)
 
     def __repr__(self) -> str:
         state = type(self.outcome).__name__ if self.outcome else "waiting"
@@ -89,33 +88,17 @@ class Party:
 
     # sender's status stream -------------------------------------------------------------
 
-    @property
-    def _chunked(self) -> bool:
-        return self.request.http_version == "1.1"
-
     def start_status_stream(self) -> None:
         """Answer `Expect: 100-continue` and open the 200 status stream (sent with the first line)."""
-        data = b""
+        stream = self._status_stream
         expect = (self.request.header("expect") or "").strip().lower()
-        if expect == "100-continue" and self._chunked:
-            data += b"HTTP/1.1 100 Continue\r\n\r\n"
-        headers = [
-            ("Content-Type", TEXT_PLAIN),
-            ("Cache-Control", "no-store"),
-            *SAFETY_HEADERS,
-            *cors_headers(self.request.header("origin")),
-            ("Connection", "close"),
-        ]
-        if self._chunked:
-            headers.append(("Transfer-Encoding", "chunked"))
-        self._unsent = data + render_head(self.request.http_version, 200, headers)
+        continue_ = b"HTTP/1.1 100 Continue\r\n\r\n" if expect == "100-continue" and stream.chunked else b""
+        self._unsent = continue_ + stream.head(TEXT_PLAIN, origin=self.request.header("origin"))
 
     async def say(self, *lines: str, end: bool = False) -> bool:
         """Status lines to the sender in one write (`end`: and close the stream). False if it is gone."""
         text = "".join(line + "\n" for line in lines if line).encode("utf-8")
-        data = self._unsent + (encode_chunk(text) if self._chunked else text)
-        if end and self._chunked:
-            data += LAST_CHUNK
+        data = self._unsent + self._status_stream.frame(text) + (self._status_stream.end if end else b"")
         self._unsent = b""
         return await self.conn.send_raw(data)
 

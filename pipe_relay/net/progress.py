@@ -7,8 +7,6 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ..core.framing import LAST_CHUNK, encode_chunk, render_head
-from ..core.headers import SAFETY_HEADERS, cors_headers
 from ..core.progress import (
     KEEPALIVE_INTERVAL,
     MIN_INTERVAL,
@@ -19,6 +17,7 @@ from ..core.progress import (
     sse_keepalive,
     sse_open,
 )
+from ..core.replies import StreamedReply
 from ..core.routing import Request
 
 if TYPE_CHECKING:
@@ -69,23 +68,15 @@ def _idle(expected: int = 0) -> Snapshot:
 
 async def serve_watcher(hub: Hub, conn: HttpConnection, request: Request, key: str) -> None:
     """An event stream of `key`'s progress until the transfer ends, or the pipe TTL passes idle."""
-    chunked = request.http_version == "1.1"
-    headers = [
-        ("Content-Type", "text/event-stream; charset=utf-8"),
-        ("Cache-Control", "no-store"),
-        ("X-Accel-Buffering", "no"),
-        *SAFETY_HEADERS,
-        *cors_headers(request.header("origin")),
-        ("Connection", "close"),
-    ]
-    if chunked:
-        headers.append(("Transfer-Encoding", "chunked"))
-
-    def frame(data: bytes) -> bytes:
-        return encode_chunk(data) if chunked else data
-
+    stream = StreamedReply(request.http_version)
+    frame = stream.frame
+    head = stream.head(
+        "text/event-stream; charset=utf-8",
+        origin=request.header("origin"),
+        extra=(("X-Accel-Buffering", "no"),),
+    )
     board = hub.boards.get(key)
-    if not await conn.send_raw(render_head(request.http_version, 200, headers) + frame(sse_open())):
+    if not await conn.send_raw(head + frame(sse_open())):
         return
     ttl = hub.config.pending_ttl
     idle_until = trio.current_time() + ttl
@@ -130,5 +121,5 @@ async def serve_watcher(hub: Hub, conn: HttpConnection, request: Request, key: s
             board = None
             idle_until = now + ttl
             ok = ok and await conn.send_raw(frame(sse_event(_idle())))
-    if ok and chunked:
-        await conn.send_raw(LAST_CHUNK)
+    if ok:
+        await conn.send_raw(stream.end)
