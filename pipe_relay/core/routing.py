@@ -68,7 +68,19 @@ class Watch:
     """The dashboard page (the client asked for HTML) rather than the event stream."""
 
 
-Decision = ServePage | Preflight | Send | Receive | Watch
+@dataclass(frozen=True, slots=True)
+class Play:
+    """`?video` asked for by a browser (Accept: text/html): the player page; takes no receiver slot."""
+
+    target: Target
+
+
+Decision = ServePage | Preflight | Send | Receive | Watch | Play
+
+
+def wants_html(accept: str | None) -> bool:
+    """True when an Accept header names text/html (a browser navigating to the URL)."""
+    return any(part.split(";", 1)[0].strip().lower() == "text/html" for part in (accept or "").split(","))
 
 
 def route(request: Request, *, max_path_length: int, max_receivers: int) -> Decision:
@@ -90,6 +102,8 @@ def route(request: Request, *, max_path_length: int, max_receivers: int) -> Deci
         raise pipe_error(ErrorCode.SERVICE_WORKER)
     if method == "GET" and target.flag("progress"):
         return Watch(target.key, target, html=not wants_event_stream(request.header("accept")))
+    if method == "GET" and target.flag("video") and wants_html(request.header("accept")):
+        return Play(target)
     n = parse_n(target, max_receivers=max_receivers)
     if method == "GET":
         return Receive(target.key, n, target)

@@ -9,13 +9,13 @@ import trio
 
 from ..config import Config
 from ..core.replies import preflight_reply
-from ..core.routing import Preflight, Receive, Send, ServePage, Watch, route
+from ..core.routing import Play, Preflight, Receive, Send, ServePage, Watch, route
 from ..errors import PipeError
 from .connection import CloseMode, HttpConnection
 from .engine import tune_malloc
 from .hub import Hub
 from .progress import serve_watcher
-from .service import page_reply, progress_page_reply
+from .service import page_reply, progress_page_reply, video_page_reply
 
 log = logging.getLogger("pipe_relay")
 
@@ -87,6 +87,8 @@ async def _serve_requests(conn: HttpConnection, hub: Hub) -> None:
                 await conn.send_reply(preflight_reply(origin=origin, private_network=private))
             elif isinstance(decision, Watch):
                 await conn.send_reply(progress_page_reply(decision, request))
+            elif isinstance(decision, Play):
+                await conn.send_reply(video_page_reply(decision, request))
             elif isinstance(decision, ServePage):
                 await conn.send_reply(page_reply(decision, request, conn.peer))
         if not conn.next_cycle():

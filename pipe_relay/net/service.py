@@ -13,7 +13,7 @@ from .. import pages
 from ..core.headers import SAFETY_HEADERS, cors_headers
 from ..core.paths import Reserved
 from ..core.replies import TEXT_PLAIN, Reply, reply
-from ..core.routing import Request, ServePage, Watch
+from ..core.routing import Play, Request, ServePage, Watch
 from ..core.service import (
     ROBOTS_TXT,
     HealthFacts,
@@ -123,6 +123,15 @@ def page_reply(decision: ServePage, request: Request, peer: str) -> Reply:
 
 
 def progress_page_reply(decision: Watch, request: Request) -> Reply:
-    body, headers = pages.progress_page(path=decision.target.shown_path)
+    target = decision.target
+    body, headers = pages.progress_page(path=target.shown_path, prefixed=target.prefixed)
+    origin = request.header("origin")
+    return reply(200, body.encode(), content_type=_HTML, origin=origin, extra=tuple(headers))
+
+
+def video_page_reply(decision: Play, request: Request) -> Reply:
+    target = decision.target
+    url = base_url(request.header("host"), request.header("x-forwarded-proto"))
+    body, headers = pages.video_page(url=url, path=target.shown_path, prefixed=target.prefixed)
     origin = request.header("origin")
     return reply(200, body.encode(), content_type=_HTML, origin=origin, extra=tuple(headers))

@@ -28,18 +28,40 @@ def _template(name: str) -> Template:
     return Template((static_dir() / name).read_text(encoding="utf-8"))
 
 
-def _csp(nonce: str, *, scripts: bool) -> str:
+@cache
+def _asset(name: str) -> str:
+    """A CSS or JS file from static/, to be inlined into a page under that page's nonce."""
+    text = (static_dir() / name).read_text(encoding="utf-8")
+    lowered = text.lower()
+    if "</script" in lowered or "</style" in lowered or "<!--" in lowered:
+        raise ValueError(f"static/{name} cannot be inlined: it contains an HTML end tag or comment")
+    return text
+
+
+def _inline(*names: str) -> str:
+    return "\n".join(_asset(name) for name in names)
+
+
+_STYLE = ("base.css",)
+_INDEX_STYLE = (*_STYLE, "index.css")
+_INDEX_SCRIPT = ("common.js", "e2e.js", "tar.js", "app.js")
+_PROGRESS_SCRIPT = ("common.js", "progress.js")
+_VIDEO_SCRIPT = ("video.js",)
+
+
+def _csp(nonce: str, *, scripts: bool, media: bool) -> str:
     script = f"script-src 'nonce-{nonce}'; connect-src 'self'; " if scripts else ""
+    media_src = "media-src 'self' blob:; " if media else ""
     return (
-        f"default-src 'none'; {script}style-src 'nonce-{nonce}'; img-src 'self'; "
+        f"default-src 'none'; {script}{media_src}style-src 'nonce-{nonce}'; img-src 'self'; "
         "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
     )
 
 
-def page_headers(nonce: str, *, scripts: bool = False) -> list[tuple[str, str]]:
+def page_headers(nonce: str, *, scripts: bool = False, media: bool = False) -> list[tuple[str, str]]:
     """A strict CSP: nothing but this page's own nonce'd style (and script, if it has one)."""
     return [
-        ("Content-Security-Policy", _csp(nonce, scripts=scripts)),
+        ("Content-Security-Policy", _csp(nonce, scripts=scripts, media=media)),
         ("Referrer-Policy", "no-referrer"),
         ("Cache-Control", "no-store"),
     ]
@@ -50,15 +72,22 @@ def sanitize_pipe_path(value: str) -> str:
     return _SAFE_PATH.sub("", value).lstrip("/")[:1024]
 
 
+def _home(prefixed: bool) -> str:
+    return "/api/v1/pipe" if prefixed else "/"
+
+
 def index_page(*, url: str, prefixed: bool) -> tuple[str, list[tuple[str, str]]]:
+    """The web UI: send (text, files, E2E encryption) and receive in the browser."""
     nonce = secrets.token_urlsafe(16)
     body = _template("index.html").substitute(
         nonce=nonce,
+        style=_inline(*_INDEX_STYLE),
+        script=_inline(*_INDEX_SCRIPT),
         version=html.escape(__version__),
         url=html.escape(url),
         prefix="/api/v1/pipe" if prefixed else "",
     )
-    return body, page_headers(nonce)
+    return body, page_headers(nonce, scripts=True)
 
 
 def noscript_page(*, url: str, path: str, mode: str, prefixed: bool) -> tuple[str, list[tuple[str, str]]]:
@@ -70,6 +99,7 @@ def noscript_page(*, url: str, path: str, mode: str, prefixed: bool) -> tuple[st
         field = '<label for="file">File</label><input id="file" type="file" name="file">'
     body = _template("noscript.html").substitute(
         nonce=nonce,
+        style=_inline(*_STYLE),
         path=html.escape(clean),
         path_q=html.escape(quote(clean, safe="")),
         url=html.escape(url),
@@ -79,8 +109,28 @@ def noscript_page(*, url: str, path: str, mode: str, prefixed: bool) -> tuple[st
     return body, page_headers(nonce)
 
 
-def progress_page(*, path: str) -> tuple[str, list[tuple[str, str]]]:
+def progress_page(*, path: str, prefixed: bool) -> tuple[str, list[tuple[str, str]]]:
     """The `?progress` dashboard; its script reads the same URL as an event stream."""
     nonce = secrets.token_urlsafe(16)
-    body = _template("progress.html").substitute(nonce=nonce, path=html.escape(path))
+    body = _template("progress.html").substitute(
+        nonce=nonce,
+        style=_inline(*_STYLE),
+        script=_inline(*_PROGRESS_SCRIPT),
+        path=html.escape(path),
+        home=_home(prefixed),
+    )
     return body, page_headers(nonce, scripts=True)
+
+
+def video_page(*, url: str, path: str, prefixed: bool) -> tuple[str, list[tuple[str, str]]]:
+    """The `?video` player; its script fetches the same URL with `video=false` and plays it."""
+    nonce = secrets.token_urlsafe(16)
+    body = _template("video.html").substitute(
+        nonce=nonce,
+        style=_inline(*_STYLE),
+        script=_inline(*_VIDEO_SCRIPT),
+        path=html.escape(path),
+        url=html.escape(url),
+        home=_home(prefixed),
+    )
+    return body, page_headers(nonce, scripts=True, media=True)

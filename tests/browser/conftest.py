@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
+import trio
+from playwright.sync_api import ConsoleMessage, Download, Page, sync_playwright
+
+T = TypeVar("T")
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -30,3 +39,64 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def require_chromium() -> None:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"Chromium not found at {CHROMIUM}: run `make test` (it installs Debian's chromium)")
+
+
+@dataclass
+class PageLog:
+    """What a page reported while a test drove it."""
+
+    csp: list[str] = field(default_factory=list)
+    """Content-Security-Policy violations (Chromium reports each one on the console)."""
+    errors: list[str] = field(default_factory=list)
+    """Uncaught exceptions in the page's scripts."""
+    downloads: list[Download] = field(default_factory=list)
+
+
+@contextmanager
+def chromium_page(
+    *, javascript: bool = True, width: int = 1000, height: int = 900
+) -> Iterator[tuple[Page, PageLog]]:
+    """A fresh headless Chromium page (its own browser), with CSP violations and errors recorded.
+
+    Call from a worker thread (`in_browser`): Playwright's sync API runs its own event loop.
+    """
+    require_chromium()
+    log = PageLog()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(
+                java_script_enabled=javascript,
+                viewport={"width": width, "height": height},
+                accept_downloads=True,
+            )
+            page = context.new_page()
+
+            def on_console(message: ConsoleMessage) -> None:
+                if "Content Security Policy" in message.text:
+                    log.csp.append(message.text)
+
+            page.on("console", on_console)
+            page.on("pageerror", lambda error: log.errors.append(str(error)))
+            page.on("download", lambda download: log.downloads.append(download))
+            yield page, log
+        finally:
+            browser.close()
+
+
+async def in_browser(work: Callable[[], T], *, limit: float = 60) -> T:
+    """Run browser-driving `work` in a worker thread while this test's trio server keeps serving."""
+    with trio.fail_after(limit):
+        return await trio.to_thread.run_sync(work, abandon_on_cancel=True)
+
+
+def wait_for_value(read: Callable[[], T], accept: Callable[[T], bool], *, timeout: float = 20) -> T:
+    """Poll `read()` (a Playwright query, allowed under the page's CSP) until `accept` holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if accept(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out; last value {value!r}")
+        time.sleep(0.05)
