@@ -5,7 +5,18 @@ import pytest
 
 from pipe_relay.core.headers import Headers
 from pipe_relay.core.paths import Reserved
-from pipe_relay.core.routing import Decision, Preflight, Receive, Request, Send, ServePage, route
+from pipe_relay.core.routing import (
+    Decision,
+    Play,
+    Preflight,
+    Receive,
+    Request,
+    Send,
+    ServePage,
+    Watch,
+    route,
+    wants_html,
+)
 from pipe_relay.errors import ErrorCode, PipeError
 
 MAX_PATH = 1024
@@ -231,3 +242,61 @@ def test_request_header_lookup_is_first_value() -> None:
     assert request.header("origin") == "a"
     assert request.header("host") is None
     assert request.http_version == "1.1"
+
+
+# ?video -------------------------------------------------------------------------------------
+
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+@pytest.mark.parametrize("query", ["video", "video=true", "video=yes", "video=1", "n=2&video"])
+@pytest.mark.parametrize("target", ["/clip.webm", "/api/v1/pipe/clip.webm"])
+def test_video_from_a_browser_is_the_player_page(target: str, query: str) -> None:
+    decision = decide("GET", f"{target}?{query}", (("accept", BROWSER_ACCEPT),))
+    assert isinstance(decision, Play)
+    assert decision.target.key == "/clip.webm"
+
+
+@pytest.mark.parametrize(
+    ("query", "accept"),
+    [
+        ("video=false", BROWSER_ACCEPT),  # the player's own fetch
+        ("video=no", BROWSER_ACCEPT),
+        ("video=0", BROWSER_ACCEPT),
+        ("video", "*/*"),  # curl: a normal receiver
+        ("video", "video/webm"),
+        ("video", None),
+        ("", BROWSER_ACCEPT),  # a browser without ?video: a receiver (the download)
+    ],
+)
+def test_video_otherwise_is_a_receiver(query: str, accept: str | None) -> None:
+    headers = (("accept", accept),) if accept is not None else ()
+    decision = decide("GET", f"/clip.webm?{query}", headers)
+    assert isinstance(decision, Receive)
+    assert (decision.key, decision.n) == ("/clip.webm", 1)
+
+
+def test_video_and_progress_together_is_the_progress_view() -> None:
+    decision = decide("GET", "/clip.webm?video&progress", (("accept", BROWSER_ACCEPT),))
+    assert isinstance(decision, Watch) and decision.html
+
+
+def test_video_on_a_send_is_a_send() -> None:
+    assert isinstance(decide("PUT", "/clip.webm?video", (("accept", BROWSER_ACCEPT),)), Send)
+
+
+@pytest.mark.parametrize(
+    ("accept", "html"),
+    [
+        ("text/html", True),
+        (BROWSER_ACCEPT, True),
+        ("TEXT/HTML; q=0.5", True),
+        ("application/xhtml+xml", False),
+        ("text/html-sandboxed", False),
+        ("*/*", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_wants_html(accept: str | None, html: bool) -> None:
+    assert wants_html(accept) is html

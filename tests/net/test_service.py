@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -311,3 +312,64 @@ async def test_keep_alive_after_an_error(relay: Relay, raw_clients: list[RawClie
         assert response.headers["x-pipe-error"] == "INVALID_N"
         await client.send(b"GET /version HTTP/1.1\r\nHost: t\r\n\r\n")
         assert (await read_response(client)).body == VERSION_LINE
+
+
+# ?video --------------------------------------------------------------------------------------
+
+BROWSER_ACCEPT = "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+@pytest.mark.parametrize("path", ["/clip.webm?video", "/api/v1/pipe/clip.webm?video=1"])
+async def test_video_page_for_a_browser_takes_no_receiver_slot(relay: Relay, path: str) -> None:
+    with trio.fail_after(10):
+        response = await raw_request(relay, "GET", path, BROWSER_ACCEPT)
+    assert response.status == 200
+    assert response.headers["content-type"] == HTML
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert_exact_length(response)
+    csp = response.headers["content-security-policy"]
+    nonce = re.search(r"script-src 'nonce-([^']+)'", csp)
+    assert nonce is not None
+    assert "default-src 'none'" in csp and "media-src 'self' blob:" in csp and "unsafe" not in csp
+    scripts = re.findall(rb"<script([^>]*)>", response.body)
+    assert scripts == [f' nonce="{nonce[1]}"'.encode()]
+    assert b'<video id="video"' in response.body
+    assert relay.hub.registry.snapshot("/clip.webm") is None  # a page, not a receiver
+
+
+@pytest.mark.parametrize(
+    ("path", "accept"),
+    [
+        ("/v2.webm?video", "Accept: */*"),
+        ("/v2.webm?video=false", BROWSER_ACCEPT),
+        ("/v2.webm?video", "X-No: 1"),
+    ],
+)
+async def test_video_without_html_or_with_false_is_a_receiver(
+    relay: Relay, raw_clients: list[RawClient], path: str, accept: str
+) -> None:
+    with trio.fail_after(10):
+        client = await RawClient.connect(relay)
+        raw_clients.append(client)
+        await client.send(f"GET {path} HTTP/1.1\r\nHost: t\r\n{accept}\r\n\r\n".encode())
+        await relay.wait_for_pipe("/v2.webm", receivers=1)
+
+
+async def test_video_page_escapes_a_raw_path(relay: Relay) -> None:
+    with trio.fail_after(10):
+        response = await raw_request(
+            relay, "GET", '/x"onload=alert(1)<script>alert(2)</script>?video', BROWSER_ACCEPT
+        )
+    assert response.status == 200
+    assert b"alert(2)</script>" not in response.body
+    assert b'"onload' not in response.body
+    assert b"<code>/x&quot;onload=alert(1)&lt;script&gt;alert(2)&lt;/script&gt;</code>" in response.body
+
+
+async def test_index_page_never_echoes_a_malicious_host(relay: Relay) -> None:
+    request = b'GET / HTTP/1.1\r\nHost: "><script>alert(1)</script>\r\nConnection: close\r\n\r\n'
+    with trio.fail_after(10):
+        response = split_response(await raw_exchange(relay, request))
+    assert response.status == 200
+    assert b"alert(1)" not in response.body
+    assert b"curl -T myfile http://localhost/mypath" in response.body

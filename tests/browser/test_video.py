@@ -1,0 +1,61 @@
+# The ?video player in a real Chromium: it plays a WebM while curl is still sending it, through
+# MediaSource, with the page itself taking no receiver slot (its one fetch is the receiver).
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+
+from tests.browser.conftest import chromium_page, in_browser, wait_for_value
+from tests.conftest import CurlResult, Relay, curl
+
+CLIP = Path(__file__).parent / "data" / "clip.webm"  # 3 s of VP8 test pattern, 160x120 (data/README.md)
+
+
+async def test_video_page_plays_a_webm_while_it_arrives(relay: Relay, screenshots: Path) -> None:
+    async def send() -> CurlResult:
+        # the page's fetch is the one receiver; the page itself took none
+        await relay.wait_for_pipe("/clip.webm", receivers=1)
+        # about 2.5 s on the wire: playback starts before the last byte is sent
+        return await curl("-T", str(CLIP), "--limit-rate", "10K", f"{relay.url}/clip.webm")
+
+    def watch() -> dict[str, object]:
+        seen: dict[str, object] = {}
+        with chromium_page(width=800, height=700) as (page, log):
+            response = page.goto(f"{relay.url}/clip.webm?video")
+            assert response is not None
+            seen["type"] = response.headers["content-type"]
+            page.wait_for_selector("#state.waiting")
+            seen["waiting"] = page.text_content("#state")
+            page.screenshot(path=str(screenshots / "video-waiting.png"))
+            result: dict[str, CurlResult] = {}
+
+            async def send_in_background() -> None:
+                result["sent"] = await send()
+
+            # start the sender without blocking this thread: playback must begin mid-transfer
+            trio.from_thread.run_sync(nursery.start_soon, send_in_background)
+            page.wait_for_selector("#state.playing", timeout=30_000)
+            seen["format"] = page.text_content("#format")
+            seen["time"] = wait_for_value(
+                lambda: float(page.eval_on_selector("#video", "video => video.currentTime")),
+                lambda t: t > 0,
+            )
+            seen["while_sending"] = "sent" not in result
+            page.screenshot(path=str(screenshots / "video-playing.png"))
+            page.wait_for_selector("#state.ended", timeout=30_000)
+            seen["problems"] = log.csp + log.errors
+        seen["sent"] = result.get("sent")
+        return seen
+
+    with trio.fail_after(90):
+        async with trio.open_nursery() as nursery:
+            seen = await in_browser(watch, limit=80)
+    assert seen["type"] == "text/html; charset=utf-8"
+    assert seen["waiting"] == "waiting for the sender"
+    assert seen["format"] == 'video/webm; codecs="vp8"'
+    assert isinstance(seen["time"], float) and seen["time"] > 0
+    assert seen["while_sending"] is True
+    sent = seen["sent"]
+    assert isinstance(sent, CurlResult) and sent.returncode == 0
+    assert seen["problems"] == []
