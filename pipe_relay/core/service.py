@@ -70,6 +70,7 @@ curl -H 'Accept: text/event-stream' '{url}/mypath?progress'
 openssl aes-256-cbc -pbkdf2 -iter 100000 -md sha256 -salt < myfile | curl -T - {url}/mypath
 # receiver
 curl {url}/mypath | openssl aes-256-cbc -d -pbkdf2 -iter 100000 -md sha256
+# the web UI ({url}/) encrypts and decrypts in the browser in this same format
 
 ======= Paths =======
 {url}/mypath and {url}/api/v1/pipe/mypath are the same pipe.

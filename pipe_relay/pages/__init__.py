@@ -76,61 +76,65 @@ def _home(prefixed: bool) -> str:
     return "/api/v1/pipe" if prefixed else "/"
 
 
+def _page(
+    template: str, *, style: tuple[str, ...], script: tuple[str, ...] = (), media: bool = False, **values: str
+) -> tuple[str, list[tuple[str, str]]]:
+    """Render a template with a fresh nonce, its CSS and JS inlined under it, and the CSP to match.
+
+    Every value in `values` must already be escaped for HTML.
+    """
+    nonce = secrets.token_urlsafe(16)
+    body = _template(template).substitute(
+        nonce=nonce, style=_inline(*style), script=_inline(*script), **values
+    )
+    return body, page_headers(nonce, scripts=bool(script), media=media)
+
+
 def index_page(*, url: str, prefixed: bool) -> tuple[str, list[tuple[str, str]]]:
     """The web UI: send (text, files, E2E encryption) and receive in the browser."""
-    nonce = secrets.token_urlsafe(16)
-    body = _template("index.html").substitute(
-        nonce=nonce,
-        style=_inline(*_INDEX_STYLE),
-        script=_inline(*_INDEX_SCRIPT),
+    return _page(
+        "index.html",
+        style=_INDEX_STYLE,
+        script=_INDEX_SCRIPT,
         version=html.escape(__version__),
         url=html.escape(url),
         prefix="/api/v1/pipe" if prefixed else "",
     )
-    return body, page_headers(nonce, scripts=True)
 
 
 def noscript_page(*, url: str, path: str, mode: str, prefixed: bool) -> tuple[str, list[tuple[str, str]]]:
-    nonce = secrets.token_urlsafe(16)
+    """The form that sends without JavaScript; its CSP allows no script at all."""
     clean = sanitize_pipe_path(path) or secrets.token_urlsafe(6)
     if mode == "text":
         field = '<label for="text">Text</label><textarea id="text" name="text"></textarea>'
     else:
         field = '<label for="file">File</label><input id="file" type="file" name="file">'
-    body = _template("noscript.html").substitute(
-        nonce=nonce,
-        style=_inline(*_STYLE),
+    return _page(
+        "noscript.html",
+        style=_STYLE,
         path=html.escape(clean),
         path_q=html.escape(quote(clean, safe="")),
         url=html.escape(url),
         prefix="/api/v1/pipe" if prefixed else "",
         field=field,
     )
-    return body, page_headers(nonce)
 
 
 def progress_page(*, path: str, prefixed: bool) -> tuple[str, list[tuple[str, str]]]:
     """The `?progress` dashboard; its script reads the same URL as an event stream."""
-    nonce = secrets.token_urlsafe(16)
-    body = _template("progress.html").substitute(
-        nonce=nonce,
-        style=_inline(*_STYLE),
-        script=_inline(*_PROGRESS_SCRIPT),
-        path=html.escape(path),
-        home=_home(prefixed),
+    return _page(
+        "progress.html", style=_STYLE, script=_PROGRESS_SCRIPT, path=html.escape(path), home=_home(prefixed)
     )
-    return body, page_headers(nonce, scripts=True)
 
 
 def video_page(*, url: str, path: str, prefixed: bool) -> tuple[str, list[tuple[str, str]]]:
     """The `?video` player; its script fetches the same URL with `video=false` and plays it."""
-    nonce = secrets.token_urlsafe(16)
-    body = _template("video.html").substitute(
-        nonce=nonce,
-        style=_inline(*_STYLE),
-        script=_inline(*_VIDEO_SCRIPT),
+    return _page(
+        "video.html",
+        style=_STYLE,
+        script=_VIDEO_SCRIPT,
+        media=True,
         path=html.escape(path),
         url=html.escape(url),
         home=_home(prefixed),
     )
-    return body, page_headers(nonce, scripts=True, media=True)
