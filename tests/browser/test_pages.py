@@ -2,11 +2,13 @@
 # the security headers, a screenshot each; and no path or file name ever becomes markup (XSS).
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
 import pytest
 import trio
+from playwright.sync_api import Error as PlaywrightError
 
 from tests.browser.conftest import chromium_page, in_browser
 from tests.conftest import CurlResult, Relay, curl
@@ -133,3 +135,22 @@ async def test_no_xss_from_file_names_in_the_web_ui(relay: Relay, tmp_path: Path
     assert seen["save"] == "Save <img src=x onerror=alert(2)>.bin"
     assert seen["images"] == 0
     assert seen["problems"] == []
+
+
+async def test_the_csp_check_itself_sees_a_violation(relay: Relay) -> None:
+    """The zero-violation checks above are only worth something if a violation is seen."""
+
+    def visit() -> tuple[list[str], str | None]:
+        with chromium_page() as (page, log):
+            page.goto(f"{relay.url}/")
+            page.wait_for_selector("#send-curl:has-text('curl ')")
+            with (
+                page.expect_console_message(lambda m: "Content Security Policy" in m.text),
+                contextlib.suppress(PlaywrightError),  # Playwright may report the blocked tag too
+            ):
+                page.add_script_tag(content="document.body.dataset.injected = 'yes'")  # no nonce
+            return log.csp, page.get_attribute("body", "data-injected")
+
+    csp, injected = await in_browser(visit)
+    assert injected is None  # the inline script did not run
+    assert len(csp) == 1 and "Executing inline script violates" in csp[0]
