@@ -107,6 +107,7 @@
             Fmt.size(done) + " of " + Fmt.size(total) + " (" + percent.toFixed(0) + "%)";
         } else {
           fill.classList.add("unknown");
+          fill.style.width = "100%"; // so finishing does not animate from zero
           $(prefix + "-bytes").textContent = Fmt.size(done);
         }
         $(prefix + "-rate").textContent = Fmt.size(Math.round(rate)) + "/s";
@@ -389,7 +390,7 @@
       const blob = new Blob(parts, { type: decryptor ? "application/octet-stream" : type });
       recvView.finish(true);
       recvView.state("done");
-      recvMessage("Received " + Fmt.size(received) + (decryptor ? ", decrypted to " + Fmt.size(blob.size) : "") + ".", false);
+      if (decryptor) recvMessage("Received " + Fmt.size(received) + ", decrypted to " + Fmt.size(blob.size) + ".", false);
       await showResult(blob, name, decryptor ? null : type);
     } catch (error) {
       recvView.finish(false);
