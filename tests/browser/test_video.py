@@ -4,30 +4,40 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import trio
 
 from tests.browser.conftest import chromium_page, in_browser, wait_for_value
 from tests.conftest import CurlResult, Relay, curl
 
-CLIP = Path(__file__).parent / "data" / "clip.webm"  # 3 s of VP8 test pattern, 160x120 (data/README.md)
+DATA = Path(__file__).parent / "data"  # 3 s of test pattern, 160x120 (data/README.md)
 
 
-async def test_video_page_plays_a_webm_while_it_arrives(relay: Relay, screenshots: Path) -> None:
+@pytest.mark.parametrize(
+    ("name", "sniffed"),
+    [
+        ("clip.webm", 'video/webm; codecs="vp8"'),
+        ("clip.mp4", 'video/mp4; codecs="vp09.00.10.08"'),  # fragmented MP4
+    ],
+)
+async def test_video_page_plays_while_it_arrives(
+    relay: Relay, screenshots: Path, name: str, sniffed: str
+) -> None:
     async def send() -> CurlResult:
         # the page's fetch is the one receiver; the page itself took none
-        await relay.wait_for_pipe("/clip.webm", receivers=1)
-        # about 2.5 s on the wire: playback starts before the last byte is sent
-        return await curl("-T", str(CLIP), "--limit-rate", "10K", f"{relay.url}/clip.webm")
+        await relay.wait_for_pipe(f"/{name}", receivers=1)
+        # about 2 s on the wire: playback starts before the last byte is sent
+        return await curl("-T", str(DATA / name), "--limit-rate", "10K", f"{relay.url}/{name}")
 
     def watch() -> dict[str, object]:
         seen: dict[str, object] = {}
         with chromium_page(width=800, height=700) as (page, log):
-            response = page.goto(f"{relay.url}/clip.webm?video")
+            response = page.goto(f"{relay.url}/{name}?video")
             assert response is not None
             seen["type"] = response.headers["content-type"]
             page.wait_for_selector("#state.waiting")
             seen["waiting"] = page.text_content("#state")
-            page.screenshot(path=str(screenshots / "video-waiting.png"))
+            page.screenshot(path=str(screenshots / f"video-{name}-waiting.png"))
             result: dict[str, CurlResult] = {}
 
             async def send_in_background() -> None:
@@ -42,7 +52,7 @@ async def test_video_page_plays_a_webm_while_it_arrives(relay: Relay, screenshot
                 lambda t: t > 0,
             )
             seen["while_sending"] = "sent" not in result
-            page.screenshot(path=str(screenshots / "video-playing.png"))
+            page.screenshot(path=str(screenshots / f"video-{name}-playing.png"))
             page.wait_for_selector("#state.ended", timeout=30_000)
             seen["problems"] = log.csp + log.errors
         seen["sent"] = result.get("sent")
@@ -53,7 +63,7 @@ async def test_video_page_plays_a_webm_while_it_arrives(relay: Relay, screenshot
             seen = await in_browser(watch, limit=80)
     assert seen["type"] == "text/html; charset=utf-8"
     assert seen["waiting"] == "waiting for the sender"
-    assert seen["format"] == 'video/webm; codecs="vp8"'
+    assert seen["format"] == sniffed
     assert isinstance(seen["time"], float) and seen["time"] > 0
     assert seen["while_sending"] is True
     sent = seen["sent"]
