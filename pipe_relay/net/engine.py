@@ -19,6 +19,7 @@ from ..core.framing import (
     BodyDecoder,
     Framing,
     FramingError,
+    LengthDecoder,
     chunk_head,
 )
 from ..errors import PipeError, TransferError, TransferFailure
@@ -49,6 +50,16 @@ class Source(Protocol):
 
     async def read(self) -> list[Segment]:
         """The next payload pieces (valid until the next call); [] once the body is complete."""
+        ...
+
+    @property
+    def ready(self) -> bool:
+        """Would `read()` return at once (payload already buffered, or the body complete)?"""
+        ...
+
+    @property
+    def done(self) -> bool:
+        """Is the body complete (the next `read()` returns [])?"""
         ...
 
 
@@ -114,6 +125,16 @@ class SocketBody:
     def done(self) -> bool:
         return self.decoder.done
 
+    @property
+    def ready(self) -> bool:
+        return bool(self._prefix) or self.decoder.done
+
+    @property
+    def complete_in_prefix(self) -> bool:
+        """Did the whole (Content-Length) body arrive with the head? Then no socket read is needed."""
+        decoder = self.decoder
+        return isinstance(decoder, LengthDecoder) and len(self._prefix) >= decoder.remaining
+
     async def read(self) -> list[Segment]:
         while not self.decoder.done:
             if self._prefix:
@@ -166,6 +187,14 @@ class FormBody:
         self.extractor = extractor
         self._ended = False
 
+    @property
+    def ready(self) -> bool:
+        return self._ended
+
+    @property
+    def done(self) -> bool:
+        return self._ended
+
     async def start(self) -> tuple[PartStart, list[Segment]]:
         """Read until the streamed part's headers are known; return them and any data after."""
         while True:
@@ -210,18 +239,21 @@ class Sink:
     """The response head, sent in front of the first bytes."""
     alive: bool = True
     sent: int = 0
-    label: str = ""
     head_sent: bool = False
 
-    def frame(self, segments: Sequence[Segment], size: int) -> list[Segment]:
+    def frame(self, segments: Sequence[Segment], size: int, *, last: bool = False) -> list[Segment]:
+        """The head (if not sent yet), then `segments` in this sink's framing, then (`last`) its end."""
         pieces: list[Segment] = []
         if not self.head_sent:
             pieces.append(self.head)
             self.head_sent = True
-        if self.framing is Framing.CHUNKED and size:
-            pieces.append(chunk_head(size))
-            pieces.extend(segments)
-            pieces.append(CRLF)
+        if self.framing is Framing.CHUNKED:
+            if size:
+                pieces.append(chunk_head(size))
+                pieces.extend(segments)
+                pieces.append(CRLF)
+            if last:
+                pieces.append(LAST_CHUNK)
         else:
             pieces.extend(segments)
         return pieces
@@ -258,8 +290,8 @@ class ByteEngine(Protocol):
         ...
 
 
-def framed(sink: Sink, *, segments: Sequence[Segment], size: int) -> list[Segment]:
-    return sink.frame(segments, size)
+def framed(sink: Sink, *, segments: Sequence[Segment], size: int, last: bool) -> list[Segment]:
+    return sink.frame(segments, size, last=last)
 
 
 def _advance(pieces: list[Segment], count: int) -> list[Segment]:
@@ -314,11 +346,16 @@ async def broadcast(
 
 
 async def deliver(
-    sinks: Sequence[Sink], segments: list[Segment], events: RelayEvents, *, idle: float
+    sinks: Sequence[Sink], segments: list[Segment], events: RelayEvents, *, idle: float, last: bool = False
 ) -> None:
-    """One step of payload to every live sink (in its framing), counted and reported as progress."""
+    """One step of payload to every live sink (in its framing), counted and reported as progress.
+
+    Heads not sent yet go in front, in the same write; `last` (the body is complete) appends each
+    sink's end, so a small body is one write per receiver.
+    """
     size = sum(len(piece) for piece in segments)
-    await broadcast(sinks, partial(framed, segments=segments, size=size), events, idle=idle)
+    build = partial(framed, segments=segments, size=size, last=last)
+    await broadcast(sinks, build, events, idle=idle)
     count_sent(sinks, size)
     events.progress(size)
 
@@ -365,10 +402,14 @@ class BufferEngine:
 
     async def relay(self, source: Source, sinks: Sequence[Sink], events: RelayEvents) -> None:
         idle = self.idle_timeout
-        await broadcast(sinks, Sink.opening, events, idle=idle)
+        if not source.ready:  # receivers get their heads now, not when the sender's first bytes come
+            await broadcast(sinks, Sink.opening, events, idle=idle)
         while True:
             segments = await source.read()
             if not segments:
                 break
+            if source.done:
+                await deliver(sinks, segments, events, idle=idle, last=True)
+                return
             await deliver(sinks, segments, events, idle=idle)
         await broadcast(sinks, Sink.closing, events, idle=idle)

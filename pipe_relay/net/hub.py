@@ -97,10 +97,16 @@ class Party:
 
     async def say(self, *lines: str, end: bool = False) -> bool:
         """Status lines to the sender in one write (`end`: and close the stream). False if it is gone."""
-        text = "".join(line + "\n" for line in lines if line).encode("utf-8")
-        data = self._unsent + self._status_stream.frame(text) + (self._status_stream.end if end else b"")
+        self.defer(*lines)
+        data = self._unsent + (self._status_stream.end if end else b"")
         self._unsent = b""
         return await self.conn.send_raw(data)
+
+    def defer(self, *lines: str) -> None:
+        """Status lines that go out with the next `say` (in the same write, ahead of its lines)."""
+        text = "".join(line + "\n" for line in lines if line).encode("utf-8")
+        if text:
+            self._unsent += self._status_stream.frame(text)
 
     def count_line(self) -> str:
         """`J of K receiver(s) connected.` if the count changed since last told (fan-out only)."""

@@ -386,3 +386,56 @@ async def test_fan_out_survives_losing_the_last_receiver(relay: Relay, raw_clien
         status_stream, _ = await sender.read_to_end()
     assert b"[WARN] A receiver disconnected; streaming to 2 receiver(s).\n" in status_stream
     assert b"[INFO] Transfer complete.\n" in status_stream
+
+
+def _dechunk(body: bytes) -> tuple[bytes, bool]:
+    """A chunked body decoded, and whether it ended with the last chunk (nothing after it)."""
+    out = bytearray()
+    pos = 0
+    while True:
+        eol = body.index(b"\r\n", pos)
+        size = int(body[pos:eol], 16)
+        if size == 0:
+            return bytes(out), body[eol:] == b"\r\n\r\n"
+        out += body[eol + 2 : eol + 2 + size]
+        assert body[eol + 2 + size : eol + 4 + size] == b"\r\n"
+        pos = eol + 4 + size
+
+
+@pytest.mark.parametrize("sender_first", [True, False], ids=["sender-first", "receivers-first"])
+@pytest.mark.parametrize("n", [1, 3])
+async def test_small_body_sent_with_its_head(
+    relay: Relay, raw_clients: list[RawClient], sender_first: bool, n: int
+) -> None:
+    """A body that arrives in the same packet as its head (the common small upload): every receiver
+    gets head, exact body and a clean end; the sender gets every status line, in order."""
+    body = bytes(range(256)) * 4
+    key = f"/small-{n}-{int(sender_first)}"
+    put = b"PUT %s?n=%d HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (key.encode(), n, len(body))
+    with trio.fail_after(10):
+        sender = await RawClient.connect(relay)
+        receivers = [await RawClient.connect(relay) for _ in range(n)]
+        raw_clients += [sender, *receivers]
+        if sender_first:
+            await sender.send(put + body)
+            await relay.wait_for_pipe(key, sender=True)
+        for receiver in receivers:
+            await receiver.send(b"GET %s?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % (key.encode(), n))
+        if not sender_first:
+            await relay.wait_for_pipe(key, receivers=n)
+            await sender.send(put + body)
+        for receiver in receivers:
+            raw, clean = await receiver.read_to_end()
+            assert clean
+            status, headers, _ = parse_head(raw)
+            assert status == 200
+            assert headers["content-length"] == str(len(body))
+            assert raw.partition(b"\r\n\r\n")[2] == body
+        raw, clean = await sender.read_to_end()
+    assert clean
+    head, _, stream = raw.partition(b"\r\n\r\n")
+    assert parse_head(head + b"\r\n\r\n")[1]["transfer-encoding"] == "chunked"
+    text, ended = _dechunk(stream)
+    assert ended
+    _check_sender_lines(text.decode(), n=n, sender_first=sender_first)
+    await relay.wait_until_free(key)
