@@ -43,7 +43,8 @@ class Party:
         self.request = request
         self.decision = decision
         self.outcome: Outcome | None = None
-        self._wake = trio.Event()
+        self._poked = False
+        self._wake: trio.Event | None = None  # made only while the party naps
         # sender: receivers connected now, and the count last told to the sender
         self.receivers_now = 0
         self.receivers_told = 0
@@ -68,17 +69,27 @@ class Party:
 
     def settle(self, outcome: Outcome) -> None:
         self.outcome = outcome
-        self._wake.set()
+        self._poke()
 
     def count_changed(self, receivers: int) -> None:
         self.receivers_now = receivers
-        self._wake.set()
+        self._poke()
+
+    def _poke(self) -> None:
+        self._poked = True
+        if self._wake is not None:
+            self._wake.set()
 
     async def nap_until(self, deadline: float) -> None:
-        """Sleep until `deadline` or until something happens to this party."""
-        with trio.move_on_at(deadline):
-            await self._wake.wait()
-        self._wake = trio.Event()
+        """Sleep until `deadline` or until something happens to this party (since its last nap)."""
+        if self._poked:
+            await trio.lowlevel.checkpoint()
+        else:
+            self._wake = trio.Event()
+            with trio.move_on_at(deadline):
+                await self._wake.wait()
+            self._wake = None
+        self._poked = False
 
     def release(self, *, aborted: bool, error: PipeError | None = None) -> None:
         """Receiver: the sender's task no longer uses this socket."""
@@ -136,7 +147,7 @@ class Hub:
             max_pending=config.max_pending, max_active=config.max_active, ttl=config.pending_ttl
         )
         self._reaper_wake = trio.Event()
-        self._changed = trio.Event()
+        self._changed: trio.Event | None = None  # made only while someone is in `wait_for`
         self.boards: dict[str, Board] = {}
         """Progress of every registered pipe (for `?progress` watchers); same keys as the registry."""
 
@@ -168,8 +179,9 @@ class Hub:
         for key in keys:
             self._sync_board(key)
         self._reaper_wake.set()
-        self._changed.set()
-        self._changed = trio.Event()
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
 
     def _sync_board(self, key: str) -> None:
         snapshot = self.registry.snapshot(key)
@@ -203,6 +215,8 @@ class Hub:
     async def wait_for(self, predicate: Callable[[], bool]) -> None:
         """Wait until `predicate()` holds; it is re-checked after every registry change."""
         while not predicate():
+            if self._changed is None:
+                self._changed = trio.Event()
             await self._changed.wait()
 
     def _established(self, established: Established[Party]) -> None:
