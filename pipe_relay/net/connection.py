@@ -109,7 +109,11 @@ class HttpConnection:
             return None
 
     def _request(self, event: h11.Request) -> Request:
-        headers = tuple((name.decode("latin-1"), value.decode("latin-1")) for name, value in event.headers)
+        # raw_items() is a plain list; iterating h11's Headers goes through Sequence.__iter__ per item
+        headers = tuple(
+            (name.lower().decode("latin-1"), value.decode("latin-1"))
+            for name, value in event.headers.raw_items()
+        )
         request = Request(
             method=event.method.decode("ascii", "replace"),
             target=event.target.decode("latin-1"),

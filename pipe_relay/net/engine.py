@@ -111,8 +111,9 @@ class SocketBody:
         self.decoder = decoder
         self._prefix = prefix
         # Start small (a 1 KiB body should not pay for zeroing 1 MiB); grow while reads fill it.
+        # Made at the first socket read: a body that came whole with the head needs none.
         self._limit = buffer_size
-        self._buffer = bytearray(min(INITIAL_BUFFER, buffer_size))
+        self._buffer = bytearray()
         self._view = memoryview(self._buffer)
         self._last_count = 0
         self._idle = idle_timeout
@@ -169,7 +170,8 @@ class SocketBody:
     def _grow(self) -> None:
         """After a read filled the buffer, the sender is fast: take bigger steps from now on."""
         if self._last_count == len(self._buffer) < self._limit:
-            self._buffer = bytearray(min(self._last_count * 4, self._limit))
+            size = min(self._last_count * 4, self._limit) if self._buffer else INITIAL_BUFFER
+            self._buffer = bytearray(min(size, self._limit))
             self._view = memoryview(self._buffer)
 
     async def drain(self, *, limit: int, seconds: float) -> None:
