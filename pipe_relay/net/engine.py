@@ -17,6 +17,7 @@ from ..core.framing import (
     CRLF,
     LAST_CHUNK,
     BodyDecoder,
+    ChunkedDecoder,
     Framing,
     FramingError,
     LengthDecoder,
@@ -60,6 +61,12 @@ class Source(Protocol):
     @property
     def done(self) -> bool:
         """Is the body complete (the next `read()` returns [])?"""
+        ...
+
+    @property
+    def wire(self) -> list[Segment] | None:
+        """The last read's payload already in chunked framing (the sender's own, where it is
+        canonical) for chunked receivers, valid until the next read; None: frame it ourselves."""
         ...
 
 
@@ -118,6 +125,7 @@ class SocketBody:
         self._last_count = 0
         self._idle = idle_timeout
         self.received = 0
+        self.wire: list[Segment] | None = None
 
     def __repr__(self) -> str:
         return f"<SocketBody fd={self.fd} {self.decoder!r} received={self.received}>"
@@ -160,6 +168,10 @@ class SocketBody:
         except FramingError as exc:
             raise TransferError(TransferFailure.BAD_FRAMING, str(exc)) from None
         self.received += sum(end - start for start, end in spans)
+        decoder = self.decoder
+        if isinstance(decoder, ChunkedDecoder):  # its framing, checked, for chunked receivers
+            wire = [view[p[0] : p[1]] if isinstance(p, tuple) else p for p in decoder.wire]
+            self.wire = wire if len(wire) <= MAX_SEGMENTS else [b"".join(wire)]
         if len(spans) > MAX_SEGMENTS:
             return [b"".join(view[start:end] for start, end in spans)]
         return [view[start:end] for start, end in spans]
@@ -196,6 +208,10 @@ class FormBody:
     @property
     def done(self) -> bool:
         return self._ended
+
+    @property
+    def wire(self) -> None:
+        return None  # the part's data is framed anew
 
     async def start(self) -> tuple[PartStart, list[Segment]]:
         """Read until the streamed part's headers are known; return them and any data after."""
@@ -243,22 +259,14 @@ class Sink:
     sent: int = 0
     head_sent: bool = False
 
-    def frame(self, segments: Sequence[Segment], size: int, *, last: bool = False) -> list[Segment]:
-        """The head (if not sent yet), then `segments` in this sink's framing, then (`last`) its end."""
-        pieces: list[Segment] = []
-        if not self.head_sent:
-            pieces.append(self.head)
-            self.head_sent = True
-        if self.framing is Framing.CHUNKED:
-            if size:
-                pieces.append(chunk_head(size))
-                pieces.extend(segments)
-                pieces.append(CRLF)
-            if last:
-                pieces.append(LAST_CHUNK)
-        else:
-            pieces.extend(segments)
-        return pieces
+    def frame(self, plain: list[Segment], chunked: list[Segment]) -> list[Segment]:
+        """The head (if not sent yet), then one step as this sink takes it: `chunked` (framed, for
+        chunked receivers) or `plain`. The lists are shared between sinks and never changed."""
+        body = chunked if self.framing is Framing.CHUNKED else plain
+        if self.head_sent:
+            return body
+        self.head_sent = True
+        return [self.head, *body]
 
     def opening(self) -> list[Segment]:
         if self.head_sent:
@@ -292,12 +300,12 @@ class ByteEngine(Protocol):
         ...
 
 
-def framed(sink: Sink, *, segments: Sequence[Segment], size: int, last: bool) -> list[Segment]:
-    return sink.frame(segments, size, last=last)
+def framed(sink: Sink, *, plain: list[Segment], chunked: list[Segment]) -> list[Segment]:
+    return sink.frame(plain, chunked)
 
 
 def _advance(pieces: list[Segment], count: int) -> list[Segment]:
-    """Drop `count` written bytes from the front of `pieces`."""
+    """`pieces` without the `count` bytes written from its front (a new list; `pieces` is kept)."""
     index = 0
     while index < len(pieces) and count >= len(pieces[index]):
         count -= len(pieces[index])
@@ -348,16 +356,25 @@ async def broadcast(
 
 
 async def deliver(
-    sinks: Sequence[Sink], segments: list[Segment], events: RelayEvents, *, idle: float, last: bool = False
+    sinks: Sequence[Sink],
+    segments: list[Segment],
+    events: RelayEvents,
+    *,
+    idle: float,
+    last: bool = False,
+    wire: list[Segment] | None = None,
 ) -> None:
     """One step of payload to every live sink (in its framing), counted and reported as progress.
 
-    Heads not sent yet go in front, in the same write; `last` (the body is complete) appends each
-    sink's end, so a small body is one write per receiver.
+    Chunked receivers get `wire` (the step already in chunked framing) if given, else one chunk of
+    it. Heads not sent yet go in front, in the same write; `last` (the body is complete) appends
+    each sink's end, so a small body is one write per receiver.
     """
     size = sum(len(piece) for piece in segments)
-    build = partial(framed, segments=segments, size=size, last=last)
-    await broadcast(sinks, build, events, idle=idle)
+    if wire is None:
+        wire = [chunk_head(size), *segments, CRLF] if size else []
+    chunked = [*wire, LAST_CHUNK] if last else wire
+    await broadcast(sinks, partial(framed, plain=segments, chunked=chunked), events, idle=idle)
     count_sent(sinks, size)
     events.progress(size)
 
@@ -410,8 +427,8 @@ class BufferEngine:
             segments = await source.read()
             if not segments:
                 break
-            if source.done:
-                await deliver(sinks, segments, events, idle=idle, last=True)
+            last = source.done
+            await deliver(sinks, segments, events, idle=idle, last=last, wire=source.wire)
+            if last:
                 return
-            await deliver(sinks, segments, events, idle=idle)
         await broadcast(sinks, Sink.closing, events, idle=idle)

@@ -47,6 +47,10 @@ class _Prepend:
     def done(self) -> bool:
         return not self._first and self._rest.done
 
+    @property
+    def wire(self) -> None:
+        return None  # only multipart bodies are prepended to: their part's data is framed anew
+
 
 class _Events:
     def __init__(self, sender: Party, board: Board | None) -> None:
