@@ -65,14 +65,32 @@ class _Chunked(enum.Enum):
     DONE = "done"
 
 
+WirePiece = Span | bytes
+"""A piece of re-usable chunked framing: a span of the fed buffer (verbatim) or bytes we wrote."""
+
+
 class ChunkedDecoder:
-    """Incremental `Transfer-Encoding: chunked` parser (RFC 9112 7.1) yielding payload spans."""
+    """Incremental `Transfer-Encoding: chunked` parser (RFC 9112 7.1) yielding payload spans.
+
+    Besides the payload, every `feed` leaves in `wire` the same payload in chunked framing for
+    chunked receivers: the sender's own bytes (spans of the fed buffer) where its chunk lines are
+    canonical (hex digits, CRLF) and whole in one buffer, our own lines where they are not
+    (extensions, whitespace, a line split across reads). `wire` never holds the last chunk or a
+    trailer: the terminator is the caller's to write once `done`. It always ends right after a
+    chunk's data (or that data's CRLF): a size line whose data has not come yet is held back (as
+    bytes) for the next feed, and a chunk's CRLF is written by us when the buffer ends right after
+    its data (the sender's CRLF is then checked but not repeated).
+    """
 
     def __init__(self) -> None:
         self._state = _Chunked.SIZE
         self._line = bytearray()
         self._remaining = 0
         self._trailer_bytes = 0
+        self._crlf_written = False  # this chunk's CRLF is in `wire` already (ours)
+        self._held = b""  # size lines whose data has not come yet
+        self.wire: list[WirePiece] = []
+        """The last feed's payload in chunked framing (see the class doc)."""
 
     def __repr__(self) -> str:
         return f"<ChunkedDecoder {self._state.value} remaining={self._remaining}>"
@@ -84,38 +102,93 @@ class ChunkedDecoder:
     def feed(self, data: Data, end: int | None = None) -> tuple[list[Span], int]:
         """Payload spans in `data[:end]` and how many of its bytes belong to the body."""
         spans: list[Span] = []
+        wire: list[WirePiece] = []
+        self.wire = wire
+        committed = 0  # wire[:committed] ends with a chunk's data or its CRLF
         pos = 0
         end = len(data) if end is None else end
-        # Fast paths (whole lines in the buffer, searched in place) cover nearly every chunk;
-        # `_take_line` handles lines split across reads, memoryviews and the trailer section.
+        # Fast paths (whole canonical lines in the buffer, matched in place) cover nearly every
+        # chunk; `_take_line` handles lines split across reads, memoryviews and the trailer section.
         searchable = not isinstance(data, memoryview)
         while pos < end:
             state = self._state
             if state is _Chunked.DATA:
                 take = min(end - pos, self._remaining)
                 spans.append((pos, pos + take))
+                wire.append((pos, pos + take))
+                committed = len(wire)
                 pos += take
                 self._remaining -= take
                 if self._remaining == 0:
                     self._state = _Chunked.DATA_END
-            elif state is _Chunked.DATA_END and not self._line and data[pos : pos + 2] == CRLF:
-                pos += 2
-                self._state = _Chunked.SIZE
-            elif state is _Chunked.SIZE and not self._line and searchable:
-                newline = data.find(b"\n", pos, min(end, pos + MAX_CHUNK_LINE + 2))  # type: ignore[union-attr]
-                if newline < 0:
-                    pos = self._take_line(data, pos, end)
-                    continue
-                if newline == pos or data[newline - 1] != 13:  # not CRLF: the slow path says why
-                    pos = self._take_line(data, pos, end)
-                    continue
-                self._on_line(bytes(data[pos : newline - 1]))
-                pos = newline + 1
+                    self._crlf_written = False
             elif state is _Chunked.DONE:
                 break
+            elif searchable and not self._line and state is not _Chunked.TRAILER:
+                # [CRLF after the data] + a canonical size line, whole: the sender's bytes go out as they are
+                after_data = state is _Chunked.DATA_END
+                match = (_NEXT_LINE if after_data else _SIZE_LINE).match(data, pos, end)
+                if match is None:
+                    pos = self._slow_line(data, pos, end)
+                    if self._state is _Chunked.SIZE and after_data:
+                        committed = len(wire)  # the data's CRLF (now in `wire` unless written before)
+                    continue
+                line = match.start(1)
+                if after_data:
+                    if not self._crlf_written:
+                        wire.append((pos, line))
+                    committed = len(wire)
+                size = int(match.group(1), 16)
+                pos = match.end()
+                if size:
+                    wire.append((line, pos))
+                    self._remaining = size
+                    self._state = _Chunked.DATA
+                else:  # the last chunk: never the sender's, the caller writes its own when done
+                    self._state = _Chunked.TRAILER
             else:
-                pos = self._take_line(data, pos, end)
+                after_data = state is _Chunked.DATA_END
+                pos = self._slow_line(data, pos, end)
+                if after_data and self._state is _Chunked.SIZE:
+                    committed = len(wire)
+        if self._state is _Chunked.DATA_END and not self._crlf_written and committed == len(wire):
+            # the buffer ends right after a chunk's data: its CRLF is ours (the sender's is still checked)
+            wire.append(CRLF)
+            committed = len(wire)
+            self._crlf_written = True
+        self._settle_wire(data, committed)
         return spans, pos
+
+    def _slow_line(self, data: Data, pos: int, end: int) -> int:
+        """A line the fast path did not take: a CRLF after data that is not followed by a whole
+        canonical size line, a non-canonical or split size line, a trailer line."""
+        if self._state is _Chunked.DATA_END and not self._line and bytes(data[pos : pos + 2]) == CRLF:
+            if not self._crlf_written:
+                self.wire.append((pos, pos + 2))
+            self._state = _Chunked.SIZE
+            return pos + 2
+        return self._take_line(data, pos, end)
+
+    def _settle_wire(self, data: Data, committed: int) -> None:
+        """Hold back framing after the last data (to go out with the next data); merge spans."""
+        wire = self.wire
+        pending = wire[committed:]
+        del wire[committed:]
+        held = self._held
+        if wire and held:
+            wire.insert(0, held)
+            held = b""
+        if pending:
+            held += b"".join(bytes(data[p[0] : p[1]]) if isinstance(p, tuple) else p for p in pending)
+        self._held = held
+        merged: list[WirePiece] = []
+        for piece in wire:
+            last = merged[-1] if merged else None
+            if isinstance(piece, tuple) and isinstance(last, tuple) and last[1] == piece[0]:
+                merged[-1] = (last[0], piece[1])
+            else:
+                merged.append(piece)
+        self.wire = merged
 
     def _take_line(self, data: Data, pos: int, end: int) -> int:
         """Collect a CRLF-terminated line; act on it when complete. Returns the new position."""
@@ -141,6 +214,7 @@ class ChunkedDecoder:
         return stop
 
     def _on_line(self, line: bytes) -> None:
+        """A whole line that did not go the fast path: what it means, and our framing for it."""
         if self._state is _Chunked.SIZE:
             size_text = line.split(b";", 1)[0].strip(b" \t")
             if not _HEX.fullmatch(size_text):
@@ -149,13 +223,16 @@ class ChunkedDecoder:
             if size == 0:
                 self._state = _Chunked.TRAILER
             else:
+                self.wire.append(chunk_head(size))
                 self._remaining = size
                 self._state = _Chunked.DATA
         elif self._state is _Chunked.DATA_END:
             if line:
                 raise FramingError("chunk data longer than its size")
+            if not self._crlf_written:
+                self.wire.append(CRLF)
             self._state = _Chunked.SIZE
-        else:  # trailer section: header lines until an empty one
+        else:  # trailer section: header lines until an empty one (never forwarded)
             self._trailer_bytes += len(line) + 2
             if self._trailer_bytes > MAX_TRAILERS:
                 raise FramingError("trailer section too large")
@@ -164,6 +241,9 @@ class ChunkedDecoder:
 
 
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
+_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})\r\n")
+_NEXT_LINE = re.compile(rb"\r\n([0-9A-Fa-f]{1,16})\r\n")
+"""The CRLF after a chunk's data and the next canonical size line, whole in the buffer."""
 
 
 class EmptyDecoder(LengthDecoder):

@@ -84,12 +84,16 @@ def parse_target(target: str, *, max_path_length: int) -> Target:
     if len(key) > max_path_length:
         raise pipe_error(ErrorCode.PATH_TOO_LONG, max=max_path_length)
     try:
-        query = tuple(
-            parse_qsl(
-                query_string,
-                keep_blank_values=True,
-                max_num_fields=MAX_QUERY_FIELDS,
-                errors="replace",
+        query = (
+            ()
+            if not query_string
+            else tuple(
+                parse_qsl(
+                    query_string,
+                    keep_blank_values=True,
+                    max_num_fields=MAX_QUERY_FIELDS,
+                    errors="replace",
+                )
             )
         )
     except ValueError:

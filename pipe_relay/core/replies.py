@@ -2,6 +2,7 @@
 # Invariant: every reply carries CORS, nosniff and an exact Content-Length; errors carry X-Pipe-Error.
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from ..errors import PipeError
@@ -54,6 +55,18 @@ def preflight_reply(*, origin: str | None, private_network: bool) -> Reply:
     return Reply(200, tuple(headers), b"")
 
 
+@functools.lru_cache(maxsize=256)
+def _streamed_head(
+    http_version: str, content_type: str, origin: str | None, extra: tuple[tuple[str, str], ...]
+) -> bytes:
+    """A StreamedReply's head; the same few are rendered for nearly every sender (memoized)."""
+    headers = [("Content-Type", content_type), ("Cache-Control", "no-store"), *extra]
+    headers += [*SAFETY_HEADERS, *cors_headers(origin), ("Connection", "close")]
+    if http_version == "1.1":
+        headers.append(("Transfer-Encoding", "chunked"))
+    return render_head(http_version, 200, headers)
+
+
 @dataclass(frozen=True, slots=True)
 class StreamedReply:
     """A 200 response sent in pieces (status lines, events): chunked to HTTP/1.1 clients, plain
@@ -68,11 +81,7 @@ class StreamedReply:
     def head(
         self, content_type: str, *, origin: str | None, extra: tuple[tuple[str, str], ...] = ()
     ) -> bytes:
-        headers = [("Content-Type", content_type), ("Cache-Control", "no-store"), *extra]
-        headers += [*SAFETY_HEADERS, *cors_headers(origin), ("Connection", "close")]
-        if self.chunked:
-            headers.append(("Transfer-Encoding", "chunked"))
-        return render_head(self.http_version, 200, headers)
+        return _streamed_head(self.http_version, content_type, origin, extra)
 
     def frame(self, data: bytes) -> bytes:
         return encode_chunk(data) if self.chunked else data

@@ -2,10 +2,10 @@
 # Invariant: every request gets exactly one decision or one PipeError; routing never touches a body.
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import ErrorCode, pipe_error
-from .headers import PIPE_ALLOW, SERVICE_ALLOW, Headers, first
+from .headers import PIPE_ALLOW, SERVICE_ALLOW, Headers
 from .paths import Reserved, Target, parse_n, parse_target
 from .progress import wants_event_stream
 
@@ -18,9 +18,15 @@ class Request:
     target: str
     headers: Headers
     http_version: str = "1.1"
+    _first: dict[str, str] = field(init=False, repr=False, compare=False)
+    """The first value of each header name (a request's heads are looked up a dozen times)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_first", dict(reversed(self.headers)))
 
     def header(self, name: str) -> str | None:
-        return first(self.headers, name)
+        """The first value of header `name` (lower-case), or None."""
+        return self._first.get(name)
 
 
 @dataclass(frozen=True, slots=True)

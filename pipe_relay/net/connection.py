@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import os
 import select
 import socket
 import struct
@@ -23,6 +22,7 @@ WRITE_TIMEOUT = 30.0
 LINGER_TIMEOUT = 2.0
 LINGER_LIMIT = 16 * 1024 * 1024
 _POLLRDHUP = getattr(select, "POLLRDHUP", 0)
+_RESET = struct.pack("ii", 1, 0)
 
 
 class CloseMode(enum.Enum):
@@ -34,8 +34,9 @@ class CloseMode(enum.Enum):
 
 
 class HttpConnection:
-    def __init__(self, stream: trio.SocketStream, config: Config) -> None:
-        self.stream = stream
+    def __init__(self, sock: socket.socket, config: Config) -> None:
+        self.sock = sock
+        """A non-blocking stdlib socket: waits go through trio's epoll, never a trio stream object."""
         self.config = config
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_head_size)
         self.close_mode = CloseMode.NORMAL
@@ -49,7 +50,7 @@ class HttpConnection:
         """The client's IP address ("" if unknown); looked up once, when first needed."""
         if self._peer is None:
             try:
-                self._peer = str(self.stream.socket.getpeername()[0])
+                self._peer = str(self.sock.getpeername()[0])
             except OSError:
                 self._peer = ""
         return self._peer
@@ -59,7 +60,7 @@ class HttpConnection:
 
     @property
     def fd(self) -> int:
-        return self.stream.socket.fileno()
+        return self.sock.fileno()
 
     @property
     def body_prefix(self) -> bytes:
@@ -80,7 +81,7 @@ class HttpConnection:
             if event is h11.NEED_DATA:
                 try:
                     data = await self._receive(deadline)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                except OSError:
                     return None
                 if data is None:
                     return None  # the head deadline passed
@@ -96,16 +97,23 @@ class HttpConnection:
 
     async def _receive(self, deadline: float) -> bytes | None:
         """Bytes from the client (b"" at its end), or None if `deadline` passes first."""
-        try:  # most heads are already in the socket: read them without trio's wait path
-            return os.read(self.fd, READ_SIZE)
-        except BlockingIOError:
-            pass
-        with trio.move_on_at(deadline):
-            return await self.stream.receive_some(READ_SIZE)
-        return None
+        sock = self.sock
+        while True:
+            try:  # most heads are already in the socket: read them without trio's wait path
+                return sock.recv(READ_SIZE)
+            except BlockingIOError:
+                pass
+            with trio.move_on_at(deadline):
+                await trio.lowlevel.wait_readable(sock)
+                continue
+            return None
 
     def _request(self, event: h11.Request) -> Request:
-        headers = tuple((name.decode("latin-1"), value.decode("latin-1")) for name, value in event.headers)
+        # raw_items() is a plain list; iterating h11's Headers goes through Sequence.__iter__ per item
+        headers = tuple(
+            (name.lower().decode("latin-1"), value.decode("latin-1"))
+            for name, value in event.headers.raw_items()
+        )
         request = Request(
             method=event.method.decode("ascii", "replace"),
             target=event.target.decode("latin-1"),
@@ -162,20 +170,27 @@ class HttpConnection:
 
     async def send_raw(self, data: bytes) -> bool:
         """Write bytes outside h11 (pipe responses). False if the peer is gone or stalls."""
-        try:  # small replies usually fit the socket buffer: write without trio's wait path
-            sent = os.write(self.fd, data)
+        try:  # small replies usually fit the socket buffer: one send, no wait, no cancel scope
+            sent = self.sock.send(data)
         except BlockingIOError:
             sent = 0
         except OSError:
             return False
-        data = data[sent:]
-        if not data:
+        if sent == len(data):
             return True
+        return await self._send_rest(memoryview(data)[sent:])
+
+    async def _send_rest(self, view: memoryview) -> bool:
+        sock = self.sock
         with trio.move_on_after(WRITE_TIMEOUT):
-            try:
-                await self.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return False
+            while view:
+                await trio.lowlevel.wait_writable(sock)
+                try:
+                    view = view[sock.send(view) :]
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    return False
             return True
         return False
 
@@ -191,27 +206,31 @@ class HttpConnection:
         """Close the socket in the chosen mode. Never raises for an already-broken peer."""
         try:
             if self.close_mode is CloseMode.ABORT:
-                self.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
             elif self.close_mode is CloseMode.LINGER:
                 await self._linger()
         except OSError:
             pass
         finally:
-            await self.stream.aclose()
+            # No notify_closing: nothing waits on this socket now (a receiver's socket is closed only
+            # after the sender's task let go of it), and the kernel drops a closed fd from epoll.
+            self.sock.close()
 
     async def _linger(self) -> None:
         """Half-close, then drop what the peer still sends (so it reads our reply, not a reset)."""
+        sock = self.sock
         with trio.move_on_after(LINGER_TIMEOUT):
-            try:
-                await self.stream.send_eof()
-                received = 0
-                while received < LINGER_LIMIT:
-                    data = await self.stream.receive_some(READ_SIZE)
-                    if not data:
-                        return
-                    received += len(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return
+            sock.shutdown(socket.SHUT_WR)
+            received = 0
+            while received < LINGER_LIMIT:
+                try:
+                    data = sock.recv(READ_SIZE)
+                except BlockingIOError:
+                    await trio.lowlevel.wait_readable(sock)
+                    continue
+                if not data:
+                    return
+                received += len(data)
 
 
 def _head_error(exc: h11.RemoteProtocolError, max_head_size: int) -> PipeError:

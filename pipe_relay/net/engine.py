@@ -17,8 +17,10 @@ from ..core.framing import (
     CRLF,
     LAST_CHUNK,
     BodyDecoder,
+    ChunkedDecoder,
     Framing,
     FramingError,
+    LengthDecoder,
     chunk_head,
 )
 from ..errors import PipeError, TransferError, TransferFailure
@@ -49,6 +51,22 @@ class Source(Protocol):
 
     async def read(self) -> list[Segment]:
         """The next payload pieces (valid until the next call); [] once the body is complete."""
+        ...
+
+    @property
+    def ready(self) -> bool:
+        """Would `read()` return at once (payload already buffered, or the body complete)?"""
+        ...
+
+    @property
+    def done(self) -> bool:
+        """Is the body complete (the next `read()` returns [])?"""
+        ...
+
+    @property
+    def wire(self) -> list[Segment] | None:
+        """The last read's payload already in chunked framing (the sender's own, where it is
+        canonical) for chunked receivers, valid until the next read; None: frame it ourselves."""
         ...
 
 
@@ -100,12 +118,14 @@ class SocketBody:
         self.decoder = decoder
         self._prefix = prefix
         # Start small (a 1 KiB body should not pay for zeroing 1 MiB); grow while reads fill it.
+        # Made at the first socket read: a body that came whole with the head needs none.
         self._limit = buffer_size
-        self._buffer = bytearray(min(INITIAL_BUFFER, buffer_size))
+        self._buffer = bytearray()
         self._view = memoryview(self._buffer)
         self._last_count = 0
         self._idle = idle_timeout
         self.received = 0
+        self.wire: list[Segment] | None = None
 
     def __repr__(self) -> str:
         return f"<SocketBody fd={self.fd} {self.decoder!r} received={self.received}>"
@@ -113,6 +133,16 @@ class SocketBody:
     @property
     def done(self) -> bool:
         return self.decoder.done
+
+    @property
+    def ready(self) -> bool:
+        return bool(self._prefix) or self.decoder.done
+
+    @property
+    def complete_in_prefix(self) -> bool:
+        """Did the whole (Content-Length) body arrive with the head? Then no socket read is needed."""
+        decoder = self.decoder
+        return isinstance(decoder, LengthDecoder) and len(self._prefix) >= decoder.remaining
 
     async def read(self) -> list[Segment]:
         while not self.decoder.done:
@@ -138,6 +168,10 @@ class SocketBody:
         except FramingError as exc:
             raise TransferError(TransferFailure.BAD_FRAMING, str(exc)) from None
         self.received += sum(end - start for start, end in spans)
+        decoder = self.decoder
+        if isinstance(decoder, ChunkedDecoder):  # its framing, checked, for chunked receivers
+            wire = [view[p[0] : p[1]] if isinstance(p, tuple) else p for p in decoder.wire]
+            self.wire = wire if len(wire) <= MAX_SEGMENTS else [b"".join(wire)]
         if len(spans) > MAX_SEGMENTS:
             return [b"".join(view[start:end] for start, end in spans)]
         return [view[start:end] for start, end in spans]
@@ -148,7 +182,8 @@ class SocketBody:
     def _grow(self) -> None:
         """After a read filled the buffer, the sender is fast: take bigger steps from now on."""
         if self._last_count == len(self._buffer) < self._limit:
-            self._buffer = bytearray(min(self._last_count * 4, self._limit))
+            size = min(self._last_count * 4, self._limit) if self._buffer else INITIAL_BUFFER
+            self._buffer = bytearray(min(size, self._limit))
             self._view = memoryview(self._buffer)
 
     async def drain(self, *, limit: int, seconds: float) -> None:
@@ -165,6 +200,18 @@ class FormBody:
         self.raw = raw
         self.extractor = extractor
         self._ended = False
+
+    @property
+    def ready(self) -> bool:
+        return self._ended
+
+    @property
+    def done(self) -> bool:
+        return self._ended
+
+    @property
+    def wire(self) -> None:
+        return None  # the part's data is framed anew
 
     async def start(self) -> tuple[PartStart, list[Segment]]:
         """Read until the streamed part's headers are known; return them and any data after."""
@@ -210,21 +257,16 @@ class Sink:
     """The response head, sent in front of the first bytes."""
     alive: bool = True
     sent: int = 0
-    label: str = ""
     head_sent: bool = False
 
-    def frame(self, segments: Sequence[Segment], size: int) -> list[Segment]:
-        pieces: list[Segment] = []
-        if not self.head_sent:
-            pieces.append(self.head)
-            self.head_sent = True
-        if self.framing is Framing.CHUNKED and size:
-            pieces.append(chunk_head(size))
-            pieces.extend(segments)
-            pieces.append(CRLF)
-        else:
-            pieces.extend(segments)
-        return pieces
+    def frame(self, plain: list[Segment], chunked: list[Segment]) -> list[Segment]:
+        """The head (if not sent yet), then one step as this sink takes it: `chunked` (framed, for
+        chunked receivers) or `plain`. The lists are shared between sinks and never changed."""
+        body = chunked if self.framing is Framing.CHUNKED else plain
+        if self.head_sent:
+            return body
+        self.head_sent = True
+        return [self.head, *body]
 
     def opening(self) -> list[Segment]:
         if self.head_sent:
@@ -258,12 +300,12 @@ class ByteEngine(Protocol):
         ...
 
 
-def framed(sink: Sink, *, segments: Sequence[Segment], size: int) -> list[Segment]:
-    return sink.frame(segments, size)
+def framed(sink: Sink, *, plain: list[Segment], chunked: list[Segment]) -> list[Segment]:
+    return sink.frame(plain, chunked)
 
 
 def _advance(pieces: list[Segment], count: int) -> list[Segment]:
-    """Drop `count` written bytes from the front of `pieces`."""
+    """`pieces` without the `count` bytes written from its front (a new list; `pieces` is kept)."""
     index = 0
     while index < len(pieces) and count >= len(pieces[index]):
         count -= len(pieces[index])
@@ -314,11 +356,25 @@ async def broadcast(
 
 
 async def deliver(
-    sinks: Sequence[Sink], segments: list[Segment], events: RelayEvents, *, idle: float
+    sinks: Sequence[Sink],
+    segments: list[Segment],
+    events: RelayEvents,
+    *,
+    idle: float,
+    last: bool = False,
+    wire: list[Segment] | None = None,
 ) -> None:
-    """One step of payload to every live sink (in its framing), counted and reported as progress."""
+    """One step of payload to every live sink (in its framing), counted and reported as progress.
+
+    Chunked receivers get `wire` (the step already in chunked framing) if given, else one chunk of
+    it. Heads not sent yet go in front, in the same write; `last` (the body is complete) appends
+    each sink's end, so a small body is one write per receiver.
+    """
     size = sum(len(piece) for piece in segments)
-    await broadcast(sinks, partial(framed, segments=segments, size=size), events, idle=idle)
+    if wire is None:
+        wire = [chunk_head(size), *segments, CRLF] if size else []
+    chunked = [*wire, LAST_CHUNK] if last else wire
+    await broadcast(sinks, partial(framed, plain=segments, chunked=chunked), events, idle=idle)
     count_sent(sinks, size)
     events.progress(size)
 
@@ -365,10 +421,14 @@ class BufferEngine:
 
     async def relay(self, source: Source, sinks: Sequence[Sink], events: RelayEvents) -> None:
         idle = self.idle_timeout
-        await broadcast(sinks, Sink.opening, events, idle=idle)
+        if not source.ready:  # receivers get their heads now, not when the sender's first bytes come
+            await broadcast(sinks, Sink.opening, events, idle=idle)
         while True:
             segments = await source.read()
             if not segments:
                 break
-            await deliver(sinks, segments, events, idle=idle)
+            last = source.done
+            await deliver(sinks, segments, events, idle=idle, last=last, wire=source.wire)
+            if last:
+                return
         await broadcast(sinks, Sink.closing, events, idle=idle)

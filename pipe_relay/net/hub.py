@@ -43,7 +43,8 @@ class Party:
         self.request = request
         self.decision = decision
         self.outcome: Outcome | None = None
-        self._wake = trio.Event()
+        self._poked = False
+        self._wake: trio.Event | None = None  # made only while the party naps
         # sender: receivers connected now, and the count last told to the sender
         self.receivers_now = 0
         self.receivers_told = 0
@@ -68,17 +69,27 @@ class Party:
 
     def settle(self, outcome: Outcome) -> None:
         self.outcome = outcome
-        self._wake.set()
+        self._poke()
 
     def count_changed(self, receivers: int) -> None:
         self.receivers_now = receivers
-        self._wake.set()
+        self._poke()
+
+    def _poke(self) -> None:
+        self._poked = True
+        if self._wake is not None:
+            self._wake.set()
 
     async def nap_until(self, deadline: float) -> None:
-        """Sleep until `deadline` or until something happens to this party."""
-        with trio.move_on_at(deadline):
-            await self._wake.wait()
-        self._wake = trio.Event()
+        """Sleep until `deadline` or until something happens to this party (since its last nap)."""
+        if self._poked:
+            await trio.lowlevel.checkpoint()
+        else:
+            self._wake = trio.Event()
+            with trio.move_on_at(deadline):
+                await self._wake.wait()
+            self._wake = None
+        self._poked = False
 
     def release(self, *, aborted: bool, error: PipeError | None = None) -> None:
         """Receiver: the sender's task no longer uses this socket."""
@@ -97,10 +108,16 @@ class Party:
 
     async def say(self, *lines: str, end: bool = False) -> bool:
         """Status lines to the sender in one write (`end`: and close the stream). False if it is gone."""
-        text = "".join(line + "\n" for line in lines if line).encode("utf-8")
-        data = self._unsent + self._status_stream.frame(text) + (self._status_stream.end if end else b"")
+        self.defer(*lines)
+        data = self._unsent + (self._status_stream.end if end else b"")
         self._unsent = b""
         return await self.conn.send_raw(data)
+
+    def defer(self, *lines: str) -> None:
+        """Status lines that go out with the next `say` (in the same write, ahead of its lines)."""
+        text = "".join(line + "\n" for line in lines if line).encode("utf-8")
+        if text:
+            self._unsent += self._status_stream.frame(text)
 
     def count_line(self) -> str:
         """`J of K receiver(s) connected.` if the count changed since last told (fan-out only)."""
@@ -130,7 +147,7 @@ class Hub:
             max_pending=config.max_pending, max_active=config.max_active, ttl=config.pending_ttl
         )
         self._reaper_wake = trio.Event()
-        self._changed = trio.Event()
+        self._changed: trio.Event | None = None  # made only while someone is in `wait_for`
         self.boards: dict[str, Board] = {}
         """Progress of every registered pipe (for `?progress` watchers); same keys as the registry."""
 
@@ -162,8 +179,9 @@ class Hub:
         for key in keys:
             self._sync_board(key)
         self._reaper_wake.set()
-        self._changed.set()
-        self._changed = trio.Event()
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
 
     def _sync_board(self, key: str) -> None:
         snapshot = self.registry.snapshot(key)
@@ -197,6 +215,8 @@ class Hub:
     async def wait_for(self, predicate: Callable[[], bool]) -> None:
         """Wait until `predicate()` holds; it is re-checked after every registry change."""
         while not predicate():
+            if self._changed is None:
+                self._changed = trio.Event()
             await self._changed.wait()
 
     def _established(self, established: Established[Party]) -> None:

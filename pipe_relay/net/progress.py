@@ -36,15 +36,16 @@ class Board:
         self.expected = expected
         self.started: float | None = None
         self.watchers = 0
-        self._changed = trio.Event()
+        self._changed: trio.Event | None = None  # made only while a watcher waits
         self._last_wake = -math.inf
 
     def __repr__(self) -> str:
         return f"<Board {self.state.value} {self.bytes}/{self.total} watchers={self.watchers}>"
 
     def wake(self) -> None:
-        self._changed.set()
-        self._changed = trio.Event()
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
         self._last_wake = trio.current_time()
 
     def add_bytes(self, moved: int) -> None:
@@ -54,6 +55,8 @@ class Board:
             self.wake()
 
     async def changed(self, deadline: float) -> None:
+        if self._changed is None:
+            self._changed = trio.Event()
         with trio.move_on_at(deadline):
             await self._changed.wait()
 

@@ -39,6 +39,18 @@ class _Prepend:
             return pieces
         return await self._rest.read()
 
+    @property
+    def ready(self) -> bool:
+        return bool(self._first) or self._rest.ready
+
+    @property
+    def done(self) -> bool:
+        return not self._first and self._rest.done
+
+    @property
+    def wire(self) -> None:
+        return None  # only multipart bodies are prepended to: their part's data is framed anew
+
 
 class _Events:
     def __init__(self, sender: Party, board: Board | None) -> None:
@@ -88,7 +100,6 @@ def _sink_for(receiver: Party, info: BodyInfo) -> Sink:
         fd=receiver.conn.fd,
         framing=framing,
         head=render_head(version, 200, headers),
-        label=receiver.conn.peer,
     )
 
 
@@ -106,7 +117,6 @@ async def run_transfer(hub: Hub, established: Established[Party]) -> None:
     receivers = established.receivers
     request = sender.request
     conn = sender.conn
-    await sender.say(sender.count_line(), f"[INFO] Streaming to {established.n} receiver(s)...")
     raw = SocketBody(
         conn.fd,
         body_decoder(request),
@@ -114,6 +124,11 @@ async def run_transfer(hub: Hub, established: Established[Party]) -> None:
         buffer_size=hub.config.buffer_size,
         idle_timeout=hub.config.idle_timeout,
     )
+    lines = (sender.count_line(), f"[INFO] Streaming to {established.n} receiver(s)...")
+    if raw.complete_in_prefix:
+        sender.defer(*lines)  # the body is all here: these go out with the final lines, in one write
+    else:
+        await sender.say(*lines)
     sinks: list[Sink] = []
     board = hub.boards.get(established.key)
     events = _Events(sender, board)

@@ -2,8 +2,11 @@
 # Invariant: every connection task closes its socket in `finally`; all tasks live in serve's nursery.
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
-from functools import partial
+import math
+import socket
 
 import trio
 
@@ -31,19 +34,79 @@ async def serve(
     `hub` lets an embedding program (or a test) observe the rendezvous state.
     """
     tune_malloc()
-    listeners = await trio.open_tcp_listeners(config.port, host=config.host)
+    # trio binds (addresses, SO_REUSEADDR, backlog); we accept from the stdlib sockets ourselves.
+    sockets = [
+        socket.socket(fileno=lst.socket.detach())
+        for lst in await trio.open_tcp_listeners(config.port, host=config.host)
+    ]
+    for sock in sockets:
+        _defer_accept(sock, config.head_timeout)
+    listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(sock)) for sock in sockets]
     hub = hub or Hub(config)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(hub.run_reaper)
-        await nursery.start(trio.serve_listeners, partial(handle_connection, hub=hub), listeners)
-        task_status.started(listeners)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(hub.run_reaper)
+            for sock in sockets:
+                nursery.start_soon(_accept_loop, sock, hub, nursery)
+            task_status.started(listeners)
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
-async def handle_connection(stream: trio.SocketStream, hub: Hub) -> None:
-    conn = HttpConnection(stream, hub.config)
+def _defer_accept(sock: socket.socket, seconds: float) -> None:
+    """Linux: wake `accept` only once a connection's first bytes are in (its head is usually whole
+    by then), so a new connection costs no wait and no epoll registration before its first read.
+    Connections silent this long are accepted anyway and meet the head deadline as usual."""
+    option = getattr(socket, "TCP_DEFER_ACCEPT", None)
+    if option is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, option, max(1, math.ceil(seconds)))
+
+
+ACCEPT_BATCH = 32
+"""Connections accepted in a row before other tasks get a turn."""
+_ACCEPT_RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+ACCEPT_BACKOFF = 0.1
+
+
+async def _accept_loop(listener: socket.socket, hub: Hub, nursery: trio.Nursery) -> None:
+    """Accept connections (several per wake-up) and run each in its own task.
+
+    A plain non-blocking socket rather than trio's stream objects: a connection costs one accept,
+    one ioctl and one setsockopt here, and its task owns the socket from then on.
+    """
+    accepted = 0
+    while True:
+        try:
+            sock, _ = listener.accept()
+        except BlockingIOError:
+            accepted = 0
+            await trio.lowlevel.wait_readable(listener)
+            continue
+        except OSError as exc:
+            if exc.errno in _ACCEPT_RESOURCE_ERRORS:
+                log.error("accept failed (%s); retrying in %.1f s", exc.strerror, ACCEPT_BACKOFF)
+                await trio.sleep(ACCEPT_BACKOFF)
+            continue  # ECONNABORTED and the like: that client is gone already
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            sock.close()
+            continue
+        nursery.start_soon(handle_connection, sock, hub)
+        accepted += 1
+        if accepted >= ACCEPT_BATCH:
+            accepted = 0
+            await trio.lowlevel.checkpoint()
+
+
+async def handle_connection(sock: socket.socket, hub: Hub) -> None:
+    conn = HttpConnection(sock, hub.config)
     try:
         await _serve_requests(conn, hub)
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
+    except ConnectionError:
         pass  # the peer went away mid-reply: nothing left to tell it
     except Exception:
         # A bug in one connection must not end every other transfer: log it, drop this one.

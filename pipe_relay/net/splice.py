@@ -156,12 +156,13 @@ class SpliceEngine:
         self, source: SocketBody, sinks: Sequence[Sink], events: RelayEvents, pipes: list[_Pipe]
     ) -> None:
         idle = self.idle_timeout
-        await broadcast(sinks, Sink.opening, events, idle=idle)
-        first = source.buffered()
-        if first:
-            await deliver(sinks, first, events, idle=idle)
         decoder = source.decoder
         assert isinstance(decoder, LengthDecoder)
+        first = source.buffered()
+        if first:  # with the heads, in one write (and the end too, if that was the whole body)
+            await deliver(sinks, first, events, idle=idle, last=decoder.done)
+        else:
+            await broadcast(sinks, Sink.opening, events, idle=idle)
         step = min(pipe.size for pipe in pipes)
         # The last receiver drains the source pipe itself; the others read their own tee'd copies.
         routes = [(sink, pipes[index + 1]) for index, sink in enumerate(sinks[:-1])]

@@ -386,3 +386,132 @@ async def test_fan_out_survives_losing_the_last_receiver(relay: Relay, raw_clien
         status_stream, _ = await sender.read_to_end()
     assert b"[WARN] A receiver disconnected; streaming to 2 receiver(s).\n" in status_stream
     assert b"[INFO] Transfer complete.\n" in status_stream
+
+
+def _dechunk(body: bytes) -> tuple[bytes, bool]:
+    """A chunked body decoded, and whether it ended with the last chunk (nothing after it)."""
+    out = bytearray()
+    pos = 0
+    while True:
+        eol = body.index(b"\r\n", pos)
+        size = int(body[pos:eol], 16)
+        if size == 0:
+            return bytes(out), body[eol:] == b"\r\n\r\n"
+        out += body[eol + 2 : eol + 2 + size]
+        assert body[eol + 2 + size : eol + 4 + size] == b"\r\n"
+        pos = eol + 4 + size
+
+
+@pytest.mark.parametrize("sender_first", [True, False], ids=["sender-first", "receivers-first"])
+@pytest.mark.parametrize("n", [1, 3])
+async def test_small_body_sent_with_its_head(
+    relay: Relay, raw_clients: list[RawClient], sender_first: bool, n: int
+) -> None:
+    """A body that arrives in the same packet as its head (the common small upload): every receiver
+    gets head, exact body and a clean end; the sender gets every status line, in order."""
+    body = bytes(range(256)) * 4
+    key = f"/small-{n}-{int(sender_first)}"
+    put = b"PUT %s?n=%d HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (key.encode(), n, len(body))
+    with trio.fail_after(10):
+        sender = await RawClient.connect(relay)
+        receivers = [await RawClient.connect(relay) for _ in range(n)]
+        raw_clients += [sender, *receivers]
+        if sender_first:
+            await sender.send(put + body)
+            await relay.wait_for_pipe(key, sender=True)
+        for receiver in receivers:
+            await receiver.send(b"GET %s?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % (key.encode(), n))
+        if not sender_first:
+            await relay.wait_for_pipe(key, receivers=n)
+            await sender.send(put + body)
+        for receiver in receivers:
+            raw, clean = await receiver.read_to_end()
+            assert clean
+            status, headers, _ = parse_head(raw)
+            assert status == 200
+            assert headers["content-length"] == str(len(body))
+            assert raw.partition(b"\r\n\r\n")[2] == body
+        raw, clean = await sender.read_to_end()
+    assert clean
+    head, _, stream = raw.partition(b"\r\n\r\n")
+    assert parse_head(head + b"\r\n\r\n")[1]["transfer-encoding"] == "chunked"
+    text, ended = _dechunk(stream)
+    assert ended
+    _check_sender_lines(text.decode(), n=n, sender_first=sender_first)
+    await relay.wait_until_free(key)
+
+
+async def _chunked_pipe(
+    relay: Relay, raw_clients: list[RawClient], key: str, n: int = 1
+) -> tuple[RawClient, list[RawClient]]:
+    """n raw receivers waiting on `key` (their response heads read), and a raw chunked sender."""
+    receivers = [await RawClient.connect(relay) for _ in range(n)]
+    sender = await RawClient.connect(relay)
+    raw_clients += [*receivers, sender]
+    for receiver in receivers:
+        await receiver.send(b"GET %s?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % (key.encode(), n))
+    await relay.wait_for_pipe(key, receivers=n)
+    await sender.send(
+        b"PUT %s?n=%d HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" % (key.encode(), n)
+    )
+    for receiver in receivers:
+        status, headers, _ = parse_head(await receiver.read_until(b"\r\n\r\n"))
+        assert status == 200 and headers["transfer-encoding"] == "chunked"
+    return sender, receivers
+
+
+@pytest.mark.parametrize("n", [1, 3])
+async def test_canonical_chunks_reach_chunked_receivers_as_sent(
+    relay: Relay, raw_clients: list[RawClient], n: int
+) -> None:
+    """Canonical chunk lines are the sender's own bytes at every receiver (uppercase hex and all),
+    not one chunk per read; the end is ours, written once the sender's body is complete."""
+    chunks = b"5\r\nhello\r\nA\r\n0123456789\r\n3\r\nabc\r\n"
+    with trio.fail_after(10):
+        sender, receivers = await _chunked_pipe(relay, raw_clients, f"/verbatim-{n}", n)
+        await sender.send(chunks)
+        for receiver in receivers:
+            assert await receiver.read_exactly(len(chunks)) == chunks
+        await sender.send(b"0\r\n\r\n")
+        for receiver in receivers:
+            body, clean = await receiver.read_to_end()
+            assert (body, clean) == (b"0\r\n\r\n", True)
+
+
+async def test_non_canonical_chunk_lines_are_reframed(relay: Relay, raw_clients: list[RawClient]) -> None:
+    """Extensions, whitespace and trailers never reach receivers: those lines are written anew."""
+    with trio.fail_after(10):
+        sender, (receiver,) = await _chunked_pipe(relay, raw_clients, "/reframe")
+        await sender.send(
+            b'5;name="v"\r\nhello\r\n3 \r\nabc\r\n0003\r\nxyz\r\n0;last\r\nX-Trailer: t\r\n\r\n'
+        )
+        body, clean = await receiver.read_to_end()
+    assert clean
+    assert body == b"5\r\nhello\r\n3\r\nabc\r\n0003\r\nxyz\r\n0\r\n\r\n"
+
+
+async def test_sender_cut_after_its_last_chunk_line_never_ends_the_receivers_body(
+    relay: Relay, raw_clients: list[RawClient]
+) -> None:
+    """The sender's `0` line goes nowhere: only a complete body (blank line after it) ends a receiver's."""
+    with trio.fail_after(10):
+        sender, (receiver,) = await _chunked_pipe(relay, raw_clients, "/cut-last")
+        await sender.send(b"5\r\nhello\r\n0\r\n")
+        assert await receiver.read_exactly(10) == b"5\r\nhello\r\n"
+        await sender.aclose()
+        body, clean = await receiver.read_to_end()
+    assert not clean  # reset: curl and browsers see a failed transfer
+    assert b"0\r\n" not in body
+
+
+async def test_sender_cut_mid_chunk_never_ends_the_receivers_body(
+    relay: Relay, raw_clients: list[RawClient]
+) -> None:
+    with trio.fail_after(10):
+        sender, (receiver,) = await _chunked_pipe(relay, raw_clients, "/cut-mid")
+        await sender.send(b"a\r\n01234")
+        assert await receiver.read_exactly(8) == b"a\r\n01234"
+        await sender.aclose()
+        body, clean = await receiver.read_to_end()
+    assert not clean
+    assert body == b""
