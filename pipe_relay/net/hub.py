@@ -313,7 +313,8 @@ class Hub:
                 await conn.send_error(pipe_error(ErrorCode.TTL_EXPIRED), origin)
                 return
             # The sender's task streams into this socket now; wait until it is done with it.
-            await party.transfer_over.wait()
+            if not party.transfer_over.is_set():  # (set already: no need to yield once more)
+                await party.transfer_over.wait()
             if party.final_error is not None:
                 await conn.send_error(party.final_error, origin)
             elif party.aborted:
