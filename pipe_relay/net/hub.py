@@ -47,7 +47,7 @@ class Party:
         self.outcome: Outcome | None = None
         self._naps = naps
         self._poked = False
-        self._wake: trio.Event | None = None  # made only while the party naps
+        self._napper: trio.lowlevel.Task | None = None  # the party's task, while it naps
         # sender: receivers connected now, and the count last told to the sender
         self.receivers_now = 0
         self.receivers_told = 0
@@ -81,23 +81,29 @@ class Party:
     def poke(self) -> None:
         """Something happened to this party (or it is time to look at its socket): end its nap."""
         self._poked = True
-        if self._wake is not None:
-            self._wake.set()
+        napper = self._napper
+        if napper is not None:
+            self._napper = None
+            trio.lowlevel.reschedule(napper)
 
     async def nap(self) -> None:
         """Sleep until something happens to this party (since its last nap) or the next tick of
-        the hub's `Naps` (every POLL_INTERVAL at most). No deadline of its own: no cancel scope."""
+        the hub's `Naps` (every POLL_INTERVAL at most). No deadline of its own (no cancel scope),
+        no Event: the napping task itself is rescheduled by `poke`."""
         if self._poked:
             await trio.lowlevel.checkpoint()
         else:
-            self._wake = trio.Event()
+            self._napper = trio.lowlevel.current_task()
             self._naps.add(self)
             try:
-                await self._wake.wait()
+                await trio.lowlevel.wait_task_rescheduled(self._abort_nap)
             finally:
                 self._naps.discard(self)
-                self._wake = None
         self._poked = False
+
+    def _abort_nap(self, _: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+        self._napper = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
     def release(self, *, aborted: bool, error: PipeError | None = None) -> None:
         """Receiver: the sender's task no longer uses this socket."""
