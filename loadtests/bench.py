@@ -763,7 +763,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     p.add_argument("--size", type=parse_size, default=GIB, help="source file size (e.g. 1G, 256M, 65536)")
     p.add_argument("--rounds", type=int, default=5, help="timed rounds per case and server (median)")
-    p.add_argument("--cases", default=",".join(ALL_CASES), help="comma list of " + ", ".join(ALL_CASES))
+    p.add_argument(
+        "--cases",
+        default=",".join(ALL_CASES),
+        help="comma list of " + ", ".join(ALL_CASES) + "; none: only the small-transfers mode",
+    )
     p.add_argument("--engine", default=None, help="pass --engine X to pipe-relay (not passed unless given)")
     p.add_argument("--max-time", type=float, default=300.0, help="curl --max-time per process, seconds")
     p.add_argument(
@@ -781,7 +785,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--no-node", action="store_true", help="skip the Node piping-server (no ratios)")
     p.add_argument("--skip-verify", action="store_true", help="skip the untimed sha256 transfer per case")
     args = p.parse_args(argv)
-    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    cases = [c.strip() for c in args.cases.split(",") if c.strip() and c.strip() != "none"]
     bad = [c for c in cases if c not in ALL_CASES]
     if bad:
         p.error(f"unknown case(s) {', '.join(bad)}; choose from {', '.join(ALL_CASES)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Iterable
 from http import HTTPStatus
@@ -264,6 +265,10 @@ def encode_chunk(payload: bytes) -> bytes:
 
 def render_head(http_version: str, status: int, headers: Iterable[tuple[str, str]]) -> bytes:
     """A response status line and header block. Header values must already be safe."""
-    lines = [f"HTTP/{http_version} {status} {HTTPStatus(status).phrase}"]
-    lines += [f"{name}: {value}" for name, value in headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+    fields = "".join([f"\r\n{name}: {value}" for name, value in headers])
+    return (_status_line(http_version, status) + fields + "\r\n\r\n").encode("latin-1", "replace")
+
+
+@functools.lru_cache(maxsize=64)
+def _status_line(http_version: str, status: int) -> str:
+    return f"HTTP/{http_version} {status} {HTTPStatus(status).phrase}"

@@ -2,6 +2,7 @@
 # Invariant: no output header value contains a control character, and no script-capable type gets out.
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -84,6 +85,7 @@ def _is_script_capable(mime: str) -> bool:
     return any(word in subtype for word in _SCRIPT_SUBTYPE_WORDS)
 
 
+@functools.lru_cache(maxsize=256)
 def safe_content_type(value: str | None) -> str:
     """The Content-Type a receiver gets for a sender's Content-Type.
 
@@ -193,6 +195,8 @@ def receiver_disposition(
 def metadata_headers(headers: Headers) -> list[tuple[str, str]]:
     """X-Piping / X-Hoody-Pipe values to forward: controls stripped, over-long values dropped."""
     out: list[tuple[str, str]] = []
+    if not any(key in _METADATA_BY_LOWER for key, _ in headers):
+        return out  # (nearly every sender)
     for name in METADATA_HEADERS:
         lowered = name.lower()
         for key, value in headers:
@@ -202,6 +206,9 @@ def metadata_headers(headers: Headers) -> list[tuple[str, str]]:
             if len(cleaned.encode("utf-8", "surrogateescape")) <= MAX_METADATA_VALUE:
                 out.append((name, cleaned))
     return out
+
+
+_METADATA_BY_LOWER = frozenset(name.lower() for name in METADATA_HEADERS)
 
 
 @dataclass(frozen=True, slots=True)

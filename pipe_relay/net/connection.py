@@ -43,6 +43,7 @@ class HttpConnection:
         self._request_has_body = False
         self._head_request = False
         self._received = 0  # bytes fed to h11 for the current request (head size check)
+        self._fresh = True  # nothing fed to h11 yet: asking it for an event would only say NEED_DATA
         self._peer: str | None = None
 
     @property
@@ -75,7 +76,7 @@ class HttpConnection:
         deadline = trio.current_time() + self.config.head_timeout
         while True:
             try:
-                event = self._h11.next_event()
+                event = h11.NEED_DATA if self._fresh else self._h11.next_event()
             except h11.RemoteProtocolError as exc:
                 raise _head_error(exc, self.config.max_head_size) from None
             if event is h11.NEED_DATA:
@@ -86,6 +87,7 @@ class HttpConnection:
                 if data is None:
                     return None  # the head deadline passed
                 self._h11.receive_data(data)
+                self._fresh = False
                 self._received += len(data)
                 continue
             if isinstance(event, h11.Request):

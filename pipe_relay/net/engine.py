@@ -87,18 +87,21 @@ async def from_sender(fd: int, attempt: Callable[[], int], idle: float) -> int:
     Waits while the socket is empty (SENDER_IDLE after `idle` seconds, 0 = no limit); an end of
     stream or a socket error is SENDER_GONE. Returns the byte count, never 0.
     """
+    waited = False
     while True:
         try:
             count = attempt()
         except BlockingIOError:
             if not await wait_ready(trio.lowlevel.wait_readable, fd, idle):
                 raise TransferError(TransferFailure.SENDER_IDLE) from None
+            waited = True
             continue
         except OSError as exc:
             raise TransferError(TransferFailure.SENDER_GONE, exc.strerror or "") from None
         if count == 0:
             raise TransferError(TransferFailure.SENDER_GONE)
-        await trio.lowlevel.checkpoint()  # never starve other tasks when data is always there
+        if not waited:  # never starve other tasks when data is always there (a wait yielded already)
+            await trio.lowlevel.checkpoint()
         return count
 
 

@@ -23,7 +23,7 @@ from .splice import SpliceEngine, splice_available
 SPLICE_MIN_BODY = 256 * 1024
 """With `--engine auto`, bodies smaller than this use the buffer engine (measured: see README)."""
 POLL_INTERVAL = 0.5
-"""How often a waiting party's socket is checked for a disconnect."""
+"""How often a waiting party's socket is checked for a disconnect (and its heartbeat looked at)."""
 
 
 class Role(enum.Enum):
@@ -37,14 +37,17 @@ Outcome = Established["Party"] | Expired["Party"]
 class Party:
     """A sender or receiver connection taking part in a pipe."""
 
-    def __init__(self, role: Role, conn: HttpConnection, request: Request, decision: Send | Receive) -> None:
+    def __init__(
+        self, role: Role, conn: HttpConnection, request: Request, decision: Send | Receive, naps: Naps
+    ) -> None:
         self.role = role
         self.conn = conn
         self.request = request
         self.decision = decision
         self.outcome: Outcome | None = None
+        self._naps = naps
         self._poked = False
-        self._wake: trio.Event | None = None  # made only while the party naps
+        self._napper: trio.lowlevel.Task | None = None  # the party's task, while it naps
         # sender: receivers connected now, and the count last told to the sender
         self.receivers_now = 0
         self.receivers_told = 0
@@ -69,27 +72,38 @@ class Party:
 
     def settle(self, outcome: Outcome) -> None:
         self.outcome = outcome
-        self._poke()
+        self.poke()
 
     def count_changed(self, receivers: int) -> None:
         self.receivers_now = receivers
-        self._poke()
+        self.poke()
 
-    def _poke(self) -> None:
+    def poke(self) -> None:
+        """Something happened to this party (or it is time to look at its socket): end its nap."""
         self._poked = True
-        if self._wake is not None:
-            self._wake.set()
+        napper = self._napper
+        if napper is not None:
+            self._napper = None
+            trio.lowlevel.reschedule(napper)
 
-    async def nap_until(self, deadline: float) -> None:
-        """Sleep until `deadline` or until something happens to this party (since its last nap)."""
+    async def nap(self) -> None:
+        """Sleep until something happens to this party (since its last nap) or the next tick of
+        the hub's `Naps` (every POLL_INTERVAL at most). No deadline of its own (no cancel scope),
+        no Event: the napping task itself is rescheduled by `poke`."""
         if self._poked:
             await trio.lowlevel.checkpoint()
         else:
-            self._wake = trio.Event()
-            with trio.move_on_at(deadline):
-                await self._wake.wait()
-            self._wake = None
+            self._napper = trio.lowlevel.current_task()
+            self._naps.add(self)
+            try:
+                await trio.lowlevel.wait_task_rescheduled(self._abort_nap)
+            finally:
+                self._naps.discard(self)
         self._poked = False
+
+    def _abort_nap(self, _: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+        self._napper = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
     def release(self, *, aborted: bool, error: PipeError | None = None) -> None:
         """Receiver: the sender's task no longer uses this socket."""
@@ -127,6 +141,38 @@ class Party:
         return f"[INFO] {self.receivers_now} of {self.n} receiver(s) connected."
 
 
+class Naps:
+    """The parties napping now, and one ticker that pokes them all every `interval` seconds (so
+    each looks at its socket and heartbeat): cheaper than a deadline per nap."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._parties: set[Party] = set()
+        self._idle: trio.Event | None = None  # the ticker sleeps on it while nobody naps
+
+    def __len__(self) -> int:
+        return len(self._parties)
+
+    def add(self, party: Party) -> None:
+        self._parties.add(party)
+        if self._idle is not None:
+            self._idle.set()
+            self._idle = None
+
+    def discard(self, party: Party) -> None:
+        self._parties.discard(party)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            if not self._parties:
+                self._idle = trio.Event()
+                await self._idle.wait()
+            await trio.sleep(self.interval)
+            for party in list(self._parties):
+                party.poke()
+
+
 def make_engine(config: Config) -> ByteEngine:
     """The byte engine for `config.engine`; `splice` and `auto` fall back to the buffer engine
     for what splice cannot carry (chunked or multipart bodies, no pipes left, not Linux)."""
@@ -147,6 +193,8 @@ class Hub:
             max_pending=config.max_pending, max_active=config.max_active, ttl=config.pending_ttl
         )
         self._reaper_wake = trio.Event()
+        beat = config.heartbeat
+        self.naps = Naps(min(POLL_INTERVAL, beat) if beat > 0 else POLL_INTERVAL)
         self._changed: trio.Event | None = None  # made only while someone is in `wait_for`
         self.boards: dict[str, Board] = {}
         """Progress of every registered pipe (for `?progress` watchers); same keys as the registry."""
@@ -154,8 +202,15 @@ class Hub:
     def __repr__(self) -> str:
         return f"<Hub {self.registry!r}>"
 
-    async def run_reaper(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Expire pending pipes at their deadlines, for as long as the server runs."""
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The hub's own tasks, for as long as the server runs: the TTL reaper and the nap ticker."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.naps.run)
+            await nursery.start(self._run_reaper)
+            task_status.started()
+
+    async def _run_reaper(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Expire pending pipes at their deadlines."""
         task_status.started()
         while True:
             deadline = self.registry.next_deadline()
@@ -228,7 +283,7 @@ class Hub:
     # senders -----------------------------------------------------------------------------
 
     async def serve_sender(self, conn: HttpConnection, request: Request, decision: Send) -> None:
-        party = Party(Role.SENDER, conn, request, decision)
+        party = Party(Role.SENDER, conn, request, decision, self.naps)
         origin = request.header("origin")
         try:
             result = self.registry.add_sender(decision.key, decision.n, party, trio.current_time())
@@ -270,7 +325,7 @@ class Hub:
             if party.conn.peer_closed():
                 ok = False
             if ok:
-                await party.nap_until(min(next_beat, trio.current_time() + POLL_INTERVAL))
+                await party.nap()  # until something happens, or the next tick (<= the heartbeat)
         if party.outcome is None:
             party.conn.close_mode = CloseMode.ABORT  # gone: `_sender_done` unregisters it
             return False
@@ -291,7 +346,7 @@ class Hub:
     # receivers ---------------------------------------------------------------------------
 
     async def serve_receiver(self, conn: HttpConnection, request: Request, decision: Receive) -> None:
-        party = Party(Role.RECEIVER, conn, request, decision)
+        party = Party(Role.RECEIVER, conn, request, decision, self.naps)
         origin = request.header("origin")
         try:
             result = self.registry.add_receiver(decision.key, decision.n, party, trio.current_time())
@@ -306,14 +361,15 @@ class Hub:
                 if result.sender is not None:
                     result.sender.count_changed(result.receivers)
                 while party.outcome is None and not conn.peer_closed():
-                    await party.nap_until(trio.current_time() + POLL_INTERVAL)
+                    await party.nap()
                 if party.outcome is None:
                     return  # gone while waiting: the finally unregisters it
             if isinstance(party.outcome, Expired):
                 await conn.send_error(pipe_error(ErrorCode.TTL_EXPIRED), origin)
                 return
             # The sender's task streams into this socket now; wait until it is done with it.
-            await party.transfer_over.wait()
+            if not party.transfer_over.is_set():  # (set already: no need to yield once more)
+                await party.transfer_over.wait()
             if party.final_error is not None:
                 await conn.send_error(party.final_error, origin)
             elif party.aborted:

@@ -46,7 +46,8 @@ class Board:
         if self._changed is not None:
             self._changed.set()
             self._changed = None
-        self._last_wake = trio.current_time()
+        if self.watchers:  # (only `add_bytes` with watchers looks at it)
+            self._last_wake = trio.current_time()
 
     def add_bytes(self, moved: int) -> None:
         """Called by the relay for every step: a counter, and a wake at most 4 times a second."""

@@ -45,7 +45,7 @@ async def serve(
     hub = hub or Hub(config)
     try:
         async with trio.open_nursery() as nursery:
-            await nursery.start(hub.run_reaper)
+            await nursery.start(hub.run)
             for sock in sockets:
                 nursery.start_soon(_accept_loop, sock, hub, nursery)
             task_status.started(listeners)
