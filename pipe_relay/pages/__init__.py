@@ -46,6 +46,7 @@ _STYLE = ("base.css",)
 _INDEX_STYLE = (*_STYLE, "index.css")
 _INDEX_SCRIPT = ("common.js", "e2e.js", "tar.js", "app.js")
 _PROGRESS_SCRIPT = ("common.js", "progress.js")
+_VIDEO_STYLE = (*_STYLE, "video.css")
 _VIDEO_SCRIPT = ("video.js",)
 
 
@@ -77,15 +78,26 @@ def _home(prefixed: bool) -> str:
 
 
 def _page(
-    template: str, *, style: tuple[str, ...], script: tuple[str, ...] = (), media: bool = False, **values: str
+    template: str,
+    *,
+    title: str,
+    style: tuple[str, ...],
+    script: tuple[str, ...] = (),
+    media: bool = False,
+    **values: str,
 ) -> tuple[str, list[tuple[str, str]]]:
-    """Render a template with a fresh nonce, its CSS and JS inlined under it, and the CSP to match.
-
-    Every value in `values` must already be escaped for HTML.
+    """Render a page body into the shared layout with a fresh nonce, its CSS and JS inlined under
+    it, and the CSP to match. `title` and every value in `values` must already be escaped for HTML.
     """
     nonce = secrets.token_urlsafe(16)
-    body = _template(template).substitute(
-        nonce=nonce, style=_inline(*style), script=_inline(*script), **values
+    content = _template(template).substitute(**values)
+    inline = _inline(*script)
+    body = _template("layout.html").substitute(
+        title=title,
+        nonce=nonce,
+        style=_inline(*style),
+        content=content,
+        script=f'<script nonce="{nonce}">\n{inline}\n</script>' if script else "",
     )
     return body, page_headers(nonce, scripts=bool(script), media=media)
 
@@ -94,6 +106,7 @@ def index_page(*, url: str, prefixed: bool) -> tuple[str, list[tuple[str, str]]]
     """The web UI: send (text, files, E2E encryption) and receive in the browser."""
     return _page(
         "index.html",
+        title="pipe-relay",
         style=_INDEX_STYLE,
         script=_INDEX_SCRIPT,
         version=html.escape(__version__),
@@ -111,6 +124,7 @@ def noscript_page(*, url: str, path: str, mode: str, prefixed: bool) -> tuple[st
         field = '<label for="file">File</label><input id="file" type="file" name="file">'
     return _page(
         "noscript.html",
+        title="pipe-relay: send without JavaScript",
         style=_STYLE,
         path=html.escape(clean),
         path_q=html.escape(quote(clean, safe="")),
@@ -122,19 +136,27 @@ def noscript_page(*, url: str, path: str, mode: str, prefixed: bool) -> tuple[st
 
 def progress_page(*, path: str, prefixed: bool) -> tuple[str, list[tuple[str, str]]]:
     """The `?progress` dashboard; its script reads the same URL as an event stream."""
+    shown = html.escape(path)
     return _page(
-        "progress.html", style=_STYLE, script=_PROGRESS_SCRIPT, path=html.escape(path), home=_home(prefixed)
+        "progress.html",
+        title=f"pipe-relay: progress of {shown}",
+        style=_STYLE,
+        script=_PROGRESS_SCRIPT,
+        path=shown,
+        home=_home(prefixed),
     )
 
 
 def video_page(*, url: str, path: str, prefixed: bool) -> tuple[str, list[tuple[str, str]]]:
     """The `?video` player; its script fetches the same URL with `video=false` and plays it."""
+    shown = html.escape(path)
     return _page(
         "video.html",
-        style=_STYLE,
+        title=f"pipe-relay: video {shown}",
+        style=_VIDEO_STYLE,
         script=_VIDEO_SCRIPT,
         media=True,
-        path=html.escape(path),
+        path=shown,
         url=html.escape(url),
         home=_home(prefixed),
     )
