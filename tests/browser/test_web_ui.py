@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from tests.browser.conftest import chromium_page, in_browser, wait_for_value
-from tests.conftest import CurlResult, RawClient, Relay, curl, curl_into, parse_head
+from tests.conftest import CurlResult, Payload, RawClient, Relay, curl, curl_into, parse_head
 
 PASSPHRASE = "correct horse battery staple ✓"
 OPENSSL_DECRYPT = ["openssl", "aes-256-cbc", "-d", "-pbkdf2", "-iter", "100000", "-md", "sha256"]
@@ -153,44 +153,48 @@ async def test_ui_sends_several_files_as_one_tar(relay: Relay, tmp_path: Path) -
                 assert sha(extracted.read()) == sha(files[member.name])
 
 
-async def test_ui_cancel_mid_transfer_never_looks_complete(relay: Relay, tmp_path: Path) -> None:
-    upload = tmp_path / "big.bin"
-    upload.write_bytes(os.urandom(32 << 20))
+async def test_ui_cancel_mid_transfer_never_looks_complete(
+    relay: Relay, tmp_path: Path, payloads: dict[int, Payload]
+) -> None:
+    # 64 MiB against a receiver taking 256 KiB/s: the loopback socket buffers and the relay's pipe
+    # hold some 20 MiB at most, so the upload cannot have finished when Cancel is clicked.
+    # (A cancel after the browser handed over every byte would rightly be a complete transfer.)
+    upload = payloads[64 << 20]
     got: dict[str, CurlResult] = {}
 
-    def send_then_cancel() -> tuple[str | None, list[str]]:
+    def send_then_cancel() -> tuple[str | None, str | None, list[str]]:
         with chromium_page() as (page, log):
             page.goto(f"{relay.url}/")
-            page.set_input_files("#files", str(upload))
+            page.set_input_files("#files", str(upload.path))
             page.fill("#send-path", "ui-cancel")
             page.click("#send-start")
             page.wait_for_selector("#send-state.sending")
             wait_for_value(lambda: page.text_content("#send-bytes") or "", lambda v: "MiB of" in v)
             page.click("#send-cancel")
             page.wait_for_selector("#send-state.aborted")
-            return page.text_content("#send-state"), log.csp + log.errors
+            return page.text_content("#send-state"), page.text_content("#send-bytes"), log.csp + log.errors
 
     with trio.fail_after(90):
         async with trio.open_nursery() as nursery:
-            # a slow receiver keeps the transfer going long enough to cancel it
             nursery.start_soon(
                 curl_into,
                 got,
                 "r",
                 "--limit-rate",
-                "2M",
+                "256K",
                 "-o",
                 str(tmp_path / "out"),
                 f"{relay.url}/ui-cancel",
             )
             await relay.wait_for_pipe("/ui-cancel", receivers=1)
-            state, problems = await in_browser(send_then_cancel)
+            state, sent, problems = await in_browser(send_then_cancel)
         await relay.wait_until_free("/ui-cancel")
     assert state == "cancelled"
+    assert sent is not None and "(100%)" not in sent
     assert problems == []
     assert got["r"].returncode != 0  # cut short: curl must not see a complete body
     out = tmp_path / "out"
-    assert not out.exists() or out.stat().st_size < 32 << 20  # curl makes the file at its first byte
+    assert not out.exists() or out.stat().st_size < upload.size  # curl makes the file at its first byte
 
 
 async def test_ui_receives_a_file_curl_sent(relay: Relay, screenshots: Path, tmp_path: Path) -> None:
