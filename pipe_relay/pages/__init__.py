@@ -38,6 +38,7 @@ def _asset(name: str) -> str:
     return text
 
 
+@cache
 def _inline(*names: str) -> str:
     return "\n".join(_asset(name) for name in names)
 
