@@ -303,10 +303,6 @@ class ByteEngine(Protocol):
         ...
 
 
-def framed(sink: Sink, *, plain: list[Segment], chunked: list[Segment]) -> list[Segment]:
-    return sink.frame(plain, chunked)
-
-
 def _advance(pieces: list[Segment], count: int) -> list[Segment]:
     """`pieces` without the `count` bytes written from its front (a new list; `pieces` is kept)."""
     index = 0
@@ -377,7 +373,7 @@ async def deliver(
     if wire is None:
         wire = [chunk_head(size), *segments, CRLF] if size else []
     chunked = [*wire, LAST_CHUNK] if last else wire
-    await broadcast(sinks, partial(framed, plain=segments, chunked=chunked), events, idle=idle)
+    await broadcast(sinks, partial(Sink.frame, plain=segments, chunked=chunked), events, idle=idle)
     count_sent(sinks, size)
     events.progress(size)
 
