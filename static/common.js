@@ -1,4 +1,5 @@
-// Helpers shared by every page's script: byte and time formatting and a smoothed rate meter.
+// Helpers shared by every page's script: byte and time formatting, a smoothed rate meter, and
+// joining byte arrays.
 // Pure functions of their arguments; nothing here touches the page or the network.
 "use strict";
 const Fmt = (() => {
@@ -31,4 +32,19 @@ const Fmt = (() => {
   }
 
   return { size, seconds, rateMeter };
+})();
+
+const Bytes = (() => {
+  /** One Uint8Array holding `parts` one after another. */
+  function concat(parts) {
+    const out = new Uint8Array(parts.reduce((n, part) => n + part.length, 0));
+    let at = 0;
+    for (const part of parts) {
+      out.set(part, at);
+      at += part.length;
+    }
+    return out;
+  }
+
+  return { concat };
 })();

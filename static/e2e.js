@@ -19,15 +19,6 @@ const OpensslAes = (() => {
     return { key, iv: bits.slice(32, 48) };
   }
 
-  function concat(a, b) {
-    if (!a.length) return b;
-    if (!b.length) return a;
-    const out = new Uint8Array(a.length + b.length);
-    out.set(a, 0);
-    out.set(b, a.length);
-    return out;
-  }
-
   /**
    * Encrypt a Blob; resolves to the ciphertext Blob. `progress(done, total)` after each step;
    * `cancelled()` is polled between steps and aborts with an Error.
@@ -67,12 +58,7 @@ const OpensslAes = (() => {
     }
 
     joined() {
-      const all = new Uint8Array(this.size);
-      let at = 0;
-      for (const piece of this.pieces) {
-        all.set(piece, at);
-        at += piece.length;
-      }
+      const all = Bytes.concat(this.pieces);
       this.pieces = [all];
       return all;
     }
@@ -110,7 +96,7 @@ const OpensslAes = (() => {
       const fake = new Uint8Array(await crypto.subtle.encrypt(
         { name: "AES-CBC", iv: last }, this.key, PAD_BLOCK)).subarray(0, 16);
       const plain = new Uint8Array(await crypto.subtle.decrypt(
-        { name: "AES-CBC", iv: this.iv }, this.key, concat(cipher, fake)));
+        { name: "AES-CBC", iv: this.iv }, this.key, Bytes.concat([cipher, fake])));
       this.iv = last.slice();
       return plain;
     }

@@ -61,12 +61,7 @@ const Tar = (() => {
       if (plain !== name || encoder.encode(name).length > 100 || big) {
         const records = [paxRecord("path", name)];
         if (big) records.push(paxRecord("size", String(file.size)));
-        const pax = new Uint8Array(records.reduce((n, r) => n + r.length, 0));
-        let at = 0;
-        for (const r of records) {
-          pax.set(r, at);
-          at += r.length;
-        }
+        const pax = Bytes.concat(records);
         parts.push(header("PaxHeader/" + plain.slice(0, 90), pax.length, mtime, "x"), pax, padding(pax.length));
       }
       parts.push(header(plain, big ? 0 : file.size, mtime, "0"), file, padding(file.size));

@@ -112,31 +112,19 @@
     }
   }
 
-  function joined(parts, size) {
-    const all = new Uint8Array(size);
-    let at = 0;
-    for (const part of parts) {
-      all.set(part, at);
-      at += part.length;
-    }
-    return all;
-  }
-
   /** Read until the stream's type is known (codecs found) or SNIFF_BYTES arrived or it ended. */
   async function readHead(reader, contentType) {
     const parts = [];
-    let size = 0;
     for (;;) {
       const step = await reader.read();
       if (step.done) {
-        const head = joined(parts, size);
+        const head = Bytes.concat(parts);
         return { head, done: true, type: mediaType(contentType, head) };
       }
       parts.push(step.value);
-      size += step.value.length;
-      const head = joined(parts, size);
+      const head = Bytes.concat(parts);
       const type = mediaType(contentType, head);
-      if ((type && /codecs/.test(type)) || size >= SNIFF_BYTES) return { head, done: false, type };
+      if ((type && /codecs/.test(type)) || head.length >= SNIFF_BYTES) return { head, done: false, type };
     }
   }
 

@@ -48,7 +48,7 @@ _INDEX_STYLE = (*_STYLE, "index.css")
 _INDEX_SCRIPT = ("common.js", "e2e.js", "tar.js", "app.js")
 _PROGRESS_SCRIPT = ("common.js", "progress.js")
 _VIDEO_STYLE = (*_STYLE, "video.css")
-_VIDEO_SCRIPT = ("video.js",)
+_VIDEO_SCRIPT = ("common.js", "video.js")
 
 
 def _csp(nonce: str, *, scripts: bool, media: bool) -> str:
