@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -29,6 +30,10 @@ Segment = memoryview | bytes
 INITIAL_BUFFER = 64 * 1024
 MAX_SEGMENTS = 32
 """More payload pieces than this in one read are joined into one (writev takes at most 1024)."""
+FAST_READ = 32 * 1024
+"""A read at least this big means the sender outruns us: from then on, wait for fuller reads."""
+SENDER_PATIENCE = 0.005
+"""How long a read of a fast sender waits for a fuller socket before it takes what is there."""
 
 
 def tune_malloc() -> None:
@@ -87,22 +92,29 @@ async def from_sender(fd: int, attempt: Callable[[], int], idle: float) -> int:
     Waits while the socket is empty (SENDER_IDLE after `idle` seconds, 0 = no limit); an end of
     stream or a socket error is SENDER_GONE. Returns the byte count, never 0.
     """
-    waited = False
-    while True:
-        try:
-            count = attempt()
-        except BlockingIOError:
-            if not await wait_ready(trio.lowlevel.wait_readable, fd, idle):
-                raise TransferError(TransferFailure.SENDER_IDLE) from None
-            waited = True
-            continue
-        except OSError as exc:
-            raise TransferError(TransferFailure.SENDER_GONE, exc.strerror or "") from None
-        if count == 0:
-            raise TransferError(TransferFailure.SENDER_GONE)
-        if not waited:  # never starve other tasks when data is always there (a wait yielded already)
-            await trio.lowlevel.checkpoint()
+    count = _try_sender(attempt)
+    if count is not None:
+        await trio.lowlevel.checkpoint()  # never starve other tasks when data is always there
         return count
+    while True:
+        if not await wait_ready(trio.lowlevel.wait_readable, fd, idle):
+            raise TransferError(TransferFailure.SENDER_IDLE)
+        count = _try_sender(attempt)
+        if count is not None:
+            return count
+
+
+def _try_sender(attempt: Callable[[], int]) -> int | None:
+    """`attempt()`'s byte count; None if the socket is empty; SENDER_GONE at its end or an error."""
+    try:
+        count = attempt()
+    except BlockingIOError:
+        return None
+    except OSError as exc:
+        raise TransferError(TransferFailure.SENDER_GONE, exc.strerror or "") from None
+    if count == 0:
+        raise TransferError(TransferFailure.SENDER_GONE)
+    return count
 
 
 class SocketBody:
@@ -110,14 +122,15 @@ class SocketBody:
 
     def __init__(
         self,
-        fd: int,
+        sock: socket.socket,
         decoder: BodyDecoder,
         prefix: bytes,
         *,
         buffer_size: int,
         idle_timeout: float,
     ) -> None:
-        self.fd = fd
+        self.sock = sock
+        self.fd = sock.fileno()
         self.decoder = decoder
         self._prefix = prefix
         # Start small (a 1 KiB body should not pay for zeroing 1 MiB); grow while reads fill it.
@@ -129,6 +142,8 @@ class SocketBody:
         self._idle = idle_timeout
         self.received = 0
         self.wire: list[Segment] | None = None
+        self._fast = False  # the last read was big: the sender outruns us
+        self._lowat = 1  # the socket's SO_RCVLOWAT as we set it
 
     def __repr__(self) -> str:
         return f"<SocketBody fd={self.fd} {self.decoder!r} received={self.received}>"
@@ -180,7 +195,45 @@ class SocketBody:
         return [view[start:end] for start, end in spans]
 
     async def _recv(self) -> int:
-        return await from_sender(self.fd, partial(os.readv, self.fd, [self._view]), self._idle)
+        return await self.pull(partial(os.readv, self.fd, [self._view]), len(self._buffer))
+
+    async def pull(self, attempt: Callable[[], int], step: int) -> int:
+        """Run `attempt` (a non-blocking read of at most `step` bytes from the socket) once the
+        socket has bytes: `from_sender`, except that for a fast sender it first waits until the
+        socket holds a whole step (SO_RCVLOWAT) or SENDER_PATIENCE has passed, so that a fast
+        stream moves in few big steps rather than many small ones (each costs a wakeup)."""
+        fd = self.fd
+        decoder = self.decoder
+        want = 1
+        if self._fast:
+            want = min(step, decoder.remaining) if isinstance(decoder, LengthDecoder) else step
+        if want != self._lowat:
+            self._set_lowat(want)
+        count = None
+        if self._lowat > 1:
+            with trio.move_on_after(SENDER_PATIENCE):
+                await trio.lowlevel.wait_readable(fd)
+            count = _try_sender(attempt)
+            if count is None:  # the sender paused: wait for its next byte, however few come
+                self._set_lowat(1)
+        if count is None:
+            count = await from_sender(fd, attempt, self._idle)
+        self._fast = count >= FAST_READ
+        return count
+
+    def _set_lowat(self, value: int) -> None:
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, value)
+            self._lowat = value
+        except OSError:  # not settable here: reads come as they come
+            self._lowat = 1
+
+    def release(self) -> None:
+        """Put the socket's low-water mark back to 1 once the body is read (or given up on): a
+        lingering close still reads from the socket, and must see every byte."""
+        if self._lowat != 1:
+            self._fast = False
+            self._set_lowat(1)
 
     def _grow(self) -> None:
         """After a read filled the buffer, the sender is fast: take bigger steps from now on."""
@@ -191,9 +244,12 @@ class SocketBody:
 
     async def drain(self, *, limit: int, seconds: float) -> None:
         """Read and drop what is left of the body, within a byte and time budget."""
-        with trio.move_on_after(seconds):
-            while not self.decoder.done and self.received < limit:
-                await self.read()
+        try:
+            with trio.move_on_after(seconds):
+                while not self.decoder.done and self.received < limit:
+                    await self.read()
+        finally:
+            self.release()
 
 
 class FormBody:

@@ -118,7 +118,7 @@ async def run_transfer(hub: Hub, established: Established[Party]) -> None:
     request = sender.request
     conn = sender.conn
     raw = SocketBody(
-        conn.fd,
+        conn.sock,
         body_decoder(request),
         conn.body_prefix,
         buffer_size=hub.config.buffer_size,
@@ -155,6 +155,8 @@ async def run_transfer(hub: Hub, established: Established[Party]) -> None:
         events.log(logging.INFO, established.key, established.n, f"failed ({exc})")
         await _fail(sender, receivers, sinks, exc)
         return
+    finally:
+        raw.release()
     events.log(logging.DEBUG, established.key, established.n, "complete")
     hub.finish_board(established.key, TransferState.DONE)
     for receiver, sink in zip(receivers, sinks, strict=True):

@@ -23,7 +23,6 @@ from .engine import (
     broadcast,
     count_sent,
     deliver,
-    from_sender,
     report_drops,
     wait_ready,
 )
@@ -168,7 +167,7 @@ class SpliceEngine:
         routes = [(sink, pipes[index + 1]) for index, sink in enumerate(sinks[:-1])]
         routes.append((sinks[-1], pipes[0]))
         while decoder.remaining:
-            moved = await self._fill(source.fd, pipes[0], min(decoder.remaining, step))
+            moved = await self._fill(source, pipes[0], min(decoder.remaining, step))
             decoder.skip(moved)
             source.received += moved
             await self._fan_out(routes, pipes[0], moved, sinks, events)
@@ -176,10 +175,10 @@ class SpliceEngine:
             events.progress(moved)
         await broadcast(sinks, Sink.closing, events, idle=idle)
 
-    async def _fill(self, fd: int, pipe: _Pipe, want: int) -> int:
+    async def _fill(self, source: SocketBody, pipe: _Pipe, want: int) -> int:
         """Splice up to `want` bytes from the sender's socket into the (empty) source pipe."""
-        splice_in = partial(os.splice, fd, pipe.write_fd, want, flags=_MOVE | _NONBLOCK)
-        pipe.held = await from_sender(fd, splice_in, self.idle_timeout)
+        splice_in = partial(os.splice, source.fd, pipe.write_fd, want, flags=_MOVE | _NONBLOCK)
+        pipe.held = await source.pull(splice_in, want)
         return pipe.held
 
     async def _fan_out(

@@ -2,6 +2,8 @@
 # Every body is checked with sha256; sender status lines and receiver framing headers are exact.
 from __future__ import annotations
 
+import hashlib
+import random
 import re
 import subprocess
 from pathlib import Path
@@ -515,3 +517,56 @@ async def test_sender_cut_mid_chunk_never_ends_the_receivers_body(
         body, clean = await receiver.read_to_end()
     assert not clean
     assert body == b""
+
+
+async def _read_payload(client: RawClient, count: int, *, chunked: bool) -> bytes:
+    """`count` payload bytes of a response body, unframed if the body is chunked."""
+    if not chunked:
+        return await client.read_exactly(count)
+    out = bytearray()
+    while len(out) < count:
+        size = int(await client.read_until(b"\r\n"), 16)
+        assert size, "the body ended early"
+        out += await client.read_exactly(size)
+        assert await client.read_exactly(2) == b"\r\n"
+    assert len(out) == count
+    return bytes(out)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_a_fast_sender_that_pauses_is_not_held_back(
+    relay: Relay, raw_clients: list[RawClient], chunked: bool
+) -> None:
+    """After a fast burst the server waits for fuller socket reads (SO_RCVLOWAT), but only briefly:
+    a few bytes followed by a pause reach the receiver at once, not when more bytes come."""
+    rounds = 4
+    burst = random.Random(7).randbytes(4 * MiB)
+    tail = b"tail!"
+    key = f"/pause-{int(chunked)}"
+    if chunked:
+        framing = b"Transfer-Encoding: chunked"
+        pieces = [burst[i : i + 65536] for i in range(0, len(burst), 65536)]
+        framed_burst = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces)
+        framed_tail = b"5\r\n" + tail + b"\r\n"
+    else:  # more is announced than sent: the body is still open after the last tail
+        framing = b"Content-Length: %d" % (rounds * (len(burst) + len(tail)) + 100)
+        framed_burst, framed_tail = burst, tail
+    with trio.fail_after(30):
+        receiver = await RawClient.connect(relay)
+        sender = await RawClient.connect(relay)
+        raw_clients += [receiver, sender]
+        await receiver.send(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % key.encode())
+        await relay.wait_for_pipe(key, receivers=1)
+        await sender.send(b"PUT %s HTTP/1.1\r\nHost: x\r\n%s\r\n\r\n" % (key.encode(), framing))
+        status, _, _ = parse_head(await receiver.read_until(b"\r\n\r\n"))
+        assert status == 200
+        for _ in range(rounds):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(sender.send, framed_burst)
+                got = await _read_payload(receiver, len(burst), chunked=chunked)
+            assert hashlib.sha256(got).digest() == hashlib.sha256(burst).digest()
+            await trio.sleep(0.05)  # a pause: the server finds the socket empty
+            await sender.send(framed_tail)
+            # The server waits at most milliseconds for a fuller read; the idle limit is minutes.
+            with trio.fail_after(2):
+                assert await _read_payload(receiver, len(tail), chunked=chunked) == tail
