@@ -20,8 +20,8 @@ medians over the rounds:
   largest sampled VmRSS
 
 The small-transfers mode runs 50 concurrent sender/receiver pairs of 1 KiB bodies for a bounded time
-(raw HTTP/1.1 over asyncio sockets, every received body compared with the one sent) and reports
-transfers per second.
+(raw HTTP/1.1 over non-blocking sockets driven by one selector loop, every received body compared
+with the one sent) and reports transfers per second.
 
 Run:  .venv/bin/python loadtests/bench.py --size 256M --rounds 3
 Only the Python 3.11 standard library is used. Every curl has --max-time, every wait a deadline, and
@@ -31,13 +31,14 @@ both servers are stopped in a finally block (also on Ctrl-C and SIGTERM).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
+import errno
 import hashlib
 import os
 import platform
 import re
 import secrets
+import selectors
 import shlex
 import shutil
 import signal
@@ -494,7 +495,7 @@ class CurlRunner:
 
 
 # --------------------------------------------------------------------------------------------------
-# Small transfers: raw HTTP/1.1 over asyncio sockets
+# Small transfers: raw HTTP/1.1 over non-blocking sockets, one selector loop
 
 
 @dataclass
@@ -544,73 +545,144 @@ def parse_response(raw: bytes) -> tuple[int, bytes]:
     return status, rest
 
 
-async def _exchange(port: int, request: bytes) -> bytes:
-    reader, writer = await asyncio.open_connection(HOST, port)
-    try:
-        writer.write(request)
-        await writer.drain()
-        return await reader.read()  # Connection: close, so the response ends at EOF
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
+class _Exchange:
+    """One HTTP/1.1 request on its own non-blocking connection, its response read until EOF."""
+
+    __slots__ = ("chunks", "ended", "pair", "request", "sent", "sock")
+
+    def __init__(self, port: int, request: bytes, pair: _Pair) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setblocking(False)
+        self.request = request
+        self.sent = 0
+        self.chunks: list[bytes] = []
+        self.pair = pair
+        self.ended = False
+        code = self.sock.connect_ex((HOST, port))
+        if code not in (0, errno.EINPROGRESS):
+            self.sock.close()
+            raise OSError(code, os.strerror(code))
+
+    def close(self) -> None:
+        self.ended = True
+        self.sock.close()
 
 
-async def small_transfer(port: int) -> None:
-    path = f"/small-{secrets.token_hex(8)}"
-    body = os.urandom(SMALL_BODY_SIZE)
-    host = f"Host: {HOST}:{port}\r\n".encode()
-    get = b"GET " + path.encode() + b" HTTP/1.1\r\n" + host + b"Connection: close\r\n\r\n"
-    put = (
-        b"PUT " + path.encode() + b" HTTP/1.1\r\n" + host + b"Content-Type: application/octet-stream\r\n"
-        b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body
-    )
-    receiver = asyncio.ensure_future(_exchange(port, get))
-    sender = asyncio.ensure_future(_exchange(port, put))
-    try:
-        recv_raw, send_raw = await asyncio.gather(receiver, sender)
-    finally:
-        receiver.cancel()
-        sender.cancel()
-    status, got = parse_response(recv_raw)
-    if status != 200 or got != body:
-        raise ValueError(f"receiver: status {status}, {len(got)} bytes, body matches: {got == body}")
-    send_status, _ = parse_response(send_raw)
-    if send_status != 200:
-        raise ValueError(f"sender: status {send_status}")
+class _Pair:
+    """A receiver's GET and a sender's PUT of one random 1 KiB body on a fresh path."""
+
+    __slots__ = ("body", "deadline", "receiver", "sender")
+
+    def __init__(self, port: int, deadline: float) -> None:
+        path = f"/small-{secrets.token_hex(8)}".encode()
+        self.body = os.urandom(SMALL_BODY_SIZE)
+        self.deadline = deadline
+        host = f"Host: {HOST}:{port}\r\n".encode()
+        get = b"GET " + path + b" HTTP/1.1\r\n" + host + b"Connection: close\r\n\r\n"
+        put = (
+            b"PUT " + path + b" HTTP/1.1\r\n" + host + b"Content-Type: application/octet-stream\r\n"
+            b"Content-Length: " + str(len(self.body)).encode() + b"\r\nConnection: close\r\n\r\n" + self.body
+        )
+        self.receiver = _Exchange(port, get, self)
+        try:
+            self.sender = _Exchange(port, put, self)
+        except OSError:
+            self.receiver.close()
+            raise
+
+    def check(self) -> None:
+        """Raise ValueError unless both responses are 200 and the receiver got the body sent."""
+        status, got = parse_response(b"".join(self.receiver.chunks))
+        if status != 200 or got != self.body:
+            raise ValueError(f"receiver: status {status}, {len(got)} bytes, body matches: {got == self.body}")
+        send_status, _ = parse_response(b"".join(self.sender.chunks))
+        if send_status != 200:
+            raise ValueError(f"sender: status {send_status}")
 
 
-async def small_run(port: int, pairs: int, seconds: float) -> tuple[int, float, int, str]:
-    """``pairs`` loops of transfers for ``seconds``; returns count, elapsed, errors, first error."""
-    done = 0
-    errors = 0
+def small_run(port: int, pairs: int, seconds: float) -> tuple[int, float, int, str]:
+    """``pairs`` concurrent loops of transfers for ``seconds``, driven by one selector loop (a
+    client much cheaper than asyncio streams, so that the servers, not the client, set the pace).
+    Returns count, elapsed, errors, first error. Transfers still open at the end get
+    SMALL_DRAIN_DEADLINE more to finish (not counted), then are closed."""
+    done = errors = 0
     first_error = ""
+    selector = selectors.DefaultSelector()
+    live: set[_Pair] = set()
     start = time.monotonic()
     stop_at = start + seconds
 
-    async def pair_loop() -> None:
-        nonlocal done, errors, first_error
-        while time.monotonic() < stop_at:
-            try:
-                await asyncio.wait_for(small_transfer(port), SMALL_TRANSFER_TIMEOUT)
-            except (OSError, ValueError, IndexError, TimeoutError) as exc:
-                errors += 1
-                first_error = first_error or f"{type(exc).__name__}: {exc}"
-                await asyncio.sleep(0.01)
-                continue
+    def fail(pair: _Pair, exc: BaseException) -> None:
+        nonlocal errors, first_error
+        errors += 1
+        first_error = first_error or f"{type(exc).__name__}: {exc}"
+        finish(pair)
+
+    def finish(pair: _Pair) -> None:
+        for exchange in (pair.receiver, pair.sender):
+            if not exchange.ended:
+                selector.unregister(exchange.sock)
+                exchange.close()
+        live.discard(pair)
+
+    def launch() -> None:
+        now = time.monotonic()
+        if now >= stop_at:
+            return
+        try:
+            pair = _Pair(port, now + SMALL_TRANSFER_TIMEOUT)
+        except OSError as exc:
+            nonlocal errors, first_error
+            errors += 1
+            first_error = first_error or f"{type(exc).__name__}: {exc}"
+            return
+        live.add(pair)
+        selector.register(pair.receiver.sock, selectors.EVENT_WRITE, pair.receiver)
+        selector.register(pair.sender.sock, selectors.EVENT_WRITE, pair.sender)
+
+    def on_event(exchange: _Exchange, mask: int) -> None:
+        nonlocal done
+        pair = exchange.pair
+        if mask & selectors.EVENT_WRITE:
+            exchange.sent += exchange.sock.send(exchange.request[exchange.sent :])
+            if exchange.sent == len(exchange.request):
+                selector.modify(exchange.sock, selectors.EVENT_READ, exchange)
+            return
+        data = exchange.sock.recv(65536)
+        if data:
+            exchange.chunks.append(data)
+            return
+        selector.unregister(exchange.sock)
+        exchange.close()  # Connection: close, so the response ends at EOF
+        if pair.receiver.ended and pair.sender.ended:
+            live.discard(pair)
+            pair.check()
             if time.monotonic() <= stop_at:
                 done += 1
+            launch()
 
-    tasks = [asyncio.ensure_future(pair_loop()) for _ in range(pairs)]
-    _, pending = await asyncio.wait(tasks, timeout=seconds + SMALL_DRAIN_DEADLINE)
-    for task in pending:
-        task.cancel()
-    if pending:
-        await asyncio.wait(pending, timeout=5)
-    for task in tasks:
-        if task.done() and not task.cancelled() and task.exception() is not None:
-            errors += 1
-            first_error = first_error or repr(task.exception())
+    try:
+        for _ in range(pairs):
+            launch()
+        hard_stop = stop_at + SMALL_DRAIN_DEADLINE
+        while live and time.monotonic() < hard_stop:
+            for key, mask in selector.select(timeout=0.05):
+                exchange = key.data
+                if exchange.ended:
+                    continue
+                try:
+                    on_event(exchange, mask)
+                except (OSError, ValueError, IndexError) as exc:
+                    fail(exchange.pair, exc)
+                    launch()
+            now = time.monotonic()
+            for pair in [p for p in live if p.deadline < now]:
+                fail(pair, TimeoutError(f"no complete transfer in {SMALL_TRANSFER_TIMEOUT:g} s"))
+                launch()
+    finally:
+        for pair in list(live):
+            finish(pair)
+        selector.close()
     return done, seconds, errors, first_error
 
 
@@ -619,7 +691,7 @@ def run_small(server: Server, pairs: int, seconds: float) -> SmallResult:
     cpu_before = cpu_ticks(server.pid)
     client_before = time.process_time()
     with RssSampler(server.pid) as sampler:
-        done, elapsed, errors, first_error = asyncio.run(small_run(server.port, pairs, seconds))
+        done, elapsed, errors, first_error = small_run(server.port, pairs, seconds)
     client_cpu = time.process_time() - client_before
     cpu = (cpu_ticks(server.pid) - cpu_before) / CLK_TCK
     server.check_alive()
