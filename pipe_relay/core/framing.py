@@ -141,12 +141,31 @@ class ChunkedDecoder:
                     committed = len(wire)
                 size = int(match.group(1), 16)
                 pos = match.end()
-                if size:
-                    wire.append((line, pos))
-                    self._remaining = size
-                    self._state = _Chunked.DATA
-                else:  # the last chunk: never the sender's, the caller writes its own when done
+                if not size:  # the last chunk: never the sender's, the caller writes its own when done
                     self._state = _Chunked.TRAILER
+                    continue
+                # Whole chunks each followed by a whole canonical size line (nearly all of a fast
+                # sender's) in one tight loop: their spans, and their framing as one verbatim span.
+                run = line
+                stop = pos + size
+                while stop < end:
+                    follow = _NEXT_LINE.match(data, stop, end)
+                    if follow is None:
+                        break
+                    following = int(follow.group(1), 16)
+                    if not following:
+                        break
+                    spans.append((pos, stop))
+                    line = follow.start(1)
+                    pos = follow.end()
+                    stop = pos + following
+                if run != line:  # whole chunks (with their CRLFs), then the current size line
+                    wire.append((run, line))
+                    committed = len(wire)
+                    self._crlf_written = False
+                wire.append((line, pos))
+                self._remaining = stop - pos
+                self._state = _Chunked.DATA
             else:
                 after_data = state is _Chunked.DATA_END
                 pos = self._slow_line(data, pos, end)

@@ -1,6 +1,8 @@
 # Tests for body framing: the chunked and length decoders, chunk encoding and response heads.
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from pipe_relay.core.framing import (
@@ -388,3 +390,50 @@ def test_wire_with_a_bad_line_raises_before_anything_of_it_is_handed_on() -> Non
     decoder = ChunkedDecoder()
     with pytest.raises(FramingError):
         decoder.feed(b"2\r\nhi\r\n2x\r\nho\r\n")
+
+
+def _random_body(rng: random.Random, *, canonical: bool) -> tuple[bytes, bytes]:
+    """A chunked body of 40 chunks of 1..300 bytes (some lines not canonical unless `canonical`)
+    and its payload."""
+    framed = bytearray()
+    payload = bytearray()
+    for _ in range(40):
+        data = rng.randbytes(rng.randint(1, 300))
+        payload += data
+        line = b"%x" % len(data)
+        if not canonical and rng.random() < 0.3:
+            line = rng.choice([line + b";ext=1", line + b" ", b"0" + line.upper() + b"\t"])
+        framed += line + b"\r\n" + data + b"\r\n"
+    return bytes(framed + b"0\r\n\r\n"), bytes(payload)
+
+
+def _split_randomly(rng: random.Random, data: bytes) -> list[bytes]:
+    cuts = sorted(rng.sample(range(1, len(data)), rng.randint(0, 8)))
+    return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_many_chunks_per_read_pass_byte_exact(seed: int) -> None:
+    """Reads holding many whole chunks (the tight loop) and chunks cut anywhere: the payload is
+    exact; canonical framing reaches receivers as sent, other framing decodes to the same payload."""
+    rng = random.Random(seed)
+    canonical = seed % 2 == 0
+    framed, payload = _random_body(rng, canonical=canonical)
+    pieces = _split_randomly(rng, framed)
+    decoder = ChunkedDecoder()
+    got = bytearray()
+    for piece in pieces:
+        spans, used = decoder.feed(piece)
+        assert used == len(piece)
+        for start, end in spans:
+            got += piece[start:end]
+    assert decoder.done
+    assert got == payload
+    wire, _ = wire_of(pieces)
+    if canonical:
+        assert wire == framed
+    else:
+        again = ChunkedDecoder()
+        spans, _ = again.feed(wire)
+        assert again.done
+        assert b"".join(wire[start:end] for start, end in spans) == payload
