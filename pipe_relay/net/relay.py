@@ -14,8 +14,9 @@ from ..core.progress import TransferState
 from ..core.registry import Established
 from ..core.routing import Receive
 from ..errors import ErrorCode, PipeError, TransferError, TransferFailure, pipe_error
+from .body import FormBody, SocketBody
 from .connection import CloseMode, body_decoder
-from .engine import FormBody, Segment, Sink, SocketBody, Source
+from .engine import Segment, Sink, Source
 
 if TYPE_CHECKING:
     from .hub import Hub, Party

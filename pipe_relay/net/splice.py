@@ -14,11 +14,11 @@ from functools import partial
 import trio
 
 from ..core.framing import Framing, LengthDecoder
+from .body import SocketBody
 from .engine import (
     ByteEngine,
     RelayEvents,
     Sink,
-    SocketBody,
     Source,
     broadcast,
     count_sent,
