@@ -1,5 +1,5 @@
 # Request bodies: the sender's side of a transfer, read from its socket into one reusable buffer.
-# Invariant: a read's pieces stay valid until the next read; a fast sender's socket is read in whole steps.
+# Invariant: a read's pieces stay valid until the next read; SO_RCVLOWAT is back to 1 once released.
 from __future__ import annotations
 
 import os
