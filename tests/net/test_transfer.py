@@ -443,22 +443,26 @@ async def test_small_body_sent_with_its_head(
     await relay.wait_until_free(key)
 
 
-async def _chunked_pipe(
-    relay: Relay, raw_clients: list[RawClient], key: str, n: int = 1
+async def _raw_pipe(
+    relay: Relay, raw_clients: list[RawClient], key: str, n: int = 1, *, length: int | None = None
 ) -> tuple[RawClient, list[RawClient]]:
-    """n raw receivers waiting on `key` (their response heads read), and a raw chunked sender."""
+    """n raw receivers waiting on `key` (their response heads read), and a raw sender whose body is
+    chunked, or `length` bytes long if given (each receiver's head says the same)."""
     receivers = [await RawClient.connect(relay) for _ in range(n)]
     sender = await RawClient.connect(relay)
     raw_clients += [*receivers, sender]
     for receiver in receivers:
         await receiver.send(b"GET %s?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % (key.encode(), n))
     await relay.wait_for_pipe(key, receivers=n)
-    await sender.send(
-        b"PUT %s?n=%d HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" % (key.encode(), n)
-    )
+    framing = b"Transfer-Encoding: chunked" if length is None else b"Content-Length: %d" % length
+    await sender.send(b"PUT %s?n=%d HTTP/1.1\r\nHost: x\r\n%s\r\n\r\n" % (key.encode(), n, framing))
     for receiver in receivers:
         status, headers, _ = parse_head(await receiver.read_until(b"\r\n\r\n"))
-        assert status == 200 and headers["transfer-encoding"] == "chunked"
+        assert status == 200
+        if length is None:
+            assert headers["transfer-encoding"] == "chunked"
+        else:
+            assert headers["content-length"] == str(length)
     return sender, receivers
 
 
@@ -470,7 +474,7 @@ async def test_canonical_chunks_reach_chunked_receivers_as_sent(
     not one chunk per read; the end is ours, written once the sender's body is complete."""
     chunks = b"5\r\nhello\r\nA\r\n0123456789\r\n3\r\nabc\r\n"
     with trio.fail_after(10):
-        sender, receivers = await _chunked_pipe(relay, raw_clients, f"/verbatim-{n}", n)
+        sender, receivers = await _raw_pipe(relay, raw_clients, f"/verbatim-{n}", n)
         await sender.send(chunks)
         for receiver in receivers:
             assert await receiver.read_exactly(len(chunks)) == chunks
@@ -483,7 +487,7 @@ async def test_canonical_chunks_reach_chunked_receivers_as_sent(
 async def test_non_canonical_chunk_lines_are_reframed(relay: Relay, raw_clients: list[RawClient]) -> None:
     """Extensions, whitespace and trailers never reach receivers: those lines are written anew."""
     with trio.fail_after(10):
-        sender, (receiver,) = await _chunked_pipe(relay, raw_clients, "/reframe")
+        sender, (receiver,) = await _raw_pipe(relay, raw_clients, "/reframe")
         await sender.send(
             b'5;name="v"\r\nhello\r\n3 \r\nabc\r\n0003\r\nxyz\r\n0;last\r\nX-Trailer: t\r\n\r\n'
         )
@@ -497,7 +501,7 @@ async def test_sender_cut_after_its_last_chunk_line_never_ends_the_receivers_bod
 ) -> None:
     """The sender's `0` line goes nowhere: only a complete body (blank line after it) ends a receiver's."""
     with trio.fail_after(10):
-        sender, (receiver,) = await _chunked_pipe(relay, raw_clients, "/cut-last")
+        sender, (receiver,) = await _raw_pipe(relay, raw_clients, "/cut-last")
         await sender.send(b"5\r\nhello\r\n0\r\n")
         assert await receiver.read_exactly(10) == b"5\r\nhello\r\n"
         await sender.aclose()
@@ -510,7 +514,7 @@ async def test_sender_cut_mid_chunk_never_ends_the_receivers_body(
     relay: Relay, raw_clients: list[RawClient]
 ) -> None:
     with trio.fail_after(10):
-        sender, (receiver,) = await _chunked_pipe(relay, raw_clients, "/cut-mid")
+        sender, (receiver,) = await _raw_pipe(relay, raw_clients, "/cut-mid")
         await sender.send(b"a\r\n01234")
         assert await receiver.read_exactly(8) == b"a\r\n01234"
         await sender.aclose()
@@ -543,23 +547,16 @@ async def test_a_fast_sender_that_pauses_is_not_held_back(
     burst = random.Random(7).randbytes(4 * MiB)
     tail = b"tail!"
     key = f"/pause-{int(chunked)}"
+    # A Content-Length body announces more than is sent: it is still open after the last tail.
+    length = None if chunked else rounds * (len(burst) + len(tail)) + 100
     if chunked:
-        framing = b"Transfer-Encoding: chunked"
         pieces = [burst[i : i + 65536] for i in range(0, len(burst), 65536)]
         framed_burst = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces)
         framed_tail = b"5\r\n" + tail + b"\r\n"
-    else:  # more is announced than sent: the body is still open after the last tail
-        framing = b"Content-Length: %d" % (rounds * (len(burst) + len(tail)) + 100)
+    else:
         framed_burst, framed_tail = burst, tail
     with trio.fail_after(30):
-        receiver = await RawClient.connect(relay)
-        sender = await RawClient.connect(relay)
-        raw_clients += [receiver, sender]
-        await receiver.send(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % key.encode())
-        await relay.wait_for_pipe(key, receivers=1)
-        await sender.send(b"PUT %s HTTP/1.1\r\nHost: x\r\n%s\r\n\r\n" % (key.encode(), framing))
-        status, _, _ = parse_head(await receiver.read_until(b"\r\n\r\n"))
-        assert status == 200
+        sender, (receiver,) = await _raw_pipe(relay, raw_clients, key, length=length)
         for _ in range(rounds):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(sender.send, framed_burst)
