@@ -612,10 +612,13 @@ def small_run(port: int, pairs: int, seconds: float) -> tuple[int, float, int, s
     start = time.monotonic()
     stop_at = start + seconds
 
-    def fail(pair: _Pair, exc: BaseException) -> None:
+    def count_error(exc: BaseException) -> None:
         nonlocal errors, first_error
         errors += 1
         first_error = first_error or f"{type(exc).__name__}: {exc}"
+
+    def fail(pair: _Pair, exc: BaseException) -> None:
+        count_error(exc)
         finish(pair)
 
     def finish(pair: _Pair) -> None:
@@ -632,9 +635,7 @@ def small_run(port: int, pairs: int, seconds: float) -> tuple[int, float, int, s
         try:
             pair = _Pair(port, now + SMALL_TRANSFER_TIMEOUT)
         except OSError as exc:
-            nonlocal errors, first_error
-            errors += 1
-            first_error = first_error or f"{type(exc).__name__}: {exc}"
+            count_error(exc)
             return
         live.add(pair)
         selector.register(pair.receiver.sock, selectors.EVENT_WRITE, pair.receiver)
