@@ -1,7 +1,8 @@
-# Multipart forms: picks the one part a pipe streams out of a multipart/form-data body.
-# Invariant: at most MAX_HELD_FIELD bytes of a skipped field are held; a cut-off form never ends cleanly.
+# Multipart forms: picks the one part a pipe streams out of a multipart/form-data body (the content).
+# Invariant: at most 2 x MAX_HELD_FIELD bytes of non-file parts are held; a cut-off form never ends cleanly.
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from python_multipart import MultipartParser
@@ -16,7 +17,7 @@ MAX_PART_HEADERS = 16 * 1024
 
 @dataclass(frozen=True, slots=True)
 class PartStart:
-    """The streamed part begins: its own Content-Type and Content-Disposition (raw)."""
+    """The content part begins: its own Content-Type and Content-Disposition (raw)."""
 
     content_type: str | None
     disposition: str | None
@@ -35,15 +36,28 @@ class PartEnd:
 FormEvent = PartStart | PartData | PartEnd
 
 
+class FormState(enum.Enum):
+    SEEKING = "seeking"
+    """No content part chosen yet: non-file parts are held while a file part may still come."""
+    STREAMING = "streaming"
+    """The content part's data goes out as it arrives."""
+    FINISHED = "finished"
+    """The content part is complete; the rest of the body only needs draining."""
+
+
 def _invalid(detail: str) -> PipeError:
     return pipe_error(ErrorCode.INVALID_UPLOAD, detail=detail)
 
 
 class FormExtractor:
-    """Feed a multipart/form-data body; get events for the one part that gets streamed.
+    """Feed a multipart/form-data body; get events for the one part that is the content.
 
-    The first part with a non-empty filename is streamed. Non-file fields before it are skipped;
-    the first of them is held (up to 64 KiB) and streamed instead if the form has no file part.
+    The rule (README, Multipart):
+    1. the first part with a non-empty `filename` is the content;
+    2. a part without one is held, up to MAX_HELD_FIELD bytes, while a file part may still come:
+       one that grows past that is the content (streamed from its first byte, the held bytes
+       first); if the form ends with no file part, the first part is the content;
+    3. a form with no part at all is INVALID_UPLOAD.
     """
 
     def __init__(self, content_type: str) -> None:
@@ -67,30 +81,27 @@ class FormExtractor:
             )
         except FormParserError:
             raise _invalid("multipart boundary too long") from None
+        self.state = FormState.SEEKING
         self._events: list[FormEvent] = []
         self._field = bytearray()
         self._value = bytearray()
         self._part_headers: dict[str, str] = {}
         self._header_bytes = 0
-        self._part_is_file = False
-        self._streaming = False
-        self._finished = False  # the streamed part ended (or the held field was emitted)
-        self._ended = False  # the parser saw the closing boundary
-        self._held: tuple[PartStart, bytearray] | None = None
-        self._held_overflow = False
-        self._holding = False
+        self._parts = 0
+        self._held: tuple[PartStart, bytearray] | None = None  # the non-file part being read
+        self._first: tuple[PartStart, bytes] | None = None  # the first part, complete and small
+        self._closed = False  # the parser saw the closing boundary
 
     def __repr__(self) -> str:
-        state = "finished" if self._finished else "streaming" if self._streaming else "seeking"
-        return f"<FormExtractor {state}>"
+        return f"<FormExtractor {self.state.value} parts={self._parts}>"
 
     @property
     def finished(self) -> bool:
-        """The streamed part is complete; the rest of the body only needs draining."""
-        return self._finished
+        """The content part is complete; the rest of the body only needs draining."""
+        return self.state is FormState.FINISHED
 
     def feed(self, data: bytes) -> list[FormEvent]:
-        if self._ended or not data:
+        if self._closed or not data:
             return []
         try:
             self._parser.write(data)
@@ -100,22 +111,28 @@ class FormExtractor:
         return events
 
     def end(self) -> list[FormEvent]:
-        """The sender's body is complete. Raises INVALID_UPLOAD if the form was cut short."""
-        if not self._ended:
+        """The sender's body is complete. Raises INVALID_UPLOAD if the form was cut short or empty."""
+        if not self._closed:
             raise _invalid("the multipart body ended before its closing boundary")
-        if self._finished:
+        if self.state is FormState.FINISHED:
             return []
-        self._finished = True
-        if self._held is None:
-            if self._held_overflow:
-                raise _invalid(f"the form has no file and its first field is over {MAX_HELD_FIELD} bytes")
-            return [PartStart("text/plain; charset=utf-8", None), PartEnd()]
-        start, value = self._held
-        return [start, PartData(bytes(value)), PartEnd()] if value else [start, PartEnd()]
+        if self._first is None:
+            raise _invalid("the form has no part")
+        self.state = FormState.FINISHED
+        start, value = self._first
+        return [start, PartData(value), PartEnd()] if value else [start, PartEnd()]
+
+    def _stream(self, start: PartStart, first: bytes) -> None:
+        self.state = FormState.STREAMING
+        self._first = None
+        self._events.append(start)
+        if first:
+            self._events.append(PartData(first))
 
     # python-multipart callbacks
 
     def _on_part_begin(self) -> None:
+        self._parts += 1
         self._part_headers = {}
         self._header_bytes = 0
 
@@ -133,44 +150,42 @@ class FormExtractor:
             raise _invalid("multipart part headers too large")
 
     def _on_header_end(self) -> None:
+        # latin-1 both ways: a part's header bytes reach the receiver as the sender wrote them
         name = self._field.decode("latin-1").strip().lower()
-        self._part_headers.setdefault(name, self._value.decode("utf-8", "replace").strip())
+        self._part_headers.setdefault(name, self._value.decode("latin-1").strip())
         self._field.clear()
         self._value.clear()
 
     def _on_headers_finished(self) -> None:
+        if self.state is not FormState.SEEKING:
+            return
         disposition = self._part_headers.get("content-disposition")
         start = PartStart(self._part_headers.get("content-type"), disposition)
         _, params = parse_options_header(disposition or "")
-        self._part_is_file = bool(params.get(b"filename"))
-        if self._finished:
-            return
-        if self._part_is_file:
-            self._streaming = True
-            self._held = None
-            self._events.append(start)
-        elif self._held is None and not self._held_overflow:
-            self._holding = True
+        if params.get(b"filename"):
+            self._stream(start, b"")
+        else:
             self._held = (start, bytearray())
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
-        if self._streaming:
+        if self.state is FormState.STREAMING:
             self._events.append(PartData(data[start:end]))
-        elif self._holding and self._held is not None:
-            value = self._held[1]
-            if len(value) + end - start > MAX_HELD_FIELD:
+        elif self._held is not None:
+            part, value = self._held
+            if len(value) + end - start > MAX_HELD_FIELD:  # too big to be a field: the content
                 self._held = None
-                self._held_overflow = True
-                self._holding = False
+                self._stream(part, bytes(value) + data[start:end])
             else:
                 value += data[start:end]
 
     def _on_part_end(self) -> None:
-        self._holding = False
-        if self._streaming:
-            self._streaming = False
-            self._finished = True
+        if self.state is FormState.STREAMING:
+            self.state = FormState.FINISHED
             self._events.append(PartEnd())
+        elif self._held is not None:
+            if self._parts == 1:  # the first part: the content if no file part comes
+                self._first = (self._held[0], bytes(self._held[1]))
+            self._held = None
 
     def _on_end(self) -> None:
-        self._ended = True
+        self._closed = True

@@ -24,7 +24,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _MEDIA_TYPE = re.compile(rf"^\s*({_TOKEN})/({_TOKEN})\s*(;.*)?$", re.DOTALL)
 _PARAM = re.compile(rf'\s*({_TOKEN})\s*=\s*("(?:[^"\\]|\\.)*"|{_TOKEN})\s*')
-_CHARSET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+-]{0,39}$")
+_CHARSET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,39}")
 _INLINE = re.compile(r"^\s*inline\s*(?=;|$)", re.IGNORECASE)
 _SCRIPT_SUBTYPE_WORDS = ("html", "xml", "javascript", "ecmascript", "jscript", "livescript")
 _SCRIPT_TYPES = frozenset(
@@ -40,6 +40,8 @@ _SCRIPT_TYPES = frozenset(
 )
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
+FIELD_CONTENT_TYPE = "text/plain; charset=utf-8"
+"""The type of a form part that names none (RFC 7578 4.4): a browser's text field."""
 
 
 def first(headers: Headers, name: str) -> str | None:
@@ -112,7 +114,7 @@ def _first_charset(params: str) -> str | None:
         raw = param.group(2)
         if raw.startswith('"'):
             raw = raw[1:-1]
-        return raw if _CHARSET.match(raw) else None
+        return raw if _CHARSET.fullmatch(raw) else None
     return None
 
 
@@ -137,28 +139,6 @@ def attachment_for(filename: str) -> str:
     quoted = ascii_name.replace("\\", "\\\\").replace('"', '\\"')
     encoded = quote(filename, safe="!#$&+-.^_`|~")
     return f"attachment; filename=\"{quoted}\"; filename*=UTF-8''{encoded}"
-
-
-def form_part_disposition(value: str | None) -> str | None:
-    """A multipart part's `form-data; name=..; filename=..` as a response `attachment` header."""
-    if value is None:
-        return None
-    filename = _param(value, "filename")
-    if filename is None:
-        return None
-    cleaned = sanitize_filename(filename)
-    return attachment_for(cleaned) if cleaned else "attachment"
-
-
-def _param(value: str, wanted: str) -> str | None:
-    for part in value.split(";")[1:]:
-        param = _PARAM.fullmatch(part)
-        if param is not None and param.group(1).lower() == wanted:
-            raw = param.group(2)
-            if raw.startswith('"'):
-                return re.sub(r"\\(.)", r"\1", raw[1:-1])
-            return raw
-    return None
 
 
 def receiver_disposition(
@@ -238,8 +218,8 @@ def body_info(
     if multipart_part is not None:
         part_type, part_disposition = multipart_part
         return BodyInfo(
-            content_type=safe_content_type(part_type or "text/plain; charset=utf-8"),
-            disposition=form_part_disposition(part_disposition),
+            content_type=safe_content_type(part_type or FIELD_CONTENT_TYPE),
+            disposition=part_disposition,  # the part's own, under the same policy as a sender's
             content_length=None,
             metadata=metadata,
         )

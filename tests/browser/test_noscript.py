@@ -48,6 +48,7 @@ async def test_noscript_text_mode(relay: Relay, screenshots: Path) -> None:
     _, headers, _ = parse_head(head + b"\r\n\r\n")
     assert body.decode() == text
     assert headers["content-type"] == "text/plain; charset=utf-8"
+    assert headers["content-disposition"] == 'form-data; name="text"'
 
 
 async def test_noscript_file_mode(relay: Relay, screenshots: Path, tmp_path: Path) -> None:
@@ -67,7 +68,7 @@ async def test_noscript_file_mode(relay: Relay, screenshots: Path, tmp_path: Pat
     head, _, body = got["r"].stdout.partition(b"\r\n\r\n")
     _, headers, _ = parse_head(head + b"\r\n\r\n")
     assert hashlib.sha256(body).hexdigest() == hashlib.sha256(upload.read_bytes()).hexdigest()
-    assert headers["content-disposition"] == "attachment; filename=\"photo.bin\"; filename*=UTF-8''photo.bin"
+    assert headers["content-disposition"] == 'form-data; name="file"; filename="photo.bin"'  # the part's own
 
 
 async def test_noscript_page_sanitizes_path_and_forbids_scripts(relay: Relay) -> None:

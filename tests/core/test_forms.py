@@ -3,7 +3,15 @@ from __future__ import annotations
 
 import pytest
 
-from pipe_relay.core.forms import MAX_HELD_FIELD, FormEvent, FormExtractor, PartData, PartEnd, PartStart
+from pipe_relay.core.forms import (
+    MAX_HELD_FIELD,
+    FormEvent,
+    FormExtractor,
+    FormState,
+    PartData,
+    PartEnd,
+    PartStart,
+)
 from pipe_relay.errors import ErrorCode, PipeError
 
 BOUNDARY = "----pipeBoundary7MA4YWxk"
@@ -142,8 +150,12 @@ def test_text_only_form_with_empty_first_field() -> None:
     assert run(body) == [PartStart(None, 'form-data; name="text"'), PartEnd()]
 
 
-def test_form_with_no_parts_streams_nothing() -> None:
-    assert run(CLOSE) == [PartStart("text/plain; charset=utf-8", None), PartEnd()]
+def test_form_with_no_part_is_invalid() -> None:
+    with pytest.raises(PipeError) as info:
+        run(CLOSE)
+    assert info.value.code is ErrorCode.INVALID_UPLOAD
+    assert info.value.status == 400
+    assert info.value.message == "[ERROR] Invalid upload: the form has no part."
 
 
 def test_first_field_at_the_hold_limit_is_kept() -> None:
@@ -156,23 +168,103 @@ def test_first_field_at_the_hold_limit_is_kept() -> None:
     ]
 
 
-@pytest.mark.parametrize("pieces", [None, 1000])
-def test_first_field_over_the_hold_limit_without_file_is_invalid(pieces: int | None) -> None:
-    body = field("text", b"v" * (MAX_HELD_FIELD + 1)) + field("small", b"s") + CLOSE
-    with pytest.raises(PipeError) as info:
-        run(body, pieces)
-    assert info.value.code is ErrorCode.INVALID_UPLOAD
-    assert info.value.status == 400
-    assert info.value.message == (
-        "[ERROR] Invalid upload: the form has no file and its first field is over 65536 bytes."
-    )
+@pytest.mark.parametrize("pieces", [None, 1000, 65536])
+def test_a_field_over_the_hold_limit_is_the_content(pieces: int | None) -> None:
+    value = bytes(range(256)) * (MAX_HELD_FIELD // 256) + b"past the limit"
+    part = (
+        f"--{BOUNDARY}\r\nContent-Type: application/octet-stream\r\n"
+        'Content-Disposition: form-data; name="input_data"\r\n\r\n'
+    ).encode()
+    body = part + value + b"\r\n" + field("small", b"s") + CLOSE
+    assert run(body, pieces) == [
+        PartStart("application/octet-stream", 'form-data; name="input_data"'),
+        PartData(value),
+        PartEnd(),
+    ]
 
 
-def test_big_first_field_then_a_file_is_fine() -> None:
-    body = field("text", b"v" * (MAX_HELD_FIELD * 2)) + file_part("f", "x.txt", "text/plain", b"ok") + CLOSE
+def test_the_content_field_streams_before_the_form_ends() -> None:
+    """Past the hold limit, a field is the content at once: its bytes go out without waiting."""
+    extractor = FormExtractor(CONTENT_TYPE)
+    body = field("big", b"b" * (MAX_HELD_FIELD + 200))
+    events = normalize(extractor.feed(body[: MAX_HELD_FIELD + 150]))  # the head, and 64 KiB + 75 bytes
+    assert events[0] == PartStart(None, 'form-data; name="big"')
+    assert isinstance(events[1], PartData) and events[1].data.startswith(b"b" * MAX_HELD_FIELD)
+    assert extractor.state is FormState.STREAMING
+    assert repr(extractor) == "<FormExtractor streaming parts=1>"
+
+
+def test_a_field_that_passes_the_limit_first_wins_over_a_later_file() -> None:
+    value = b"v" * (100 * 1024)
+    body = field("text", value) + file_part("f", "x.txt", "text/plain", b"ok") + CLOSE
+    assert run(body) == [PartStart(None, 'form-data; name="text"'), PartData(value), PartEnd()]
+
+
+def test_a_field_at_the_hold_limit_gives_way_to_a_later_file() -> None:
+    body = field("text", b"v" * MAX_HELD_FIELD) + file_part("f", "x.txt", "text/plain", b"ok") + CLOSE
     assert run(body) == [
         PartStart("text/plain", 'form-data; name="f"; filename="x.txt"'),
         PartData(b"ok"),
+        PartEnd(),
+    ]
+
+
+def test_a_later_big_field_is_the_content_when_small_ones_came_first() -> None:
+    value = b"w" * (MAX_HELD_FIELD + 1)
+    body = field("path", b"mypath") + field("text", value) + CLOSE
+    assert run(body, 4096) == [PartStart(None, 'form-data; name="text"'), PartData(value), PartEnd()]
+
+
+def test_a_small_field_then_a_file_streams_the_file() -> None:
+    data = bytes(range(256)) * 12 * 1024  # 3 MiB
+    body = field("note", b"n" * 10 * 1024) + file_part("f", "big.bin", "image/png", data) + CLOSE
+    assert run(body, 65536) == [
+        PartStart("image/png", 'form-data; name="f"; filename="big.bin"'),
+        PartData(data),
+        PartEnd(),
+    ]
+
+
+def test_an_empty_filename_is_not_a_file() -> None:
+    """A browser's file input with nothing chosen sends `filename=""` and no bytes: skipped."""
+    body = (
+        field("a", b"1")
+        + file_part("empty", "", "application/octet-stream", b"")
+        + file_part("f", "real.bin", "application/octet-stream", FILE_DATA)
+        + CLOSE
+    )
+    assert run(body) == [
+        PartStart("application/octet-stream", 'form-data; name="f"; filename="real.bin"'),
+        PartData(FILE_DATA),
+        PartEnd(),
+    ]
+
+
+def test_held_state_is_shown() -> None:
+    extractor = FormExtractor(CONTENT_TYPE)
+    assert repr(extractor) == "<FormExtractor seeking parts=0>"
+    extractor.feed(field("a", b"1") + CLOSE)
+    assert extractor.state is FormState.SEEKING
+    extractor.end()
+    assert repr(extractor) == "<FormExtractor finished parts=1>"
+
+
+NAMED = (
+    f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="f"; filename="s.bin"\r\n'
+    "Content-Type: application/octet-stream\r\n\r\n"
+).encode()
+
+
+@pytest.mark.parametrize("first_cut", range(1, 201))
+def test_a_split_at_any_offset_of_the_first_200_bytes_changes_nothing(first_cut: int) -> None:
+    data = bytes(range(256)) + b"\r\n--" + BOUNDARY.encode()[:-1] + b"\r\n" + bytes(range(255, -1, -1))
+    body = field("lead", b"x" * 40) + NAMED + data + b"\r\n" + CLOSE
+    assert len(body) > 200
+    extractor = FormExtractor(CONTENT_TYPE)
+    events = extractor.feed(body[:first_cut]) + extractor.feed(body[first_cut:]) + extractor.end()
+    assert normalize(events) == [
+        PartStart("application/octet-stream", 'form-data; name="f"; filename="s.bin"'),
+        PartData(data),
         PartEnd(),
     ]
 

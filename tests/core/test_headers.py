@@ -9,7 +9,6 @@ from pipe_relay.core.headers import (
     body_info,
     cors_headers,
     first,
-    form_part_disposition,
     inline_safe,
     is_multipart_form,
     metadata_headers,
@@ -71,6 +70,8 @@ from pipe_relay.core.headers import (
         ("text/plain; charset=" + "a" * 41, "text/plain"),
         ("text/plain; charset=" + "a" * 40, "text/plain; charset=" + "a" * 40),
         ("text/plain; charset=utf-8\r\nX-Evil: 1", "text/plain"),
+        ('text/plain; charset="utf-8\n"', "text/plain"),
+        ("text/plain; charset=utf-8\n", "text/plain; charset=utf-8"),
         ("text/html\r\nX-Evil: 1", "text/plain"),
     ],
 )
@@ -211,28 +212,45 @@ def test_receiver_disposition_filename_is_sanitized(filename: str, expected: str
 
 
 @pytest.mark.parametrize(
-    ("value", "expected"),
+    ("part", "content_type", "disposition"),
     [
-        (None, None),
-        ('form-data; name="text"', None),
-        ('form-data; name="f"; filename="a.png"', "attachment; filename=\"a.png\"; filename*=UTF-8''a.png"),
         (
-            'form-data; name="f"; filename="../a.png"',
-            "attachment; filename=\"a.png\"; filename*=UTF-8''a.png",
+            ("application/octet-stream", 'form-data; name="input_data"'),
+            "application/octet-stream",
+            'form-data; name="input_data"',
         ),
+        ((None, 'form-data; name="text"'), "text/plain; charset=utf-8", 'form-data; name="text"'),
         (
-            'form-data; name="f"; filename="a \\"q\\".png"',
-            'attachment; filename="a \\"q\\".png"; filename*=UTF-8\'\'a%20%22q%22.png',
+            ("text/html", 'form-data; name="f"; filename="a.html"'),
+            "text/plain",
+            'form-data; name="f"; filename="a.html"',
         ),
-        ('form-data; name="f"; filename="..."', "attachment"),
-        (
-            "form-data; name=f; filename=plain.txt",
-            "attachment; filename=\"plain.txt\"; filename*=UTF-8''plain.txt",
-        ),
+        ((None, None), "text/plain; charset=utf-8", None),
     ],
 )
-def test_form_part_disposition(value: str | None, expected: str | None) -> None:
-    assert form_part_disposition(value) == expected
+def test_body_info_of_a_form_part(
+    part: tuple[str | None, str | None], content_type: str, disposition: str | None
+) -> None:
+    """The part's own headers: its type through the safety rewrite, its disposition as written."""
+    info = body_info(
+        [("content-type", "multipart/form-data; boundary=x"), ("content-length", "9")], multipart_part=part
+    )
+    assert info == BodyInfo(content_type, disposition, None, ())
+
+
+@pytest.mark.parametrize(
+    ("disposition", "content_type", "expected"),
+    [
+        ('form-data; name="input_data"', "application/octet-stream", 'form-data; name="input_data"'),
+        ('form-data; name="f"; filename="a\r\nb.png"', "image/png", 'form-data; name="f"; filename="ab.png"'),
+        ('inline; name="f"', "text/plain", 'inline; name="f"'),
+        ('inline; name="f"', "application/octet-stream", 'attachment; name="f"'),
+    ],
+)
+def test_form_part_disposition_follows_the_sender_policy(
+    disposition: str, content_type: str, expected: str
+) -> None:
+    assert receiver_disposition(disposition, content_type, download=None, filename=None) == expected
 
 
 def test_metadata_headers_keep_order_per_name() -> None:
@@ -376,16 +394,10 @@ def test_body_info_multipart_file_part() -> None:
     info = body_info(headers, multipart_part=("image/png", 'form-data; name="file"; filename="cat.png"'))
     assert info == BodyInfo(
         content_type="image/png",
-        disposition="attachment; filename=\"cat.png\"; filename*=UTF-8''cat.png",
+        disposition='form-data; name="file"; filename="cat.png"',
         content_length=None,
         metadata=(("X-Hoody-Pipe", "m"),),
     )
-
-
-def test_body_info_multipart_text_field() -> None:
-    headers = [("content-type", "multipart/form-data; boundary=xyz"), ("content-length", "100")]
-    info = body_info(headers, multipart_part=(None, 'form-data; name="text"'))
-    assert info == BodyInfo("text/plain; charset=utf-8", None, None, ())
 
 
 def test_body_info_multipart_part_type_is_sanitized() -> None:
