@@ -2,7 +2,6 @@
 # Invariant: every party leaves the registry exactly once (left, expired, or finished by its sender's task).
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Callable
 
@@ -11,166 +10,17 @@ import trio
 from ..config import Config
 from ..core.progress import TransferState
 from ..core.registry import Established, Expired, PipeState, Registry
-from ..core.replies import TEXT_PLAIN, StreamedReply
 from ..core.routing import Receive, Request, Send
 from ..errors import ErrorCode, PipeError, pipe_error
 from .connection import CloseMode, HttpConnection
 from .engine import BufferEngine, ByteEngine
+from .party import POLL_INTERVAL, Naps, Party, Role
 from .progress import Board
 from .relay import run_transfer
 from .splice import SpliceEngine, splice_available
 
 SPLICE_MIN_BODY = 256 * 1024
 """With `--engine auto`, bodies smaller than this use the buffer engine (measured: see README)."""
-POLL_INTERVAL = 0.5
-"""How often a waiting party's socket is checked for a disconnect (and its heartbeat looked at)."""
-
-
-class Role(enum.Enum):
-    SENDER = "sender"
-    RECEIVER = "receiver"
-
-
-Outcome = Established["Party"] | Expired["Party"]
-
-
-class Party:
-    """A sender or receiver connection taking part in a pipe."""
-
-    def __init__(
-        self, role: Role, conn: HttpConnection, request: Request, decision: Send | Receive, naps: Naps
-    ) -> None:
-        self.role = role
-        self.conn = conn
-        self.request = request
-        self.decision = decision
-        self.outcome: Outcome | None = None
-        self._naps = naps
-        self._poked = False
-        self._napper: trio.lowlevel.Task | None = None  # the party's task, while it naps
-        # sender: receivers connected now, and the count last told to the sender
-        self.receivers_now = 0
-        self.receivers_told = 0
-        # receiver: set by the sender's task when it is done with this socket
-        self.transfer_over = trio.Event()
-        self.aborted = False
-        self.final_error: PipeError | None = None
-        self._unsent = b""
-        self._status_stream = StreamedReply(request.http_version)
-
-    def __repr__(self) -> str:
-        state = type(self.outcome).__name__ if self.outcome else "waiting"
-        return f"<Party {self.role.value} {self.decision.key!r} {state}>"
-
-    @property
-    def key(self) -> str:
-        return self.decision.key
-
-    @property
-    def n(self) -> int:
-        return self.decision.n
-
-    def settle(self, outcome: Outcome) -> None:
-        self.outcome = outcome
-        self.poke()
-
-    def count_changed(self, receivers: int) -> None:
-        self.receivers_now = receivers
-        self.poke()
-
-    def poke(self) -> None:
-        """Something happened to this party (or it is time to look at its socket): end its nap."""
-        self._poked = True
-        napper = self._napper
-        if napper is not None:
-            self._napper = None
-            trio.lowlevel.reschedule(napper)
-
-    async def nap(self) -> None:
-        """Sleep until something happens to this party (since its last nap) or the next tick of
-        the hub's `Naps` (every POLL_INTERVAL at most). No deadline of its own (no cancel scope),
-        no Event: the napping task itself is rescheduled by `poke`."""
-        if self._poked:
-            await trio.lowlevel.checkpoint()
-        else:
-            self._napper = trio.lowlevel.current_task()
-            self._naps.add(self)
-            try:
-                await trio.lowlevel.wait_task_rescheduled(self._abort_nap)
-            finally:
-                self._naps.discard(self)
-        self._poked = False
-
-    def _abort_nap(self, _: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
-        self._napper = None
-        return trio.lowlevel.Abort.SUCCEEDED
-
-    def release(self, *, aborted: bool, error: PipeError | None = None) -> None:
-        """Receiver: the sender's task no longer uses this socket."""
-        self.aborted = aborted
-        self.final_error = error
-        self.transfer_over.set()
-
-    # sender's status stream -------------------------------------------------------------
-
-    def start_status_stream(self) -> None:
-        """Answer `Expect: 100-continue` and open the 200 status stream (sent with the first line)."""
-        stream = self._status_stream
-        expect = (self.request.header("expect") or "").strip().lower()
-        continue_ = b"HTTP/1.1 100 Continue\r\n\r\n" if expect == "100-continue" and stream.chunked else b""
-        self._unsent = continue_ + stream.head(TEXT_PLAIN, origin=self.request.header("origin"))
-
-    async def say(self, *lines: str, end: bool = False) -> bool:
-        """Status lines to the sender in one write (`end`: and close the stream). False if it is gone."""
-        self.defer(*lines)
-        data = self._unsent + (self._status_stream.end if end else b"")
-        self._unsent = b""
-        return await self.conn.send_raw(data)
-
-    def defer(self, *lines: str) -> None:
-        """Status lines that go out with the next `say` (in the same write, ahead of its lines)."""
-        text = "".join(line + "\n" for line in lines if line).encode("utf-8")
-        if text:
-            self._unsent += self._status_stream.frame(text)
-
-    def count_line(self) -> str:
-        """`J of K receiver(s) connected.` if the count changed since last told (fan-out only)."""
-        if self.n == 1 or self.receivers_now == self.receivers_told:
-            return ""
-        self.receivers_told = self.receivers_now
-        return f"[INFO] {self.receivers_now} of {self.n} receiver(s) connected."
-
-
-class Naps:
-    """The parties napping now, and one ticker that pokes them all every `interval` seconds (so
-    each looks at its socket and heartbeat): cheaper than a deadline per nap."""
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self._parties: set[Party] = set()
-        self._idle: trio.Event | None = None  # the ticker sleeps on it while nobody naps
-
-    def __len__(self) -> int:
-        return len(self._parties)
-
-    def add(self, party: Party) -> None:
-        self._parties.add(party)
-        if self._idle is not None:
-            self._idle.set()
-            self._idle = None
-
-    def discard(self, party: Party) -> None:
-        self._parties.discard(party)
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        while True:
-            if not self._parties:
-                self._idle = trio.Event()
-                await self._idle.wait()
-            await trio.sleep(self.interval)
-            for party in list(self._parties):
-                party.poke()
 
 
 def make_engine(config: Config) -> ByteEngine:

@@ -19,7 +19,8 @@ from .connection import CloseMode, body_decoder
 from .engine import Segment, Sink, Source
 
 if TYPE_CHECKING:
-    from .hub import Hub, Party
+    from .hub import Hub
+    from .party import Party
     from .progress import Board
 
 log = logging.getLogger("pipe_relay")

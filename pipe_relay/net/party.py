@@ -1,0 +1,198 @@
+# Parties: a sender or receiver connection taking part in a pipe, and how the waiting ones nap.
+# Invariant: a napping party wakes when poked, at the next tick, or at once when its peer hangs up.
+from __future__ import annotations
+
+import contextlib
+import enum
+import select
+
+import trio
+
+from ..core.registry import Established, Expired
+from ..core.replies import TEXT_PLAIN, StreamedReply
+from ..core.routing import Receive, Request, Send
+from ..errors import PipeError
+from .connection import HttpConnection
+
+POLL_INTERVAL = 0.5
+"""How often a waiting party looks at its heartbeat (and, where hang-ups are not watched, its socket)."""
+_HANGUP = getattr(select, "EPOLLRDHUP", 0)
+
+
+class Role(enum.Enum):
+    SENDER = "sender"
+    RECEIVER = "receiver"
+
+
+Outcome = Established["Party"] | Expired["Party"]
+
+
+class Party:
+    """A sender or receiver connection taking part in a pipe."""
+
+    def __init__(
+        self, role: Role, conn: HttpConnection, request: Request, decision: Send | Receive, naps: Naps
+    ) -> None:
+        self.role = role
+        self.conn = conn
+        self.request = request
+        self.decision = decision
+        self.outcome: Outcome | None = None
+        self._naps = naps
+        self._poked = False
+        self._napper: trio.lowlevel.Task | None = None  # the party's task, while it naps
+        # sender: receivers connected now, and the count last told to the sender
+        self.receivers_now = 0
+        self.receivers_told = 0
+        # receiver: set by the sender's task when it is done with this socket
+        self.transfer_over = trio.Event()
+        self.aborted = False
+        self.final_error: PipeError | None = None
+        self._unsent = b""
+        self._status_stream = StreamedReply(request.http_version)
+
+    def __repr__(self) -> str:
+        state = type(self.outcome).__name__ if self.outcome else "waiting"
+        return f"<Party {self.role.value} {self.decision.key!r} {state}>"
+
+    @property
+    def key(self) -> str:
+        return self.decision.key
+
+    @property
+    def n(self) -> int:
+        return self.decision.n
+
+    def settle(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+        self.poke()
+
+    def count_changed(self, receivers: int) -> None:
+        self.receivers_now = receivers
+        self.poke()
+
+    def poke(self) -> None:
+        """Something happened to this party (or it is time to look at its socket): end its nap."""
+        self._poked = True
+        napper = self._napper
+        if napper is not None:
+            self._napper = None
+            trio.lowlevel.reschedule(napper)
+
+    async def nap(self) -> None:
+        """Sleep until something happens to this party (since its last nap) or the next tick of
+        the hub's `Naps` (every POLL_INTERVAL at most). No deadline of its own (no cancel scope),
+        no Event: the napping task itself is rescheduled by `poke`."""
+        if self._poked:
+            await trio.lowlevel.checkpoint()
+        else:
+            self._napper = trio.lowlevel.current_task()
+            self._naps.add(self)
+            try:
+                await trio.lowlevel.wait_task_rescheduled(self._abort_nap)
+            finally:
+                self._naps.discard(self)
+        self._poked = False
+
+    def _abort_nap(self, _: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+        self._napper = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def release(self, *, aborted: bool, error: PipeError | None = None) -> None:
+        """Receiver: the sender's task no longer uses this socket."""
+        self.aborted = aborted
+        self.final_error = error
+        self.transfer_over.set()
+
+    # sender's status stream -------------------------------------------------------------
+
+    def start_status_stream(self) -> None:
+        """Answer `Expect: 100-continue` and open the 200 status stream (sent with the first line)."""
+        stream = self._status_stream
+        expect = (self.request.header("expect") or "").strip().lower()
+        continue_ = b"HTTP/1.1 100 Continue\r\n\r\n" if expect == "100-continue" and stream.chunked else b""
+        self._unsent = continue_ + stream.head(TEXT_PLAIN, origin=self.request.header("origin"))
+
+    async def say(self, *lines: str, end: bool = False) -> bool:
+        """Status lines to the sender in one write (`end`: and close the stream). False if it is gone."""
+        self.defer(*lines)
+        data = self._unsent + (self._status_stream.end if end else b"")
+        self._unsent = b""
+        return await self.conn.send_raw(data)
+
+    def defer(self, *lines: str) -> None:
+        """Status lines that go out with the next `say` (in the same write, ahead of its lines)."""
+        text = "".join(line + "\n" for line in lines if line).encode("utf-8")
+        if text:
+            self._unsent += self._status_stream.frame(text)
+
+    def count_line(self) -> str:
+        """`J of K receiver(s) connected.` if the count changed since last told (fan-out only)."""
+        if self.n == 1 or self.receivers_now == self.receivers_told:
+            return ""
+        self.receivers_told = self.receivers_now
+        return f"[INFO] {self.receivers_now} of {self.n} receiver(s) connected."
+
+
+class Naps:
+    """The parties napping now; one ticker pokes them all every `interval` seconds (so each looks
+    at its heartbeat: cheaper than a deadline per nap), and one epoll set of our own, waited on
+    through trio, pokes a party at once when its peer closes or resets (Linux: EPOLLRDHUP; a
+    request's body bytes do not wake it)."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._parties: set[Party] = set()
+        self._idle: trio.Event | None = None  # the ticker sleeps on it while nobody naps
+        self._by_fd: dict[int, Party] = {}
+        self._epoll = select.epoll() if _HANGUP and hasattr(select, "epoll") else None
+
+    def __len__(self) -> int:
+        return len(self._parties)
+
+    def add(self, party: Party) -> None:
+        self._parties.add(party)
+        if self._epoll is not None:
+            fd = party.conn.fd
+            with contextlib.suppress(OSError):  # (a socket trio no longer knows: the tick covers it)
+                self._epoll.register(fd, _HANGUP | select.EPOLLONESHOT)
+                self._by_fd[fd] = party
+        if self._idle is not None:
+            self._idle.set()
+            self._idle = None
+
+    def discard(self, party: Party) -> None:
+        self._parties.discard(party)
+        if self._epoll is not None:
+            fd = party.conn.fd
+            if self._by_fd.pop(fd, None) is not None:
+                with contextlib.suppress(OSError):
+                    self._epoll.unregister(fd)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                if self._epoll is not None:
+                    nursery.start_soon(self._watch_hangups, self._epoll)
+                task_status.started()
+                await self._tick()
+        finally:
+            if self._epoll is not None:
+                self._epoll.close()
+
+    async def _tick(self) -> None:
+        while True:
+            if not self._parties:
+                self._idle = trio.Event()
+                await self._idle.wait()
+            await trio.sleep(self.interval)
+            for party in list(self._parties):
+                party.poke()
+
+    async def _watch_hangups(self, epoll: select.epoll) -> None:
+        while True:
+            await trio.lowlevel.wait_readable(epoll.fileno())
+            for fd, _ in epoll.poll(0):
+                party = self._by_fd.get(fd)
+                if party is not None:
+                    party.poke()  # (one-shot: reported once; its nap's end unregisters it)
