@@ -24,7 +24,8 @@ class ErrorCode(enum.Enum):
     NOT_FOUND = "NOT_FOUND"
     BAD_REQUEST = "BAD_REQUEST"
     HEAD_TOO_LARGE = "HEAD_TOO_LARGE"
-    NOT_IMPLEMENTED = "NOT_IMPLEMENTED"
+    TOO_MANY_HEADERS = "TOO_MANY_HEADERS"
+    UNSUPPORTED_VERSION = "UNSUPPORTED_VERSION"
     INVALID_UPLOAD = "INVALID_UPLOAD"
     SENDER_FAILED = "SENDER_FAILED"
 
@@ -65,7 +66,8 @@ _CATALOGUE: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.NOT_FOUND: (404, "'{path}' is not a valid path. Use '{instead}'."),
     ErrorCode.BAD_REQUEST: (400, "Malformed request: {detail}."),
     ErrorCode.HEAD_TOO_LARGE: (431, "Request head too large (max {max} bytes)."),
-    ErrorCode.NOT_IMPLEMENTED: (501, "{detail}."),
+    ErrorCode.TOO_MANY_HEADERS: (431, "Too many header lines (max {max})."),
+    ErrorCode.UNSUPPORTED_VERSION: (505, "HTTP version {version} is not supported: use HTTP/1.1."),
     ErrorCode.INVALID_UPLOAD: (400, "Invalid upload: {detail}."),
     ErrorCode.SENDER_FAILED: (502, "The transfer failed before it started: {detail}."),
 }

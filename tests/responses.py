@@ -2,6 +2,7 @@
 # Invariant: every helper here asserts exact values; none of them hides a failure.
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -79,3 +80,16 @@ def assert_error(response: Response, status: int, code: str, message: str) -> No
     assert response.headers["access-control-allow-origin"] == "*"
     assert response.headers["x-content-type-options"] == "nosniff"
     assert "transfer-encoding" not in response.headers
+
+
+def assert_raw_error(raw: bytes, status: int, code: str, check: Callable[[str], bool]) -> None:
+    response = split_response(raw)
+    assert response.status == status
+    assert response.headers["x-pipe-error"] == code
+    assert response.headers["content-type"] == TEXT_PLAIN
+    assert response.headers["content-length"] == str(len(response.body))
+    assert response.headers["access-control-allow-origin"] == "*"
+    assert response.headers["connection"] == "close"
+    text = response.body.decode()
+    assert text.startswith("[ERROR] ") and text.endswith("\n") and text.count("\n") == 1, text
+    assert check(text), text

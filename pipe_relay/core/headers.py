@@ -202,6 +202,12 @@ class BodyInfo:
 
 
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,19}")
+MAX_CONTENT_LENGTH = 2**63 - 1
+
+
+def valid_content_length(value: str) -> bool:
+    """`^\\d{1,19}$` and at most 2^63-1: the lengths every party (and proxy) can represent."""
+    return _CONTENT_LENGTH.fullmatch(value) is not None and int(value) <= MAX_CONTENT_LENGTH
 
 
 def body_info(
@@ -224,7 +230,7 @@ def body_info(
             metadata=metadata,
         )
     raw_length = first(headers, "content-length")
-    length = int(raw_length) if raw_length and _CONTENT_LENGTH.fullmatch(raw_length.strip()) else None
+    length = int(raw_length) if raw_length and valid_content_length(raw_length.strip()) else None
     if first(headers, "transfer-encoding") is not None:
         length = None
     return BodyInfo(

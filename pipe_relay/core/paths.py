@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
@@ -11,6 +12,7 @@ from ..errors import ErrorCode, pipe_error
 API_PREFIX = "/api/v1/pipe"
 MAX_QUERY_FIELDS = 64
 _MAX_N_DIGITS = 6
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})?")
 
 
 class Reserved(enum.Enum):
@@ -76,6 +78,8 @@ def parse_target(target: str, *, max_path_length: int) -> Target:
         path = after_scheme[slash:] if slash >= 0 else "/"
     if not path.startswith("/"):
         raise pipe_error(ErrorCode.BAD_REQUEST, detail="the request target must start with '/'")
+    if "%" in path:
+        _check_escapes(path)
     prefixed = False
     key = path
     if path == API_PREFIX or path.startswith(API_PREFIX + "/"):
@@ -101,6 +105,16 @@ def parse_target(target: str, *, max_path_length: int) -> Target:
             ErrorCode.BAD_REQUEST, detail=f"more than {MAX_QUERY_FIELDS} query parameters"
         ) from None
     return Target(key=key, prefixed=prefixed, reserved=_RESERVED_BY_PATH.get(key), query=query)
+
+
+def _check_escapes(path: str) -> None:
+    """Every `%` starts two hex digits, and none encodes a control character (NUL included)."""
+    for match in _ESCAPE.finditer(path):
+        code = match.group(1)
+        if code is None:
+            raise pipe_error(ErrorCode.BAD_REQUEST, detail="a malformed percent-escape in the path")
+        if int(code, 16) < 0x20 or code.upper() == "7F":
+            raise pipe_error(ErrorCode.BAD_REQUEST, detail="an encoded control character in the path")
 
 
 def parse_n(target: Target, *, max_receivers: int) -> int:

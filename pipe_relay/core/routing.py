@@ -121,7 +121,7 @@ def route(request: Request, *, max_path_length: int, max_receivers: int) -> Deci
 def _route_reserved(method: str, target: Target) -> ServePage:
     page = target.reserved
     assert page is not None
-    if method in ("POST", "PUT"):
+    if method in ("POST", "PUT") and not (page is Reserved.HEALTH and target.prefixed):
         raise pipe_error(ErrorCode.RESERVED_PATH, path=target.shown_path)
     if method not in ("GET", "HEAD"):
         raise pipe_error(ErrorCode.METHOD_NOT_ALLOWED, ("Allow", SERVICE_ALLOW), method=method, hint="")

@@ -13,6 +13,7 @@ import trio
 
 from ..config import Config
 from ..core.framing import ChunkedDecoder, EmptyDecoder, LengthDecoder, render_head
+from ..core.heads import check_head, has_obs_fold, transfer_coding_error
 from ..core.replies import Reply, error_reply
 from ..core.routing import Request
 from ..errors import ErrorCode, PipeError, pipe_error
@@ -42,7 +43,7 @@ class HttpConnection:
         self.close_mode = CloseMode.NORMAL
         self._request_has_body = False
         self._head_request = False
-        self._received = 0  # bytes fed to h11 for the current request (head size check)
+        self._fed = bytearray()  # the bytes fed to h11 for the current head (and what came with it)
         self._fresh = True  # nothing fed to h11 yet: asking it for an event would only say NEED_DATA
         self._peer: str | None = None
 
@@ -88,13 +89,18 @@ class HttpConnection:
                     return None  # the head deadline passed
                 self._h11.receive_data(data)
                 self._fresh = False
-                self._received += len(data)
+                self._fed += data  # (bounded: h11 stops past the head size)
                 continue
             if isinstance(event, h11.Request):
                 # h11 bounds only incomplete heads; a head completed by one large read is checked here
-                if self._received - len(self._h11.trailing_data[0]) > self.config.max_head_size:
+                head_size = len(self._fed) - len(self._h11.trailing_data[0])
+                if head_size > self.config.max_head_size:
                     raise pipe_error(ErrorCode.HEAD_TOO_LARGE, max=self.config.max_head_size)
-                return self._request(event)
+                request = self._request(event)
+                folded = has_obs_fold(memoryview(self._fed)[:head_size])
+                self._fed = bytearray()
+                check_head(request, header_lines=len(event.headers), folded=folded)
+                return request
             return None  # ConnectionClosed, or PAUSED after a close
 
     async def _receive(self, deadline: float) -> bytes | None:
@@ -166,7 +172,7 @@ class HttpConnection:
                 return False
         if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
             self._h11.start_next_cycle()
-            self._received = len(self._h11.trailing_data[0])
+            self._fed = bytearray(self._h11.trailing_data[0])
             return True
         return False
 
@@ -239,7 +245,7 @@ def _head_error(exc: h11.RemoteProtocolError, max_head_size: int) -> PipeError:
     if exc.error_status_hint == 431:
         return pipe_error(ErrorCode.HEAD_TOO_LARGE, max=max_head_size)
     if exc.error_status_hint == 501:
-        return pipe_error(ErrorCode.NOT_IMPLEMENTED, detail=f"Not implemented: {exc}")
+        return transfer_coding_error(str(exc))
     return pipe_error(ErrorCode.BAD_REQUEST, detail=str(exc).rstrip("."))
 
 

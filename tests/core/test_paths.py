@@ -255,3 +255,24 @@ def test_parse_n_max_is_a_parameter() -> None:
     with pytest.raises(PipeError) as info:
         parse_n(target("/x?n=5"), max_receivers=4)
     assert info.value.message == "[ERROR] Invalid 'n' parameter '5': must be an integer between 1 and 4."
+
+
+@pytest.mark.parametrize("path", ["/%", "/%4", "/a%zz", "/%G1", "/x%", "/%%41"])
+def test_a_malformed_percent_escape_is_bad_request(path: str) -> None:
+    with pytest.raises(PipeError) as info:
+        parse_target(path, max_path_length=1024)
+    assert info.value.code is ErrorCode.BAD_REQUEST
+    assert info.value.message == "[ERROR] Malformed request: a malformed percent-escape in the path."
+
+
+@pytest.mark.parametrize("path", ["/%00", "/a%0d%0aSet-Cookie", "/%1F", "/%7f", "/%7F"])
+def test_an_encoded_control_character_is_bad_request(path: str) -> None:
+    with pytest.raises(PipeError) as info:
+        parse_target(path, max_path_length=1024)
+    assert info.value.code is ErrorCode.BAD_REQUEST
+    assert info.value.message == "[ERROR] Malformed request: an encoded control character in the path."
+
+
+@pytest.mark.parametrize("path", ["/%20", "/%2F%2e%2E", "/%e2%82%ac", "/%41?x=%zz", "/%7E"])
+def test_well_formed_escapes_stay_part_of_the_key(path: str) -> None:
+    assert parse_target(path, max_path_length=1024).key == path.split("?")[0]

@@ -371,10 +371,11 @@ CATALOGUE: dict[ErrorCode, tuple[int, dict[str, object], str]] = {
     ),
     ErrorCode.BAD_REQUEST: (400, {"detail": "bad"}, "[ERROR] Malformed request: bad."),
     ErrorCode.HEAD_TOO_LARGE: (431, {"max": 65536}, "[ERROR] Request head too large (max 65536 bytes)."),
-    ErrorCode.NOT_IMPLEMENTED: (
-        501,
-        {"detail": "Upgrade is not supported"},
-        "[ERROR] Upgrade is not supported.",
+    ErrorCode.TOO_MANY_HEADERS: (431, {"max": 100}, "[ERROR] Too many header lines (max 100)."),
+    ErrorCode.UNSUPPORTED_VERSION: (
+        505,
+        {"version": "2.0"},
+        "[ERROR] HTTP version 2.0 is not supported: use HTTP/1.1.",
     ),
     ErrorCode.INVALID_UPLOAD: (400, {"detail": "cut"}, "[ERROR] Invalid upload: cut."),
     ErrorCode.SENDER_FAILED: (

@@ -74,6 +74,16 @@ def test_head_on_reserved_serves_headers_only(target: str, page: Reserved) -> No
     assert decision.head_only is True
 
 
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
+def test_any_other_method_on_the_health_endpoint_is_405(method: str) -> None:
+    """The spec: methods other than GET/HEAD/OPTIONS on /api/v1/pipe/health get 405."""
+    error = rejection(method, "/api/v1/pipe/health")
+    assert error.code is ErrorCode.METHOD_NOT_ALLOWED
+    assert error.status == 405
+    assert error.message == f"[ERROR] Method {method} is not allowed."
+    assert error.extra_headers == (("Allow", "GET, HEAD, OPTIONS"),)
+
+
 @pytest.mark.parametrize("method", ["POST", "PUT"])
 @pytest.mark.parametrize(
     ("target", "shown"),
@@ -86,7 +96,6 @@ def test_head_on_reserved_serves_headers_only(target: str, page: Reserved) -> No
         ("/version", "/version"),
         ("/health", "/health"),
         ("/api/v1/pipe/help", "/api/v1/pipe/help"),
-        ("/api/v1/pipe/health", "/api/v1/pipe/health"),
         ("/api/v1/pipe/noscript", "/api/v1/pipe/noscript"),
     ],
 )

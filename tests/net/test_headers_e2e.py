@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.conftest import RawClient, Relay, parse_head
+from tests.conftest import RawClient, Relay, curl, parse_head
 from tests.responses import Response, http, spawn, split_response
 
 METADATA_EXPOSE = "X-Piping, X-Hoody-Pipe"
@@ -153,8 +153,9 @@ async def test_crlf_cannot_be_injected_through_filename(relay: Relay, payload: P
         ]
 
 
-async def test_folded_header_arrives_as_one_line(relay: Relay, raw_clients: list[RawClient]) -> None:
-    """An obs-fold (CRLF + space) in a sender header never becomes a line break for the receiver."""
+async def test_a_folded_sender_header_is_refused(relay: Relay, raw_clients: list[RawClient]) -> None:
+    """An obs-fold (CRLF + space) in a sender header is a 400 (RFC 9112 5.2): it never becomes a
+    line break for the receiver, and the waiting receiver still gets the next good sender."""
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             waiting = spawn(nursery, relay, "/fold")
@@ -167,13 +168,16 @@ async def test_folded_header_arrives_as_one_line(relay: Relay, raw_clients: list
                 b"X-Piping: one\r\n\ttwo\r\n"
                 b"Content-Length: 5\r\n\r\nhello"
             )
-            status_stream, _ = await sender.read_to_end()
-            assert parse_head(status_stream)[0] == 200
+            refused, _ = await sender.read_to_end()
+            assert parse_head(refused)[0] == 400
+            assert refused.endswith(
+                b"\r\n\r\n[ERROR] Malformed request: a header line is folded (obs-fold).\n"
+            )
+            assert relay.hub.registry.snapshot("/fold") is not None  # the receiver still waits
+            assert (await curl("-T", "-", f"{relay.url}/fold", stdin=b"hello")).returncode == 0
             receiver = await waiting.result()
         assert receiver.body == b"hello"
-        assert receiver.values("content-disposition") == ['attachment; filename="x.zip"']
-        assert receiver.values("x-piping") == ["one two"]
-        assert receiver.values("filename") == []
+        assert receiver.values("x-piping") == []
 
 
 async def test_bare_cr_in_sender_header_is_rejected(relay: Relay) -> None:

@@ -92,22 +92,12 @@ async def test_head_on_bare_health_is_404_without_body(relay: Relay) -> None:
         assert (await http(relay, "/version")).body == VERSION_LINE
 
 
-async def test_post_to_health_is_reserved(relay: Relay) -> None:
-    with trio.fail_after(10):
-        response = await http(relay, "/api/v1/pipe/health", "-X", "POST", "--data-binary", "x")
-        assert_error(
-            response,
-            400,
-            "RESERVED_PATH",
-            "[ERROR] '/api/v1/pipe/health' is a reserved path. Use a custom path like '/myfile' or "
-            "'/transfer123'.",
-        )
-
-
-@pytest.mark.parametrize("method", ["DELETE", "PATCH"])
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
 async def test_other_methods_on_health_are_405(relay: Relay, method: str) -> None:
+    """The spec: anything but GET, HEAD and OPTIONS on /api/v1/pipe/health (a send too) is 405."""
     with trio.fail_after(10):
-        response = await http(relay, "/api/v1/pipe/health", "-X", method)
+        body = ["--data-binary", "x"] if method in ("POST", "PUT") else []
+        response = await http(relay, "/api/v1/pipe/health", "-X", method, *body)
         assert_error(response, 405, "METHOD_NOT_ALLOWED", f"[ERROR] Method {method} is not allowed.")
         assert response.headers["allow"] == "GET, HEAD, OPTIONS"
 
