@@ -48,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     add("--engine", choices=ENGINES, default=defaults.engine, help="byte engine (default %(default)s)")
     add(
+        "--header-timeout",
+        type=float,
+        default=defaults.header_timeout,
+        help="seconds a client has for its whole request head (default %(default)s)",
+    )
+    add(
         "--idle-timeout",
         type=float,
         default=defaults.idle_timeout,
@@ -71,6 +77,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, int]:
             max_path_length=args.max_path_length,
             heartbeat=args.heartbeat,
             idle_timeout=args.idle_timeout,
+            header_timeout=args.header_timeout,
             engine=args.engine,
         )
     except ValueError as exc:

@@ -22,8 +22,9 @@ class Config:
     """Seconds between `[INFO] Still waiting ...` lines to a waiting sender; 0 turns them off."""
     idle_timeout: float = 300.0
     """A transfer in which no byte moves for this long is aborted; 0 turns the limit off."""
-    head_timeout: float = 30.0
-    """Deadline for a client to send a complete request head (and between keep-alive requests)."""
+    header_timeout: float = 10.0
+    """Seconds a client has to send a whole request head, from its accept (and from the end of the
+    previous reply, on a keep-alive connection): bounds what a slow or silent client can hold."""
     max_head_size: int = 64 * 1024
     engine: str = "auto"
     """Byte engine: `buffer` (portable), `splice` (Linux zero-copy where it can carry a body), `auto`."""
@@ -41,8 +42,8 @@ class Config:
         for name in ("heartbeat", "idle_timeout"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name.replace('_', '-')} must be 0 (off) or positive")
-        if self.head_timeout <= 0:
-            raise ValueError("head-timeout must be positive")
+        if self.header_timeout <= 0:
+            raise ValueError("header-timeout must be positive")
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
         if self.buffer_size < 4096:

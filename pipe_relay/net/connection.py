@@ -46,6 +46,7 @@ class HttpConnection:
         self._fed = bytearray()  # the bytes fed to h11 for the current head (and what came with it)
         self._fresh = True  # nothing fed to h11 yet: asking it for an event would only say NEED_DATA
         self._peer: str | None = None
+        self._head_deadline = trio.current_time() + config.header_timeout  # (made at accept)
 
     @property
     def peer(self) -> str:
@@ -70,11 +71,12 @@ class HttpConnection:
         return self._h11.trailing_data[0]
 
     async def read_request(self) -> Request | None:
-        """The next request head; None when the client closes or idles past the head deadline.
+        """The next request head; None when the client closes, or idles past the head deadline
+        before it sent any byte of it.
 
-        Raises PipeError for a malformed or oversized head.
+        Raises PipeError for a malformed, oversized or (past the deadline) incomplete head.
         """
-        deadline = trio.current_time() + self.config.head_timeout
+        deadline = self._head_deadline
         while True:
             try:
                 event = h11.NEED_DATA if self._fresh else self._h11.next_event()
@@ -85,8 +87,10 @@ class HttpConnection:
                     data = await self._receive(deadline)
                 except OSError:
                     return None
-                if data is None:
-                    return None  # the head deadline passed
+                if data is None:  # the head deadline passed
+                    if self._fed:
+                        raise pipe_error(ErrorCode.HEAD_TIMEOUT, seconds=f"{self.config.header_timeout:g}")
+                    return None
                 self._h11.receive_data(data)
                 self._fresh = False
                 self._fed += data  # (bounded: h11 stops past the head size)
@@ -172,6 +176,7 @@ class HttpConnection:
                 return False
         if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
             self._h11.start_next_cycle()
+            self._head_deadline = trio.current_time() + self.config.header_timeout
             self._fed = bytearray(self._h11.trailing_data[0])
             return True
         return False

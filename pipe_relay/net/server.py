@@ -40,7 +40,7 @@ async def serve(
         for lst in await trio.open_tcp_listeners(config.port, host=config.host)
     ]
     for sock in sockets:
-        _defer_accept(sock, config.head_timeout)
+        _defer_accept(sock, config.header_timeout)
     listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(sock)) for sock in sockets]
     hub = hub or Hub(config)
     try:

@@ -371,6 +371,11 @@ CATALOGUE: dict[ErrorCode, tuple[int, dict[str, object], str]] = {
     ),
     ErrorCode.BAD_REQUEST: (400, {"detail": "bad"}, "[ERROR] Malformed request: bad."),
     ErrorCode.HEAD_TOO_LARGE: (431, {"max": 65536}, "[ERROR] Request head too large (max 65536 bytes)."),
+    ErrorCode.HEAD_TIMEOUT: (
+        408,
+        {"seconds": "10"},
+        "[ERROR] Timed out waiting for the request head (10 s).",
+    ),
     ErrorCode.TOO_MANY_HEADERS: (431, {"max": 100}, "[ERROR] Too many header lines (max 100)."),
     ErrorCode.UNSUPPORTED_VERSION: (
         505,

@@ -296,14 +296,47 @@ async def test_malformed_chunked_body_aborts(relay: Relay, raw_clients: list[Raw
 async def test_incomplete_head_is_cut_off_at_the_head_deadline(
     start_relay: StartRelay, raw_clients: list[RawClient]
 ) -> None:
-    relay = await start_relay(head_timeout=0.5)
+    relay = await start_relay(header_timeout=0.5)
     with trio.fail_after(10):
+        started = trio.current_time()
         slow = await _open(relay, raw_clients, b"GET /slowloris HTTP/1.1\r\nHost: x\r\n")  # no blank line
         received, _ = await slow.read_to_end()
-        # an idle keep-alive connection ends the same way after one answered request
+        seconds = trio.current_time() - started
+        # an idle keep-alive connection ends after one answered request, silently: nothing was asked
         idle = await _open(relay, raw_clients, b"GET /version HTTP/1.1\r\nHost: x\r\n\r\n")
         answered, _ = await idle.read_to_end()
-    assert received == b""
+    assert 0.45 <= seconds <= 2.5
+    assert received.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert b"\r\nX-Pipe-Error: HEAD_TIMEOUT\r\n" in received
+    assert received.endswith(b"\r\n\r\n[ERROR] Timed out waiting for the request head (0.5 s).\n")
     assert relay.hub.registry.snapshot("/slowloris") is None
     assert answered.startswith(b"HTTP/1.1 200 OK\r\n")
     assert answered.endswith(b"pipe-relay 0.1.0\n")
+
+
+async def test_a_trickled_head_is_cut_off_at_the_deadline_from_accept(
+    start_relay: StartRelay, raw_clients: list[RawClient]
+) -> None:
+    """Slowloris: a byte every 50 ms never buys more time; the deadline counts from the accept."""
+    relay = await start_relay(header_timeout=0.5)
+    head = b"GET /trickle HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 200
+
+    async def trickle(client: RawClient) -> None:
+        for index in range(len(head)):
+            try:
+                await client.send(head[index : index + 1])
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return  # the server closed: the head deadline passed
+            await trio.sleep(0.05)
+
+    with trio.fail_after(10):
+        started = trio.current_time()
+        slow = await RawClient.connect(relay)
+        raw_clients.append(slow)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trickle, slow)
+            received, _ = await slow.read_to_end()
+            seconds = trio.current_time() - started
+            nursery.cancel_scope.cancel()
+    assert 0.45 <= seconds <= 2.5, seconds
+    assert received.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
