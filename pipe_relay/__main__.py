@@ -31,6 +31,12 @@ def _parser() -> argparse.ArgumentParser:
     add("--http-port", type=int, default=defaults.port, help="port (default %(default)s; 0 = any)")
     add("--max-pending", type=int, default=defaults.max_pending, help="pipes waiting for parties")
     add("--max-active", type=int, default=defaults.max_active, help="transfers streaming at once")
+    add(
+        "--max-connections",
+        type=int,
+        default=defaults.max_connections,
+        help="open client connections at most (default %(default)s)",
+    )
     add("--pending-ttl", type=float, default=defaults.pending_ttl, help="seconds a pipe may wait")
     add("--max-receivers", type=int, default=defaults.max_receivers, help="largest ?n")
     add("--max-path-length", type=int, default=defaults.max_path_length, help="longest path")
@@ -72,6 +78,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, int]:
             port=args.http_port,
             max_pending=args.max_pending,
             max_active=args.max_active,
+            max_connections=args.max_connections,
             pending_ttl=args.pending_ttl,
             max_receivers=args.max_receivers,
             max_path_length=args.max_path_length,

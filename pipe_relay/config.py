@@ -15,6 +15,8 @@ class Config:
     port: int = 8080
     max_pending: int = 1000
     max_active: int = 1000
+    max_connections: int = 10_000
+    """Open client connections at most; the next one gets a fast 503 and is closed."""
     pending_ttl: float = 300.0
     max_receivers: int = 256
     max_path_length: int = 1024
@@ -34,7 +36,7 @@ class Config:
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0..65535, not {self.port}")
-        for name in ("max_pending", "max_active", "max_receivers", "max_path_length"):
+        for name in ("max_pending", "max_active", "max_connections", "max_receivers", "max_path_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be at least 1")
         if self.pending_ttl <= 0:

@@ -48,6 +48,13 @@ def error_reply(error: PipeError, *, origin: str | None) -> Reply:
     )
 
 
+def refusal(error: PipeError) -> bytes:
+    """A whole error response that closes its connection, as bytes: for replies made without a
+    request to answer (a head h11 could not parse, a connection over the limit)."""
+    reply = error_reply(error, origin=None)
+    return render_head("1.1", reply.status, [*reply.headers, ("Connection", "close")]) + reply.body
+
+
 def preflight_reply(*, origin: str | None, private_network: bool) -> Reply:
     headers = [*preflight_headers(origin, private_network=private_network)]
     headers += SAFETY_HEADERS

@@ -12,9 +12,9 @@ import h11
 import trio
 
 from ..config import Config
-from ..core.framing import ChunkedDecoder, EmptyDecoder, LengthDecoder, render_head
+from ..core.framing import ChunkedDecoder, EmptyDecoder, LengthDecoder
 from ..core.heads import check_head, has_obs_fold, transfer_coding_error
-from ..core.replies import Reply, error_reply
+from ..core.replies import Reply, error_reply, refusal
 from ..core.routing import Request
 from ..errors import ErrorCode, PipeError, pipe_error
 
@@ -159,9 +159,7 @@ class HttpConnection:
 
     async def send_raw_error(self, error: PipeError) -> None:
         """Reject a request h11 could not parse (h11 can no longer frame replies)."""
-        reply = error_reply(error, origin=None)
-        head = render_head("1.1", reply.status, [*reply.headers, ("Connection", "close")])
-        await self.send_raw(head + reply.body)
+        await self.send_raw(refusal(error))
         self.close_mode = CloseMode.LINGER
 
     def next_cycle(self) -> bool:

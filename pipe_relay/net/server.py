@@ -11,9 +11,10 @@ import socket
 import trio
 
 from ..config import Config
-from ..core.replies import preflight_reply
+from ..core.registry import RETRY_AFTER_SECONDS
+from ..core.replies import preflight_reply, refusal
 from ..core.routing import Play, Preflight, Receive, Send, ServePage, Watch, route
-from ..errors import PipeError
+from ..errors import ErrorCode, PipeError, pipe_error
 from .connection import CloseMode, HttpConnection
 from .engine import tune_malloc
 from .hub import Hub
@@ -46,8 +47,9 @@ async def serve(
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(hub.run)
+            connections = Connections(config.max_connections)
             for sock in sockets:
-                nursery.start_soon(_accept_loop, sock, hub, nursery)
+                nursery.start_soon(_accept_loop, sock, hub, connections, nursery)
             task_status.started(listeners)
     finally:
         for sock in sockets:
@@ -68,15 +70,46 @@ ACCEPT_BATCH = 32
 """Connections accepted in a row before other tasks get a turn."""
 _ACCEPT_RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 ACCEPT_BACKOFF = 0.1
+ACCEPT_LOG_INTERVAL = 1.0
+"""Accept failures (out of descriptors) are logged at most this often."""
+_REFUSAL = refusal(pipe_error(ErrorCode.TOO_MANY_CONNECTIONS, ("Retry-After", RETRY_AFTER_SECONDS)))
 
 
-async def _accept_loop(listener: socket.socket, hub: Hub, nursery: trio.Nursery) -> None:
+class Connections:
+    """The open client connections, counted against `--max-connections`."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+
+    def __repr__(self) -> str:
+        return f"<Connections {self.open}/{self.limit}>"
+
+
+def _refuse(sock: socket.socket) -> None:
+    """Past the connection limit: a 503 at once, no task, no wait (what came with the connection
+    is read first, so that closing does not reset the reply away)."""
+    try:
+        sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            sock.recv(65536)
+        sock.send(_REFUSAL)
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
+async def _accept_loop(
+    listener: socket.socket, hub: Hub, connections: Connections, nursery: trio.Nursery
+) -> None:
     """Accept connections (several per wake-up) and run each in its own task.
 
     A plain non-blocking socket rather than trio's stream objects: a connection costs one accept,
     one ioctl and one setsockopt here, and its task owns the socket from then on.
     """
     accepted = 0
+    next_log = -math.inf
     while True:
         try:
             sock, _ = listener.accept()
@@ -86,23 +119,29 @@ async def _accept_loop(listener: socket.socket, hub: Hub, nursery: trio.Nursery)
             continue
         except OSError as exc:
             if exc.errno in _ACCEPT_RESOURCE_ERRORS:
-                log.error("accept failed (%s); retrying in %.1f s", exc.strerror, ACCEPT_BACKOFF)
+                if trio.current_time() >= next_log:
+                    log.error("accept failed (%s); retrying in %.1f s", exc.strerror, ACCEPT_BACKOFF)
+                    next_log = trio.current_time() + ACCEPT_LOG_INTERVAL
                 await trio.sleep(ACCEPT_BACKOFF)
             continue  # ECONNABORTED and the like: that client is gone already
+        if connections.open >= connections.limit:
+            _refuse(sock)
+            continue
         try:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             sock.close()
             continue
-        nursery.start_soon(handle_connection, sock, hub)
+        connections.open += 1
+        nursery.start_soon(handle_connection, sock, hub, connections)
         accepted += 1
         if accepted >= ACCEPT_BATCH:
             accepted = 0
             await trio.lowlevel.checkpoint()
 
 
-async def handle_connection(sock: socket.socket, hub: Hub) -> None:
+async def handle_connection(sock: socket.socket, hub: Hub, connections: Connections) -> None:
     conn = HttpConnection(sock, hub.config)
     try:
         await _serve_requests(conn, hub)
@@ -114,6 +153,7 @@ async def handle_connection(sock: socket.socket, hub: Hub) -> None:
         conn.close_mode = CloseMode.ABORT
     finally:
         await conn.close()
+        connections.open -= 1
 
 
 async def _serve_requests(conn: HttpConnection, hub: Hub) -> None:

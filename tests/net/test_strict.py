@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import trio
 
-from tests.conftest import RawClient, Relay, raw_exchange
-from tests.responses import assert_raw_error, split_response
+from tests.conftest import RawClient, Relay, StartRelay, raw_exchange
+from tests.responses import assert_error, assert_raw_error, http, split_response
 
 
 def _exact(message: str) -> object:
@@ -119,3 +119,27 @@ async def test_a_keep_alive_connection_is_still_strict_on_its_second_request(rel
     first, _, second = raw.partition(b"pipe-relay 0.1.0\n")
     assert first.startswith(b"HTTP/1.1 200 OK\r\n")
     assert_raw_error(second, 505, "UNSUPPORTED_VERSION", lambda t: "2.0" in t)
+
+
+async def test_past_max_connections_a_new_connection_gets_a_fast_503(
+    start_relay: StartRelay, raw_clients: list[RawClient]
+) -> None:
+    relay = await start_relay(max_connections=3)
+    with trio.fail_after(10):
+        waiting = []
+        for index in range(3):
+            client = await RawClient.connect(relay)
+            raw_clients.append(client)
+            await client.send(b"GET /held-%d HTTP/1.1\r\nHost: t\r\n\r\n" % index)
+            await relay.wait_for_pipe(f"/held-{index}", receivers=1)
+            waiting.append(client)
+        started = trio.current_time()
+        refused = await http(relay, "/version")
+        assert trio.current_time() - started < 2
+        assert_error(refused, 503, "TOO_MANY_CONNECTIONS", "[ERROR] Too many connections. Try again later.")
+        assert refused.headers["retry-after"] == "5"
+        assert refused.headers["connection"] == "close"
+        await waiting[0].aclose()
+        await relay.wait_until_free("/held-0")
+        served = await http(relay, "/version")
+    assert served.status == 200 and served.body == b"pipe-relay 0.1.0\n"
