@@ -212,6 +212,15 @@ async def test_watcher_goes_back_to_idle_when_the_waiting_receiver_leaves(
     assert not watcher.ended
 
 
+async def test_an_idle_event_counts_no_receivers(relay: Relay, raw_clients: list[RawClient]) -> None:
+    """`idle` means no pipe on the path: no event may say idle with receivers still connected."""
+    with trio.fail_after(10):
+        watcher = await _receiver_leaves_a_watched_pipe(relay, raw_clients, "/counted")
+        await _watch_until(watcher, _clean_idle)
+    idle = [e for e in _data_events(watcher.text) if e["state"] == "idle"]
+    assert all(e["receivers"] == {"connected": 0, "expected": 0} for e in idle), idle
+
+
 # Write deadline ----------------------------------------------------------------------------------
 
 WRITE_TIMEOUT = 1.0
