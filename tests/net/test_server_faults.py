@@ -94,6 +94,7 @@ async def _partial_head(port: int) -> trio.SocketStream:
     return stream
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
 async def test_out_of_descriptors_the_accept_loop_backs_off_and_recovers(
     payloads: dict[int, Payload],
 ) -> None:
