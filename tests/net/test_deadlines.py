@@ -227,7 +227,9 @@ WRITE_TIMEOUT = 1.0
 
 
 async def _stalled_sender(relay: Relay, key: str) -> RawClient:
-    """A sender whose receive buffer is tiny and which never reads its status stream."""
+    """A sender whose receive buffer is tiny and which never reads its status stream. Its small
+    MSS (as on a small-MTU link) also keeps the server's send buffer from autotuning to megabytes,
+    so a few hundred status lines fill both buffers."""
     sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)  # before connect: sets the window
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 88)
@@ -244,7 +246,8 @@ async def test_a_sender_that_never_reads_is_dropped_after_the_write_timeout(
     payloads: dict[int, Payload],
 ) -> None:
     monkeypatch.setattr("pipe_relay.net.connection.WRITE_TIMEOUT", WRITE_TIMEOUT)
-    # a heartbeat every millisecond fills the sender's socket buffers within a fraction of a second
+    # heartbeats as fast as the hub's ticker goes (about one a millisecond) fill the buffers in well
+    # under a second; then one write waits WRITE_TIMEOUT and the sender is dropped
     relay = await start_relay(heartbeat=0.0001)
     with trio.fail_after(10):
         stalled = await _stalled_sender(relay, "/stalled")
