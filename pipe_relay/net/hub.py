@@ -96,6 +96,7 @@ class Hub:
                 del self.boards[key]
                 if not board.state.final:
                     board.state = TransferState.IDLE  # its parties left before it started
+                    board.receivers = board.expected = 0
                 board.wake()
             return
         if board is None:

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
         ("port", 65536, "port must be 0..65535, not 65536"),
         ("max_pending", 0, "max-pending must be at least 1"),
         ("max_active", 0, "max-active must be at least 1"),
+        ("max_connections", 0, "max-connections must be at least 1"),
         ("max_receivers", 0, "max-receivers must be at least 1"),
         ("max_path_length", 0, "max-path-length must be at least 1"),
         ("max_receivers", -5, "max-receivers must be at least 1"),
@@ -32,8 +33,8 @@ ROOT = Path(__file__).resolve().parents[2]
         ("pending_ttl", -1.5, "pending-ttl must be positive"),
         ("heartbeat", -0.1, "heartbeat must be 0 (off) or positive"),
         ("idle_timeout", -1, "idle-timeout must be 0 (off) or positive"),
-        ("head_timeout", 0, "head-timeout must be positive"),
-        ("head_timeout", -1, "head-timeout must be positive"),
+        ("header_timeout", 0, "header-timeout must be positive"),
+        ("header_timeout", -1, "header-timeout must be positive"),
         ("engine", "zerocopy", "engine must be one of auto, splice, buffer, not 'zerocopy'"),
         ("engine", "", "engine must be one of auto, splice, buffer, not ''"),
         ("buffer_size", 4095, "buffer-size must be at least 4096"),
@@ -52,13 +53,14 @@ def test_a_bad_value_is_rejected_with_its_exact_message(field: str, value: Any, 
         ("port", 65535),
         ("max_pending", 1),
         ("max_active", 1),
+        ("max_connections", 1),
         ("max_receivers", 1),
         ("max_path_length", 1),
         ("pending_ttl", 0.001),
         ("heartbeat", 0),
         ("heartbeat", 0.001),
         ("idle_timeout", 0),
-        ("head_timeout", 0.001),
+        ("header_timeout", 0.001),
         *(("engine", engine) for engine in ENGINES),
         ("buffer_size", 4096),
         ("max_head_size", 1024),
@@ -74,6 +76,7 @@ def test_the_defaults_are_valid_and_the_documented_ones() -> None:
     assert (config.host, config.port, config.engine) == ("0.0.0.0", 8080, "auto")
     assert (config.max_pending, config.max_active, config.max_receivers) == (1000, 1000, 256)
     assert (config.pending_ttl, config.heartbeat, config.idle_timeout) == (300.0, 30.0, 300.0)
+    assert (config.header_timeout, config.max_connections) == (10.0, 10_000)
     assert config.max_path_length == 1024
 
 

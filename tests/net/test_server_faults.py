@@ -119,13 +119,14 @@ async def test_out_of_descriptors_the_accept_loop_backs_off_and_recovers(
                 cpu_before, logged_before = _cpu_seconds(process.pid), len(server.log)
                 await trio.sleep(1.0)
                 cpu = _cpu_seconds(process.pid) - cpu_before
-                await server.wait_for_log(ACCEPT_FAILED, logged_before + 3)
+                await server.wait_for_log(ACCEPT_FAILED, logged_before + 2)
                 failures = [line for line in server.log if ACCEPT_FAILED in line]
                 assert cpu < 0.25, f"{cpu:.2f} CPU s in 1 s out of descriptors"
-                # every failure line is exactly the documented one, at the back-off interval
+                # every failure line is exactly the documented one, logged once a second while it
+                # lasts (the 0.1 s back-off itself shows in the CPU figure above)
                 assert all(line.endswith(" " + ACCEPT_FAILED) for line in failures), failures
                 gaps = [b - a for a, b in itertools.pairwise(_logged_at(line) for line in failures)]
-                assert gaps and all(0.09 <= gap <= 1.0 for gap in gaps), gaps
+                assert gaps and all(0.95 <= gap <= 2.0 for gap in gaps), gaps
                 # the idle clients leave: their descriptors come back, and a transfer works
                 for stream in idle:
                     await stream.aclose()
