@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import resource
+import signal
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -14,7 +16,10 @@ import trio
 from ._version import __version__
 from .config import ENGINES, Config
 from .net import serve
+from .net.hub import Hub
 from .net.splice import splice_available
+
+log = logging.getLogger("pipe_relay")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -60,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds a client has for its whole request head (default %(default)s)",
     )
     add(
+        "--drain-timeout",
+        type=float,
+        default=defaults.drain_timeout,
+        help="on SIGTERM/SIGINT, seconds active transfers get to finish; 0 = cut at once",
+    )
+    add(
         "--idle-timeout",
         type=float,
         default=defaults.idle_timeout,
@@ -85,6 +96,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, int]:
             heartbeat=args.heartbeat,
             idle_timeout=args.idle_timeout,
             header_timeout=args.header_timeout,
+            drain_timeout=args.drain_timeout,
             engine=args.engine,
         )
     except ValueError as exc:
@@ -96,10 +108,14 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, int]:
 
 
 async def _run(config: Config) -> str | None:
-    """Serve until interrupted; the one-line reason if the server could not start."""
+    """Serve until a drain ends; the one-line reason if the server could not start.
+
+    The first SIGTERM or SIGINT drains (no new connections or pipes, active transfers get
+    `--drain-timeout`); a second one cuts what is left at once."""
+    hub = Hub(config)
     async with trio.open_nursery() as nursery:
         try:
-            listeners = await nursery.start(serve, config)
+            listeners = await nursery.start(_serve_until_drained, config, hub, nursery.cancel_scope)
         except OSError as exc:
             busy = exc.errno == errno.EADDRINUSE
             reason = "address already in use" if busy else exc.strerror or str(exc)
@@ -108,12 +124,45 @@ async def _run(config: Config) -> str | None:
             host, port = listener.socket.getsockname()[:2]
             shown = f"[{host}]" if ":" in host else host
             print(f"pipe-relay {__version__} listening on http://{shown}:{port}", flush=True)
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                if hub.draining:
+                    log.warning("%s again: cutting every connection now", signal.Signals(signum).name)
+                    nursery.cancel_scope.cancel()
+                    break
+                log.info("%s: draining", signal.Signals(signum).name)
+                hub.drain()
     return None
+
+
+async def _serve_until_drained(
+    config: Config,
+    hub: Hub,
+    done: trio.CancelScope,
+    *,
+    task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    await serve(config, hub=hub, task_status=task_status)
+    done.cancel()  # drained: the signal watcher ends too
+
+
+def raise_fd_limit() -> None:
+    """Every connection is a descriptor: lift the soft limit to the hard one, and say so."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as exc:
+        log.warning("cannot raise the open file limit from %d to %d: %s", soft, hard, exc)
+        return
+    log.info("open file limit raised from %d to %d", soft, hard)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     config, level = parse_args(argv)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s")
+    raise_fd_limit()
     try:
         failure = trio.run(_run, config)
     except KeyboardInterrupt:

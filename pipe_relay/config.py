@@ -27,6 +27,8 @@ class Config:
     header_timeout: float = 10.0
     """Seconds a client has to send a whole request head, from its accept (and from the end of the
     previous reply, on a keep-alive connection): bounds what a slow or silent client can hold."""
+    drain_timeout: float = 30.0
+    """On SIGTERM/SIGINT: seconds active transfers get to finish before they are cut; 0 = at once."""
     max_head_size: int = 64 * 1024
     engine: str = "auto"
     """Byte engine: `buffer` (portable), `splice` (Linux zero-copy where it can carry a body), `auto`."""
@@ -41,7 +43,7 @@ class Config:
                 raise ValueError(f"{name.replace('_', '-')} must be at least 1")
         if self.pending_ttl <= 0:
             raise ValueError("pending-ttl must be positive")
-        for name in ("heartbeat", "idle_timeout"):
+        for name in ("heartbeat", "idle_timeout", "drain_timeout"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name.replace('_', '-')} must be 0 (off) or positive")
         if self.header_timeout <= 0:

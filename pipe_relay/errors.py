@@ -21,6 +21,7 @@ class ErrorCode(enum.Enum):
     TOO_MANY_PENDING = "TOO_MANY_PENDING"
     TOO_MANY_ACTIVE = "TOO_MANY_ACTIVE"
     TOO_MANY_CONNECTIONS = "TOO_MANY_CONNECTIONS"
+    SHUTTING_DOWN = "SHUTTING_DOWN"
     TTL_EXPIRED = "TTL_EXPIRED"
     HEAD_TIMEOUT = "HEAD_TIMEOUT"
     NOT_FOUND = "NOT_FOUND"
@@ -65,6 +66,7 @@ _CATALOGUE: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.TOO_MANY_PENDING: (503, "Too many pending transfers. Try again later."),
     ErrorCode.TOO_MANY_ACTIVE: (503, "Too many active transfers. Try again later."),
     ErrorCode.TOO_MANY_CONNECTIONS: (503, "Too many connections. Try again later."),
+    ErrorCode.SHUTTING_DOWN: (503, "Server is shutting down."),
     ErrorCode.TTL_EXPIRED: (408, "Timed out waiting for sender."),
     ErrorCode.HEAD_TIMEOUT: (408, "Timed out waiting for the request head ({seconds} s)."),
     ErrorCode.NOT_FOUND: (404, "'{path}' is not a valid path. Use '{instead}'."),

@@ -85,6 +85,16 @@ class Expired(Generic[P]):
     receivers: tuple[P, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Closed(Generic[P]):
+    """The server is shutting down: a pending pipe is gone, tell every party."""
+
+    key: str
+    n: int
+    sender: P | None
+    receivers: tuple[P, ...]
+
+
 class Registry(Generic[P]):
     """The rendezvous state machine. Pure: callers pass the time and own the parties."""
 
@@ -190,6 +200,14 @@ class Registry(Generic[P]):
             del self._pending[key]
             expired.append(Expired(key, pipe.n, pipe.sender, tuple(pipe.receivers)))
         return expired
+
+    def close_pending(self) -> list[Closed[P]]:
+        """Evict every pending pipe (the server is shutting down); active ones are left to finish."""
+        closed = [
+            Closed(key, pipe.n, pipe.sender, tuple(pipe.receivers)) for key, pipe in self._pending.items()
+        ]
+        self._pending.clear()
+        return closed
 
     def _new_pipe(self, key: str, n: int, now: float) -> Pipe[P]:
         if len(self._pending) >= self.max_pending:

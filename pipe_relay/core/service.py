@@ -90,10 +90,10 @@ class HealthFacts:
     user_agent: str
 
 
-def health_document(facts: HealthFacts) -> dict[str, object]:
-    """The 9-field health response."""
+def health_document(facts: HealthFacts, *, draining: bool = False) -> dict[str, object]:
+    """The 9-field health response; `status` is `draining` while the server shuts down."""
     return {
-        "status": "ok",
+        "status": "draining" if draining else "ok",
         "service": SERVICE_NAME,
         "built": facts.built,
         "started": facts.started,

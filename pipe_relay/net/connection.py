@@ -205,6 +205,15 @@ class HttpConnection:
             return True
         return False
 
+    @property
+    def idle(self) -> bool:
+        """Between requests, with no byte of the next one received (by us or by the kernel)?"""
+        if self._fed:
+            return False
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN)
+        return not poller.poll(0)
+
     def peer_closed(self) -> bool:
         """Has the peer closed or reset its side? (Linux: POLLRDHUP; elsewhere: unknown -> False)."""
         if not _POLLRDHUP:

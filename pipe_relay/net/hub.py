@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import trio
 
 from ..config import Config
 from ..core.progress import TransferState
-from ..core.registry import Established, Expired, PipeState, Registry
+from ..core.registry import Closed, Established, Expired, PipeState, Registry
 from ..core.routing import Receive, Request, Send
 from ..errors import ErrorCode, PipeError, pipe_error
 from .connection import CloseMode, HttpConnection
@@ -48,6 +48,9 @@ class Hub:
         self._changed: trio.Event | None = None  # made only while someone is in `wait_for`
         self.boards: dict[str, Board] = {}
         """Progress of every registered pipe (for `?progress` watchers); same keys as the registry."""
+        self.draining = False
+        """Shutting down: no new pipes; waiting parties were told and let go."""
+        self.drain_started = trio.Event()
 
     def __repr__(self) -> str:
         return f"<Hub {self.registry!r}>"
@@ -69,15 +72,27 @@ class Hub:
                 self._reaper_wake = trio.Event()
                 continue
             await trio.sleep_until(deadline)
-            expired_pipes = self.registry.expire(trio.current_time())
-            for expired in expired_pipes:
-                self.finish_board(expired.key, TransferState.ABORTED)
-            self._touch(*(expired.key for expired in expired_pipes))
-            for expired in expired_pipes:
-                if expired.sender is not None:
-                    expired.sender.settle(expired)
-                for receiver in expired.receivers:
-                    receiver.settle(expired)
+            self._evict(self.registry.expire(trio.current_time()))
+
+    def drain(self) -> None:
+        """Shut down gently: from now on no new pipe; every waiting party hears so and goes now. The
+        server stops accepting and gives the active transfers `--drain-timeout` to end."""
+        if self.draining:
+            return
+        self.draining = True
+        self._evict(self.registry.close_pending())
+        self.drain_started.set()
+
+    def _evict(self, gone: Sequence[Expired[Party] | Closed[Party]]) -> None:
+        """Pending pipes left the registry (expired, or closed by a drain): tell their parties."""
+        for pipe in gone:
+            self.finish_board(pipe.key, TransferState.ABORTED)
+        self._touch(*(pipe.key for pipe in gone))
+        for pipe in gone:
+            if pipe.sender is not None:
+                pipe.sender.settle(pipe)
+            for receiver in pipe.receivers:
+                receiver.settle(pipe)
 
     def _touch(self, *keys: str) -> None:
         """The registry changed (for `keys`): publish it, wake the reaper and anyone in `wait_for`."""
@@ -137,6 +152,8 @@ class Hub:
         party = Party(Role.SENDER, conn, request, decision, self.naps)
         origin = request.header("origin")
         try:
+            if self.draining:
+                raise pipe_error(ErrorCode.SHUTTING_DOWN)
             result = self.registry.add_sender(decision.key, decision.n, party, trio.current_time())
         except PipeError as exc:
             await conn.send_error(exc, origin)
@@ -152,6 +169,9 @@ class Hub:
             outcome = party.outcome
             if isinstance(outcome, Expired):
                 await party.say(f"[ERROR] Timed out waiting for {decision.n} receiver(s).", end=True)
+                return
+            if isinstance(outcome, Closed):
+                await party.say(pipe_error(ErrorCode.SHUTTING_DOWN).message, end=True)
                 return
             assert isinstance(outcome, Established)
             await run_transfer(self, outcome)
@@ -200,6 +220,8 @@ class Hub:
         party = Party(Role.RECEIVER, conn, request, decision, self.naps)
         origin = request.header("origin")
         try:
+            if self.draining:
+                raise pipe_error(ErrorCode.SHUTTING_DOWN)
             result = self.registry.add_receiver(decision.key, decision.n, party, trio.current_time())
         except PipeError as exc:
             await conn.send_error(exc, origin)
@@ -217,6 +239,9 @@ class Hub:
                     return  # gone while waiting: the finally unregisters it
             if isinstance(party.outcome, Expired):
                 await conn.send_error(pipe_error(ErrorCode.TTL_EXPIRED), origin)
+                return
+            if isinstance(party.outcome, Closed):
+                await conn.send_error(pipe_error(ErrorCode.SHUTTING_DOWN), origin)
                 return
             # The sender's task streams into this socket now; wait until it is done with it.
             if not party.transfer_over.is_set():  # (set already: no need to yield once more)

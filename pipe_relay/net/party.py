@@ -8,7 +8,7 @@ import select
 
 import trio
 
-from ..core.registry import Established, Expired
+from ..core.registry import Closed, Established, Expired
 from ..core.replies import TEXT_PLAIN, StreamedReply
 from ..core.routing import Receive, Request, Send
 from ..errors import PipeError
@@ -24,7 +24,7 @@ class Role(enum.Enum):
     RECEIVER = "receiver"
 
 
-Outcome = Established["Party"] | Expired["Party"]
+Outcome = Established["Party"] | Expired["Party"] | Closed["Party"]
 
 
 class Party:

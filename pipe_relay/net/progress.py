@@ -93,10 +93,10 @@ async def serve_watcher(hub: Hub, conn: HttpConnection, request: Request, key: s
         now = trio.current_time()
         keepalive_at = last_sent + KEEPALIVE_INTERVAL
         if board is None:
-            if now >= idle_until:
+            if now >= idle_until or hub.draining:
                 break
             with trio.move_on_at(min(idle_until, keepalive_at)):
-                await hub.wait_for(lambda: key in hub.boards)
+                await hub.wait_for(lambda: key in hub.boards or hub.draining)
             board = hub.boards.get(key)
         else:
             board.watchers += 1

@@ -11,12 +11,12 @@ import socket
 import trio
 
 from ..config import Config
-from ..core.registry import RETRY_AFTER_SECONDS
-from ..core.replies import preflight_reply, refusal
+from ..core.replies import preflight_reply
 from ..core.routing import Play, Preflight, Receive, Send, ServePage, Watch, route
-from ..errors import ErrorCode, PipeError, pipe_error
+from ..errors import PipeError
 from .connection import CloseMode, HttpConnection
 from .engine import tune_malloc
+from .gate import Gate
 from .hub import Hub
 from .progress import serve_watcher
 from .service import page_reply, progress_page_reply, video_page_reply
@@ -44,16 +44,33 @@ async def serve(
         _defer_accept(sock, config.header_timeout)
     listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(sock)) for sock in sockets]
     hub = hub or Hub(config)
+    gate = Gate(config.max_connections)
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(hub.run)
-            connections = Connections(config.max_connections)
-            for sock in sockets:
-                nursery.start_soon(_accept_loop, sock, hub, connections, nursery)
-            task_status.started(listeners)
+            async with trio.open_nursery() as accepting:  # (connections live in `nursery`)
+                for sock in sockets:
+                    accepting.start_soon(_accept_loop, sock, hub, gate, nursery)
+                task_status.started(listeners)
+                await hub.drain_started.wait()
+                accepting.cancel_scope.cancel()
+            await _drain(config, gate, sockets)
+            nursery.cancel_scope.cancel()  # what is left past the drain timeout is cut (reset)
     finally:
         for sock in sockets:
             sock.close()
+
+
+async def _drain(config: Config, gate: Gate, sockets: list[socket.socket]) -> None:
+    """After `hub.drain()`: accept no more, close idle connections, let the rest end in time."""
+    for sock in sockets:
+        sock.close()
+    gate.drain()
+    log.info("draining: %d connection(s) open; waiting up to %g s", gate.open, config.drain_timeout)
+    with trio.move_on_after(config.drain_timeout) as waited:
+        await gate.wait_empty()
+    if waited.cancelled_caught:
+        log.warning("drain timeout: cutting %d connection(s)", gate.open)
 
 
 def _defer_accept(sock: socket.socket, seconds: float) -> None:
@@ -72,37 +89,9 @@ _ACCEPT_RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBU
 ACCEPT_BACKOFF = 0.1
 ACCEPT_LOG_INTERVAL = 1.0
 """Accept failures (out of descriptors) are logged at most this often."""
-_REFUSAL = refusal(pipe_error(ErrorCode.TOO_MANY_CONNECTIONS, ("Retry-After", RETRY_AFTER_SECONDS)))
 
 
-class Connections:
-    """The open client connections, counted against `--max-connections`."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.open = 0
-
-    def __repr__(self) -> str:
-        return f"<Connections {self.open}/{self.limit}>"
-
-
-def _refuse(sock: socket.socket) -> None:
-    """Past the connection limit: a 503 at once, no task, no wait (what came with the connection
-    is read first, so that closing does not reset the reply away)."""
-    try:
-        sock.setblocking(False)
-        with contextlib.suppress(BlockingIOError):
-            sock.recv(65536)
-        sock.send(_REFUSAL)
-    except OSError:
-        pass
-    finally:
-        sock.close()
-
-
-async def _accept_loop(
-    listener: socket.socket, hub: Hub, connections: Connections, nursery: trio.Nursery
-) -> None:
+async def _accept_loop(listener: socket.socket, hub: Hub, gate: Gate, nursery: trio.Nursery) -> None:
     """Accept connections (several per wake-up) and run each in its own task.
 
     A plain non-blocking socket rather than trio's stream objects: a connection costs one accept,
@@ -124,8 +113,7 @@ async def _accept_loop(
                     next_log = trio.current_time() + ACCEPT_LOG_INTERVAL
                 await trio.sleep(ACCEPT_BACKOFF)
             continue  # ECONNABORTED and the like: that client is gone already
-        if connections.open >= connections.limit:
-            _refuse(sock)
+        if not gate.admit(sock):
             continue
         try:
             sock.setblocking(False)
@@ -133,18 +121,20 @@ async def _accept_loop(
         except OSError:
             sock.close()
             continue
-        connections.open += 1
-        nursery.start_soon(handle_connection, sock, hub, connections)
+        nursery.start_soon(handle_connection, sock, hub, gate)
         accepted += 1
         if accepted >= ACCEPT_BATCH:
             accepted = 0
             await trio.lowlevel.checkpoint()
 
 
-async def handle_connection(sock: socket.socket, hub: Hub, connections: Connections) -> None:
+async def handle_connection(sock: socket.socket, hub: Hub, gate: Gate) -> None:
     conn = HttpConnection(sock, hub.config)
     try:
-        await _serve_requests(conn, hub)
+        await _serve_requests(conn, hub, gate)
+    except trio.Cancelled:
+        conn.close_mode = CloseMode.ABORT  # the server stops: a cut transfer must never look complete
+        raise
     except ConnectionError:
         pass  # the peer went away mid-reply: nothing left to tell it
     except Exception:
@@ -153,18 +143,19 @@ async def handle_connection(sock: socket.socket, hub: Hub, connections: Connecti
         conn.close_mode = CloseMode.ABORT
     finally:
         await conn.close()
-        connections.open -= 1
+        gate.leave()
 
 
-async def _serve_requests(conn: HttpConnection, hub: Hub) -> None:
+async def _serve_requests(conn: HttpConnection, hub: Hub, gate: Gate) -> None:
     config = hub.config
     while True:
-        try:
-            request = await conn.read_request()
-        except PipeError as exc:
-            await conn.send_raw_error(exc)
-            return
-        if request is None:
+        with gate.idle(conn) as waiting:
+            try:
+                request = await conn.read_request()
+            except PipeError as exc:
+                await conn.send_raw_error(exc)
+                return
+        if request is None or waiting.cancelled_caught:
             return
         origin = request.header("origin")
         try:
@@ -193,6 +184,6 @@ async def _serve_requests(conn: HttpConnection, hub: Hub) -> None:
             elif isinstance(decision, Play):
                 await conn.send_reply(video_page_reply(decision, request))
             elif isinstance(decision, ServePage):
-                await conn.send_reply(page_reply(decision, request, conn.peer))
-        if not conn.next_cycle():
+                await conn.send_reply(page_reply(decision, request, conn.peer, draining=hub.draining))
+        if gate.draining or not conn.next_cycle():
             return

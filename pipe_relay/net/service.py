@@ -79,7 +79,7 @@ def _fd_count() -> int:
         return 0
 
 
-def page_reply(decision: ServePage, request: Request, peer: str) -> Reply:
+def page_reply(decision: ServePage, request: Request, peer: str, *, draining: bool = False) -> Reply:
     origin = request.header("origin")
     url = base_url(request.header("host"), request.header("x-forwarded-proto"))
     page = decision.page
@@ -112,9 +112,9 @@ def page_reply(decision: ServePage, request: Request, peer: str) -> Reply:
         ip=peer,
         user_agent=request.header("user-agent") or "",
     )
-    document = (json.dumps(health_document(facts)) + "\n").encode()
+    document = (json.dumps(health_document(facts, draining=draining)) + "\n").encode()
     return reply(
-        200,
+        503 if draining else 200,  # a load balancer stops sending here
         document,
         content_type="application/json",
         origin=origin,

@@ -364,6 +364,7 @@ CATALOGUE: dict[ErrorCode, tuple[int, dict[str, object], str]] = {
     ErrorCode.TOO_MANY_PENDING: (503, {}, "[ERROR] Too many pending transfers. Try again later."),
     ErrorCode.TOO_MANY_ACTIVE: (503, {}, "[ERROR] Too many active transfers. Try again later."),
     ErrorCode.TOO_MANY_CONNECTIONS: (503, {}, "[ERROR] Too many connections. Try again later."),
+    ErrorCode.SHUTTING_DOWN: (503, {}, "[ERROR] Server is shutting down."),
     ErrorCode.TTL_EXPIRED: (408, {}, "[ERROR] Timed out waiting for sender."),
     ErrorCode.NOT_FOUND: (
         404,

@@ -1,0 +1,78 @@
+# The gate: counts open client connections against --max-connections, and at a drain closes the idle.
+# Invariant: `open` is the number of connection tasks alive; once draining, no connection waits idle.
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Iterator
+
+import trio
+
+from ..core.registry import RETRY_AFTER_SECONDS
+from ..core.replies import refusal
+from ..errors import ErrorCode, pipe_error
+from .connection import HttpConnection
+
+_REFUSAL = refusal(pipe_error(ErrorCode.TOO_MANY_CONNECTIONS, ("Retry-After", RETRY_AFTER_SECONDS)))
+
+
+class Gate:
+    """The open client connections: admitted while under the limit, counted until their task ends."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+        self.draining = False
+        self._idle: dict[trio.CancelScope, HttpConnection] = {}  # connections waiting for a head
+        self._empty: trio.Event | None = None  # made by `wait_empty`
+
+    def __repr__(self) -> str:
+        state = " draining" if self.draining else ""
+        return f"<Gate {self.open}/{self.limit}{state}>"
+
+    def admit(self, sock: socket.socket) -> bool:
+        """Count a new connection in; past the limit, answer it a 503 at once and close it (what
+        came with it is read first, so that the close does not reset the reply away)."""
+        if self.open < self.limit:
+            self.open += 1
+            return True
+        try:
+            sock.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                sock.recv(65536)
+            sock.send(_REFUSAL)
+        except OSError:
+            pass
+        finally:
+            sock.close()
+        return False
+
+    def leave(self) -> None:
+        self.open -= 1
+        if self.open == 0 and self._empty is not None:
+            self._empty.set()
+
+    @contextlib.contextmanager
+    def idle(self, conn: HttpConnection) -> Iterator[trio.CancelScope]:
+        """Around a connection's wait for its next request head: a drain cancels it at once if
+        nothing of that head has come yet (a head on its way is read and answered)."""
+        with trio.CancelScope() as scope:
+            if self.draining and conn.idle:
+                scope.cancel()
+            self._idle[scope] = conn
+            try:
+                yield scope
+            finally:
+                del self._idle[scope]
+
+    def drain(self) -> None:
+        """No connection waits for another request from now on; those idle now are closed."""
+        self.draining = True
+        for scope, conn in self._idle.items():
+            if conn.idle:
+                scope.cancel()
+
+    async def wait_empty(self) -> None:
+        while self.open:
+            self._empty = trio.Event()
+            await self._empty.wait()
