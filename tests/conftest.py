@@ -218,6 +218,17 @@ class RawClient:
         del self.buffer[:end]
         return out
 
+    async def read_some(self, limit: int) -> bytes:
+        """At most `limit` bytes, as soon as there are any (EOFError if the server closed)."""
+        if not self.buffer:
+            chunk = await self.stream.receive_some(65536)
+            if not chunk:
+                raise EOFError("closed")
+            self.buffer += chunk
+        out = bytes(self.buffer[:limit])
+        del self.buffer[:limit]
+        return out
+
     async def read_exactly(self, count: int) -> bytes:
         while len(self.buffer) < count:
             chunk = await self.stream.receive_some(65536)
