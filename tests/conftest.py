@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -184,8 +184,24 @@ class RawClient:
         self.buffer = bytearray()
 
     @classmethod
-    async def connect(cls, relay: Relay) -> RawClient:
-        return cls(await trio.open_tcp_stream(relay.host, relay.port))
+    async def connect(
+        cls, relay: Relay, *, rcvbuf: int | None = None, sndbuf: int | None = None
+    ) -> RawClient:
+        """Connect to `relay`; SO_RCVBUF / SO_SNDBUF (if given) are set before connecting, so the
+        kernel sizes the TCP window from them (and stops autotuning that buffer)."""
+        if rcvbuf is None and sndbuf is None:
+            return cls(await trio.open_tcp_stream(relay.host, relay.port))
+        sock = trio.socket.socket()
+        if rcvbuf is not None:
+            sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, rcvbuf)
+        if sndbuf is not None:
+            sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_SNDBUF, sndbuf)
+        try:
+            await sock.connect((relay.host, relay.port))
+        except BaseException:
+            sock.close()
+            raise
+        return cls(trio.SocketStream(sock))
 
     async def send(self, data: bytes) -> None:
         await self.stream.send_all(data)
@@ -200,6 +216,17 @@ class RawClient:
         end = self.buffer.index(marker) + len(marker)
         out = bytes(self.buffer[:end])
         del self.buffer[:end]
+        return out
+
+    async def read_some(self, limit: int) -> bytes:
+        """At most `limit` bytes, as soon as there are any (EOFError if the server closed)."""
+        if not self.buffer:
+            chunk = await self.stream.receive_some(65536)
+            if not chunk:
+                raise EOFError("closed")
+            self.buffer += chunk
+        out = bytes(self.buffer[:limit])
+        del self.buffer[:limit]
         return out
 
     async def read_exactly(self, count: int) -> bytes:
@@ -234,3 +261,48 @@ async def raw_clients() -> AsyncIterator[list[RawClient]]:
     yield clients
     for client in clients:
         await client.aclose()
+
+
+async def read_status_until(sender: RawClient, line: bytes) -> bytes:
+    """Read the sender's chunked status stream until `line` has arrived; return all of it."""
+    seen = bytearray()
+    while line not in seen:
+        size_line = await sender.read_until(b"\r\n")
+        size = int(size_line.strip(), 16)
+        if size == 0:
+            raise AssertionError(f"status stream ended without {line!r}: {bytes(seen)!r}")
+        seen += (await sender.read_exactly(size + 2))[:-2]
+    return bytes(seen)
+
+
+async def raw_pipe(
+    relay: Relay,
+    raw_clients: list[RawClient],
+    key: str,
+    n: int = 1,
+    *,
+    length: int | None = None,
+    rcvbufs: Sequence[int | None] = (),
+    sndbuf: int | None = None,
+) -> tuple[RawClient, list[RawClient]]:
+    """n raw receivers waiting on `key` (registered in list order, their response heads read), and a
+    raw sender whose body is chunked, or `length` bytes long if given (each receiver's head says the
+    same). `rcvbufs[i]` is receiver i's SO_RCVBUF, `sndbuf` the sender's SO_SNDBUF (None: default)."""
+    receivers = [
+        await RawClient.connect(relay, rcvbuf=rcvbufs[i] if i < len(rcvbufs) else None) for i in range(n)
+    ]
+    sender = await RawClient.connect(relay, sndbuf=sndbuf)
+    raw_clients += [*receivers, sender]
+    for index, receiver in enumerate(receivers):
+        await receiver.send(b"GET %s?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % (key.encode(), n))
+        await relay.wait_for_pipe(key, receivers=index + 1)
+    framing = b"Transfer-Encoding: chunked" if length is None else b"Content-Length: %d" % length
+    await sender.send(b"PUT %s?n=%d HTTP/1.1\r\nHost: x\r\n%s\r\n\r\n" % (key.encode(), n, framing))
+    for receiver in receivers:
+        status, headers, _ = parse_head(await receiver.read_until(b"\r\n\r\n"))
+        assert status == 200
+        if length is None:
+            assert headers["transfer-encoding"] == "chunked"
+        else:
+            assert headers["content-length"] == str(length)
+    return sender, receivers

@@ -5,7 +5,16 @@ from __future__ import annotations
 import trio
 
 from pipe_relay.core.registry import PipeState
-from tests.conftest import CurlResult, RawClient, Relay, StartRelay, curl, curl_into, parse_head
+from tests.conftest import (
+    CurlResult,
+    RawClient,
+    Relay,
+    StartRelay,
+    curl,
+    curl_into,
+    parse_head,
+    read_status_until,
+)
 
 
 async def _open(relay: Relay, raw_clients: list[RawClient], request: bytes) -> RawClient:
@@ -21,18 +30,6 @@ async def _wait_active(relay: Relay, key: str) -> None:
         return snap is not None and snap.state is PipeState.ACTIVE
 
     await relay.hub.wait_for(active)
-
-
-async def _read_status_until(sender: RawClient, line: bytes) -> bytes:
-    """Read the sender's chunked status stream until `line` has arrived; return all of it."""
-    seen = bytearray()
-    while line not in seen:
-        size_line = await sender.read_until(b"\r\n")
-        size = int(size_line.strip(), 16)
-        if size == 0:
-            raise AssertionError(f"status stream ended without {line!r}: {bytes(seen)!r}")
-        seen += (await sender.read_exactly(size + 2))[:-2]
-    return bytes(seen)
 
 
 async def test_receiver_that_leaves_before_start_frees_the_path(
@@ -75,11 +72,11 @@ async def test_receiver_leaving_updates_the_waiting_sender(
             relay, raw_clients, b"PUT /count?n=2 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n"
         )
         await sender.read_until(b"\r\n\r\n")
-        await _read_status_until(sender, b"[INFO] Waiting for 2 receiver(s) to connect...\n")
+        await read_status_until(sender, b"[INFO] Waiting for 2 receiver(s) to connect...\n")
         receiver = await _open(relay, raw_clients, b"GET /count?n=2 HTTP/1.1\r\nHost: x\r\n\r\n")
-        await _read_status_until(sender, b"[INFO] 1 of 2 receiver(s) connected.\n")
+        await read_status_until(sender, b"[INFO] 1 of 2 receiver(s) connected.\n")
         await receiver.aclose()
-        await _read_status_until(sender, b"[INFO] 0 of 2 receiver(s) connected.\n")
+        await read_status_until(sender, b"[INFO] 0 of 2 receiver(s) connected.\n")
         await relay.wait_for_pipe("/count", sender=True, receivers=0)
 
 
@@ -176,7 +173,7 @@ async def test_one_receiver_dying_leaves_the_others_streaming(
             relay, raw_clients, b"PUT /fan?n=2 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
         )
         await sender.read_until(b"\r\n\r\n")
-        await _read_status_until(sender, b"[INFO] Streaming to 2 receiver(s)...\n")
+        await read_status_until(sender, b"[INFO] Streaming to 2 receiver(s)...\n")
         for client in (quitter, stayer):
             await client.read_until(b"\r\n\r\n")
         await quitter.aclose()
@@ -186,7 +183,7 @@ async def test_one_receiver_dying_leaves_the_others_streaming(
 
             async def watch() -> None:
                 nonlocal warned
-                await _read_status_until(
+                await read_status_until(
                     sender, b"[WARN] A receiver disconnected; streaming to 1 receiver(s).\n"
                 )
                 warned = True
@@ -201,7 +198,7 @@ async def test_one_receiver_dying_leaves_the_others_streaming(
         await sender.send(b"4\r\ntail\r\n0\r\n\r\n")
         assert await stayer.read_exactly(9) == b"4\r\ntail\r\n"
         assert await stayer.read_exactly(5) == b"0\r\n\r\n"
-        await _read_status_until(sender, b"[INFO] Transfer complete.\n")
+        await read_status_until(sender, b"[INFO] Transfer complete.\n")
 
 
 async def test_all_receivers_gone_ends_the_sender(relay: Relay, raw_clients: list[RawClient]) -> None:
@@ -212,7 +209,7 @@ async def test_all_receivers_gone_ends_the_sender(relay: Relay, raw_clients: lis
             relay, raw_clients, b"PUT /alone HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
         )
         await sender.read_until(b"\r\n\r\n")
-        await _read_status_until(sender, b"[INFO] Streaming to 1 receiver(s)...\n")
+        await read_status_until(sender, b"[INFO] Streaming to 1 receiver(s)...\n")
         await receiver.read_until(b"\r\n\r\n")
         await receiver.aclose()
         ended = False
@@ -220,7 +217,7 @@ async def test_all_receivers_gone_ends_the_sender(relay: Relay, raw_clients: lis
 
             async def watch() -> None:
                 nonlocal ended
-                await _read_status_until(sender, b"[ERROR] All receivers disconnected.\n")
+                await read_status_until(sender, b"[ERROR] All receivers disconnected.\n")
                 ended = True
 
             nursery.start_soon(watch)
@@ -241,7 +238,7 @@ async def test_waiting_sender_gets_heartbeats(start_relay: StartRelay, raw_clien
             relay, raw_clients, b"PUT /beat HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n"
         )
         await sender.read_until(b"\r\n\r\n")
-        seen = await _read_status_until(sender, b"[INFO] Still waiting for 1 receiver(s)...\n")
+        seen = await read_status_until(sender, b"[INFO] Still waiting for 1 receiver(s)...\n")
         assert seen.startswith(b"[INFO] Waiting for 1 receiver(s) to connect...\n")
 
 
@@ -252,7 +249,7 @@ async def test_pending_sender_times_out(start_relay: StartRelay, raw_clients: li
             relay, raw_clients, b"PUT /ttl?n=2 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n"
         )
         await sender.read_until(b"\r\n\r\n")
-        seen = await _read_status_until(sender, b"[ERROR] Timed out waiting for 2 receiver(s).\n")
+        seen = await read_status_until(sender, b"[ERROR] Timed out waiting for 2 receiver(s).\n")
         assert seen == (
             b"[INFO] Waiting for 2 receiver(s) to connect...\n[ERROR] Timed out waiting for 2 receiver(s).\n"
         )
@@ -269,7 +266,7 @@ async def test_idle_sender_is_cut_off(start_relay: StartRelay, raw_clients: list
             relay, raw_clients, b"PUT /idle HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab"
         )
         await sender.read_until(b"\r\n\r\n")
-        await _read_status_until(sender, b"[ERROR] Timed out: the sender sent nothing for too long.\n")
+        await read_status_until(sender, b"[ERROR] Timed out: the sender sent nothing for too long.\n")
         received, clean = await receiver.read_to_end()
     assert received.endswith(b"\r\n\r\nab")
     assert not clean
@@ -287,7 +284,7 @@ async def test_malformed_chunked_body_aborts(relay: Relay, raw_clients: list[Raw
         await sender.read_until(b"\r\n\r\n")
         await receiver.read_until(b"2\r\nok\r\n")
         await sender.send(b"zz\r\n")
-        await _read_status_until(sender, b"[ERROR] Malformed request body: invalid chunk size.\n")
+        await read_status_until(sender, b"[ERROR] Malformed request body: invalid chunk size.\n")
         received, clean = await receiver.read_to_end()
     assert received == b""
     assert not clean

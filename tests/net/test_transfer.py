@@ -21,6 +21,7 @@ from tests.conftest import (
     curl,
     curl_into,
     parse_head,
+    raw_pipe,
     sha256_file,
 )
 
@@ -443,29 +444,6 @@ async def test_small_body_sent_with_its_head(
     await relay.wait_until_free(key)
 
 
-async def _raw_pipe(
-    relay: Relay, raw_clients: list[RawClient], key: str, n: int = 1, *, length: int | None = None
-) -> tuple[RawClient, list[RawClient]]:
-    """n raw receivers waiting on `key` (their response heads read), and a raw sender whose body is
-    chunked, or `length` bytes long if given (each receiver's head says the same)."""
-    receivers = [await RawClient.connect(relay) for _ in range(n)]
-    sender = await RawClient.connect(relay)
-    raw_clients += [*receivers, sender]
-    for receiver in receivers:
-        await receiver.send(b"GET %s?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % (key.encode(), n))
-    await relay.wait_for_pipe(key, receivers=n)
-    framing = b"Transfer-Encoding: chunked" if length is None else b"Content-Length: %d" % length
-    await sender.send(b"PUT %s?n=%d HTTP/1.1\r\nHost: x\r\n%s\r\n\r\n" % (key.encode(), n, framing))
-    for receiver in receivers:
-        status, headers, _ = parse_head(await receiver.read_until(b"\r\n\r\n"))
-        assert status == 200
-        if length is None:
-            assert headers["transfer-encoding"] == "chunked"
-        else:
-            assert headers["content-length"] == str(length)
-    return sender, receivers
-
-
 @pytest.mark.parametrize("n", [1, 3])
 async def test_canonical_chunks_reach_chunked_receivers_as_sent(
     relay: Relay, raw_clients: list[RawClient], n: int
@@ -474,7 +452,7 @@ async def test_canonical_chunks_reach_chunked_receivers_as_sent(
     not one chunk per read; the end is ours, written once the sender's body is complete."""
     chunks = b"5\r\nhello\r\nA\r\n0123456789\r\n3\r\nabc\r\n"
     with trio.fail_after(10):
-        sender, receivers = await _raw_pipe(relay, raw_clients, f"/verbatim-{n}", n)
+        sender, receivers = await raw_pipe(relay, raw_clients, f"/verbatim-{n}", n)
         await sender.send(chunks)
         for receiver in receivers:
             assert await receiver.read_exactly(len(chunks)) == chunks
@@ -487,7 +465,7 @@ async def test_canonical_chunks_reach_chunked_receivers_as_sent(
 async def test_non_canonical_chunk_lines_are_reframed(relay: Relay, raw_clients: list[RawClient]) -> None:
     """Extensions, whitespace and trailers never reach receivers: those lines are written anew."""
     with trio.fail_after(10):
-        sender, (receiver,) = await _raw_pipe(relay, raw_clients, "/reframe")
+        sender, (receiver,) = await raw_pipe(relay, raw_clients, "/reframe")
         await sender.send(
             b'5;name="v"\r\nhello\r\n3 \r\nabc\r\n0003\r\nxyz\r\n0;last\r\nX-Trailer: t\r\n\r\n'
         )
@@ -501,7 +479,7 @@ async def test_sender_cut_after_its_last_chunk_line_never_ends_the_receivers_bod
 ) -> None:
     """The sender's `0` line goes nowhere: only a complete body (blank line after it) ends a receiver's."""
     with trio.fail_after(10):
-        sender, (receiver,) = await _raw_pipe(relay, raw_clients, "/cut-last")
+        sender, (receiver,) = await raw_pipe(relay, raw_clients, "/cut-last")
         await sender.send(b"5\r\nhello\r\n0\r\n")
         assert await receiver.read_exactly(10) == b"5\r\nhello\r\n"
         await sender.aclose()
@@ -514,7 +492,7 @@ async def test_sender_cut_mid_chunk_never_ends_the_receivers_body(
     relay: Relay, raw_clients: list[RawClient]
 ) -> None:
     with trio.fail_after(10):
-        sender, (receiver,) = await _raw_pipe(relay, raw_clients, "/cut-mid")
+        sender, (receiver,) = await raw_pipe(relay, raw_clients, "/cut-mid")
         await sender.send(b"a\r\n01234")
         assert await receiver.read_exactly(8) == b"a\r\n01234"
         await sender.aclose()
@@ -556,7 +534,7 @@ async def test_a_fast_sender_that_pauses_is_not_held_back(
     else:
         framed_burst, framed_tail = burst, tail
     with trio.fail_after(30):
-        sender, (receiver,) = await _raw_pipe(relay, raw_clients, key, length=length)
+        sender, (receiver,) = await raw_pipe(relay, raw_clients, key, length=length)
         for _ in range(rounds):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(sender.send, framed_burst)
