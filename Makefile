@@ -1,16 +1,23 @@
-# One command runner for people and CI: `make run`, `make test`, `make lint`, `make bench`.
+# One command runner for people and CI: `make run`, `make test`, `make lint`, `make bench`, `make mutants`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
-.PHONY: run test lint format system-deps clean bench
+.PHONY: run test lint format system-deps clean bench mutants
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+# mutmut is opt-in (the `mutants` extra), installed on the first `make mutants` only: CI and `make test`
+# never need it.
+MUTANTS_STAMP := $(VENV)/.mutants-stamp
+$(MUTANTS_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install -q -e '.[dev,mutants]'
+	touch $(MUTANTS_STAMP)
 
 # Debian packages the tests drive as real clients: curl, and Chromium for the page tests
 # (Playwright drives Debian's /usr/bin/chromium; no browser is downloaded).
@@ -39,9 +46,28 @@ lint: $(STAMP)
 bench: $(STAMP) system-deps
 	$(PY) loadtests/bench.py $(ARGS)
 
+# Mutation testing of the sans-IO core (opt-in: not part of `make test` or CI). mutmut mutates
+# pipe_relay/core and pipe_relay/errors.py and runs tests/core against each mutant on one worker
+# (see [tool.mutmut] in pyproject.toml), then prints a score per module and every mutant not killed.
+# A fresh run each time (cached verdicts survive new tests); `make mutants ARGS='pipe_relay.core.paths*'`
+# re-tests only the mutants named, keeping the rest of mutants/.
+mutants: $(MUTANTS_STAMP)
+	@if [ -z "$(ARGS)" ]; then rm -rf mutants; fi
+	$(VENV)/bin/mutmut run --max-children 1 $(ARGS)
+	@echo
+	@$(VENV)/bin/mutmut results --all true | awk '{ m = $$1; sub(/\.x(_|ǁ).*$$/, "", m); s = $$2 ($$3 ? " " $$3 : ""); \
+	  n[m]++; c[m, s]++; n["all"]++; c["all", s]++ } \
+	  END { printf "%-26s %6s %7s %8s %9s %9s\n", "module", "total", "killed", "timeout", "survived", "no tests"; \
+	  for (m in n) if (m != "all") printf "%-26s %6d %7d %8d %9d %9d\n", m, n[m], c[m, "killed"], c[m, "timeout"], \
+	  c[m, "survived"], c[m, "no tests"] | "sort"; close("sort"); \
+	  printf "%-26s %6d %7d %8d %9d %9d\n", "all", n["all"], c["all", "killed"], c["all", "timeout"], \
+	  c["all", "survived"], c["all", "no tests"] }'
+	@echo; echo "Not killed (see one with: $(VENV)/bin/mutmut show NAME):"
+	@$(VENV)/bin/mutmut results
+
 format: $(STAMP)
 	$(VENV)/bin/ruff format pipe_relay tests loadtests
 	$(VENV)/bin/ruff check --fix pipe_relay tests loadtests
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache mutants
