@@ -282,10 +282,22 @@ def encode_chunk(payload: bytes) -> bytes:
     return chunk_head(len(payload)) + payload + CRLF if payload else b""
 
 
+_FIELD_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+_NOT_FIELD_VALUE = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
+
+
+def field_value(value: str) -> str:
+    """`value` as a header field value can carry it (RFC 9110 5.5): no CR, LF, NUL or other control
+    character (dropped), nothing past latin-1 (`?`). Every head we write goes through here."""
+    if _FIELD_VALUE.fullmatch(value):
+        return value
+    return _NOT_FIELD_VALUE.sub(lambda bad: "?" if ord(bad.group()) > 0xFF else "", value)
+
+
 def render_head(http_version: str, status: int, headers: Iterable[tuple[str, str]]) -> bytes:
-    """A response status line and header block. Header values must already be safe."""
-    fields = "".join([f"\r\n{name}: {value}" for name, value in headers])
-    return (_status_line(http_version, status) + fields + "\r\n\r\n").encode("latin-1", "replace")
+    """A response status line and header block; every value is made safe (`field_value`)."""
+    fields = "".join([f"\r\n{name}: {field_value(value)}" for name, value in headers])
+    return (_status_line(http_version, status) + fields + "\r\n\r\n").encode("latin-1")
 
 
 @functools.lru_cache(maxsize=64)

@@ -18,14 +18,21 @@ PIPE_ALLOW = "GET, POST, PUT, OPTIONS"
 SERVICE_ALLOW = "GET, HEAD, OPTIONS"
 PREFLIGHT_ALLOW_HEADERS = "Content-Type, Content-Disposition, Authorization, X-Piping, X-Hoody-Pipe"
 SAFETY_HEADERS = (("X-Content-Type-Options", "nosniff"),)
-PIPE_HEADERS = (("X-Robots-Tag", "none"), ("Cache-Control", "no-store"))
+PIPE_HEADERS = (
+    ("X-Robots-Tag", "none"),
+    ("Cache-Control", "no-store"),
+    ("Content-Security-Policy", "sandbox"),  # even a type the policy let through cannot run script
+)
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _MEDIA_TYPE = re.compile(rf"^\s*({_TOKEN})/({_TOKEN})\s*(;.*)?$", re.DOTALL)
 _PARAM = re.compile(rf'\s*({_TOKEN})\s*=\s*("(?:[^"\\]|\\.)*"|{_TOKEN})\s*')
 _CHARSET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,39}")
-_INLINE = re.compile(r"^\s*inline\s*(?=;|$)", re.IGNORECASE)
+_DISPOSITION = re.compile(rf"({_TOKEN})\s*(;(?:{_PARAM.pattern};)*{_PARAM.pattern})?")
+_KEPT_DISPOSITIONS = ("attachment", "form-data")
+_FILENAME = re.compile(r'filename\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s"]+)', re.IGNORECASE)
 _SCRIPT_SUBTYPE_WORDS = ("html", "xml", "javascript", "ecmascript", "jscript", "livescript")
 _SCRIPT_TYPES = frozenset(
     {
@@ -56,12 +63,23 @@ def strip_controls(value: str) -> str:
     return _CONTROL.sub("", value)
 
 
+def valid_origin(origin: str | None) -> str | None:
+    """A serialized origin (RFC 6454: `scheme://host[:port]`, ASCII), or None for anything else
+    (absent, `null`, garbage, non-ASCII: treated as no Origin, never an error)."""
+    if origin is None:
+        return None
+    origin = origin.strip()
+    return origin if _ORIGIN.fullmatch(origin) else None
+
+
 def cors_headers(origin: str | None) -> list[tuple[str, str]]:
-    """CORS for every response: reflect a real Origin with credentials; `*` for none or `null`."""
-    if origin is None or origin.strip() in ("", "null"):
+    """CORS for every response: reflect a real Origin with credentials; `*` for none, `null` or an
+    invalid one."""
+    origin = valid_origin(origin)
+    if origin is None:
         return [("Access-Control-Allow-Origin", "*")]
     return [
-        ("Access-Control-Allow-Origin", strip_controls(origin)),
+        ("Access-Control-Allow-Origin", origin),
         ("Access-Control-Allow-Credentials", "true"),
         ("Vary", "Origin"),
     ]
@@ -91,15 +109,18 @@ def _is_script_capable(mime: str) -> bool:
 def safe_content_type(value: str | None) -> str:
     """The Content-Type a receiver gets for a sender's Content-Type.
 
-    Absent -> application/octet-stream. Unparsable or script-capable -> text/plain.
-    Parameters are dropped except the first `charset`, kept only if it is a plain name.
+    Absent, unparsable, a wildcard or `unknown/unknown` -> application/octet-stream (a download,
+    never a guess); script-capable -> text/plain. Parameters are dropped except the first
+    `charset`, kept only if it is a plain name.
     """
     if value is None:
         return DEFAULT_CONTENT_TYPE
-    match = _MEDIA_TYPE.match(value)
+    match = _MEDIA_TYPE.fullmatch(value)
     if match is None:
-        return "text/plain"
+        return DEFAULT_CONTENT_TYPE
     mime = f"{match.group(1)}/{match.group(2)}".lower()
+    if "*" in mime or mime == "unknown/unknown":
+        return DEFAULT_CONTENT_TYPE
     if _is_script_capable(mime):
         mime = "text/plain"
     charset = _first_charset(match.group(3) or "")
@@ -151,25 +172,40 @@ def receiver_disposition(
     """Content-Disposition for one receiver.
 
     `?filename=` wins (and implies download); `?download=false` removes the header;
-    `?download` forces `attachment`; otherwise the sender's value, with `inline` upgraded to
-    `attachment` unless the type is safe to show inline.
+    `?download` forces `attachment`. Otherwise the sender's value, its type read strictly: a
+    well-formed `attachment` or `form-data` (a form part's own, which browsers save as a file) is
+    kept, `inline` only for a type safe to show inline; anything else (`inline` for another type,
+    an unknown or malformed type such as `"inline"`, `inline,` or a bare `filename=x`) becomes
+    `attachment`, keeping its parameters if they were well-formed, else only a sanitized filename.
     """
     if filename is not None:
-        cleaned = sanitize_filename(filename)
-        return attachment_for(cleaned) if cleaned else "attachment"
+        return _attachment_named(filename)
     if download is False:
         return None
     disposition = strip_controls(sender_disposition).strip() if sender_disposition else None
-    if download is True:
-        if not disposition:
-            return "attachment"
-        head, sep, rest = disposition.partition(";")
-        return "attachment" + sep + rest if head.strip() else "attachment"
     if not disposition:
+        return "attachment" if download else None
+    match = _DISPOSITION.fullmatch(disposition)
+    if match is None:  # not `type; params`: keep no more than its file name
+        name = _filename_in(disposition)
+        return _attachment_named(name) if name is not None else "attachment"
+    kind, params = match.group(1).lower(), match.group(2) or ""
+    if not download and (kind in _KEPT_DISPOSITIONS or (kind == "inline" and inline_safe(content_type))):
+        return disposition
+    return "attachment" + params
+
+
+def _attachment_named(filename: str) -> str:
+    cleaned = sanitize_filename(filename)
+    return attachment_for(cleaned) if cleaned else "attachment"
+
+
+def _filename_in(value: str) -> str | None:
+    match = _FILENAME.search(value)
+    if match is None:
         return None
-    if _INLINE.match(disposition) and not inline_safe(content_type):
-        return _INLINE.sub("attachment", disposition, count=1)
-    return disposition
+    raw = match.group(1)
+    return re.sub(r"\\(.)", r"\1", raw[1:-1]) if raw.startswith('"') else raw
 
 
 def metadata_headers(headers: Headers) -> list[tuple[str, str]]:

@@ -6,7 +6,7 @@ import functools
 from dataclasses import dataclass
 
 from ..errors import PipeError
-from .framing import LAST_CHUNK, encode_chunk, render_head
+from .framing import LAST_CHUNK, encode_chunk, field_value, render_head
 from .headers import SAFETY_HEADERS, cors_headers, preflight_headers
 
 TEXT_PLAIN = "text/plain; charset=utf-8"
@@ -17,6 +17,10 @@ class Reply:
     status: int
     headers: tuple[tuple[str, str], ...]
     body: bytes
+
+    def __post_init__(self) -> None:
+        # the one place a small reply's header values are checked (heads of pipes: `render_head`)
+        object.__setattr__(self, "headers", tuple((name, field_value(v)) for name, v in self.headers))
 
 
 def reply(

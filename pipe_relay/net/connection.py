@@ -142,7 +142,7 @@ class HttpConnection:
         """Send a complete small response through h11 (headers only, for a HEAD request)."""
         response = h11.Response(
             status_code=reply.status,
-            headers=list(reply.headers),
+            headers=[(name.encode("ascii"), value.encode("latin-1")) for name, value in reply.headers],
             reason=HTTPStatus(reply.status).phrase.encode("ascii"),
         )
         data = self._h11.send(response)

@@ -285,6 +285,8 @@ def test_encoded_chunks_decode_back() -> None:
         ("1.1", 204, [], b"HTTP/1.1 204 No Content\r\n\r\n"),
         ("1.1", 200, [("X-Name", "caf\u00e9")], b"HTTP/1.1 200 OK\r\nX-Name: caf\xe9\r\n\r\n"),
         ("1.1", 200, [("X-Name", "\u65e5")], b"HTTP/1.1 200 OK\r\nX-Name: ?\r\n\r\n"),
+        ("1.1", 200, [("X-A", "a\r\nX-Evil: 1")], b"HTTP/1.1 200 OK\r\nX-A: aX-Evil: 1\r\n\r\n"),
+        ("1.1", 200, [("X-A", "a\nb\rc\x00d\x7fe\x1b\tf")], b"HTTP/1.1 200 OK\r\nX-A: abcde\tf\r\n\r\n"),
     ],
 )
 def test_render_head(version: str, status: int, headers: list[tuple[str, str]], expected: bytes) -> None:

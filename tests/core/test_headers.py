@@ -19,19 +19,24 @@ from pipe_relay.core.headers import (
     sanitize_filename,
     strip_controls,
 )
+from pipe_relay.core.replies import Reply
 
 
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
         (None, "application/octet-stream"),
-        ("", "text/plain"),
-        ("   ", "text/plain"),
-        ("garbage", "text/plain"),
-        ("text/", "text/plain"),
-        ("/plain", "text/plain"),
-        ("text/plain/extra", "text/plain"),
-        ("text plain", "text/plain"),
+        ("*/*", "application/octet-stream"),
+        ("text/*", "application/octet-stream"),
+        ("unknown/unknown", "application/octet-stream"),
+        ("Unknown/Unknown; charset=utf-8", "application/octet-stream"),
+        ("", "application/octet-stream"),
+        ("   ", "application/octet-stream"),
+        ("garbage", "application/octet-stream"),
+        ("text/", "application/octet-stream"),
+        ("/plain", "application/octet-stream"),
+        ("text/plain/extra", "application/octet-stream"),
+        ("text plain", "application/octet-stream"),
         ("text/html", "text/plain"),
         ("text/html; charset=utf-8", "text/plain; charset=utf-8"),
         ("TEXT/HTML", "text/plain"),
@@ -72,7 +77,7 @@ from pipe_relay.core.headers import (
         ("text/plain; charset=utf-8\r\nX-Evil: 1", "text/plain"),
         ('text/plain; charset="utf-8\n"', "text/plain"),
         ("text/plain; charset=utf-8\n", "text/plain; charset=utf-8"),
-        ("text/html\r\nX-Evil: 1", "text/plain"),
+        ("text/html\r\nX-Evil: 1", "application/octet-stream"),
     ],
 )
 def test_safe_content_type(value: str | None, expected: str) -> None:
@@ -299,16 +304,33 @@ def test_cors_headers_reflect_origin() -> None:
     ]
 
 
-@pytest.mark.parametrize("origin", [None, "null", "", " null "])
-def test_cors_headers_without_a_real_origin_is_star(origin: str | None) -> None:
+@pytest.mark.parametrize(
+    "origin",
+    [
+        None,
+        "null",
+        "",
+        " null ",
+        "https://\xff.example",  # non-ASCII (a latin-1 decoded byte): crashed every small reply
+        "https://\u65e5.example",
+        "https://a.example\r\nX-Evil: 1",
+        "https://a.example/path",
+        "https://user@a.example",
+        "a.example",
+        "https://a.example:123456",
+        "*",
+    ],
+)
+def test_cors_headers_without_a_valid_origin_is_star(origin: str | None) -> None:
     assert cors_headers(origin) == [("Access-Control-Allow-Origin", "*")]
 
 
-def test_cors_headers_strip_controls_from_origin() -> None:
-    assert cors_headers("https://a.example\r\nX-Evil: 1")[0] == (
-        "Access-Control-Allow-Origin",
-        "https://a.exampleX-Evil: 1",
-    )
+@pytest.mark.parametrize(
+    "origin",
+    ["http://localhost:8080", "https://a-b.example.co", "http://[::1]:9000", "app+x.y://h", " https://a.b "],
+)
+def test_valid_origins_are_reflected(origin: str) -> None:
+    assert cors_headers(origin)[0] == ("Access-Control-Allow-Origin", origin.strip())
 
 
 def test_preflight_headers_with_origin() -> None:
@@ -417,6 +439,7 @@ def test_receiver_headers_plain() -> None:
         ("Content-Length", "5"),
         ("X-Robots-Tag", "none"),
         ("Cache-Control", "no-store"),
+        ("Content-Security-Policy", "sandbox"),
         ("X-Content-Type-Options", "nosniff"),
         ("Access-Control-Allow-Origin", "*"),
     ]
@@ -447,6 +470,7 @@ def test_receiver_headers_with_metadata_disposition_and_origin() -> None:
         ("Access-Control-Expose-Headers", "X-Piping, X-Hoody-Pipe"),
         ("X-Robots-Tag", "none"),
         ("Cache-Control", "no-store"),
+        ("Content-Security-Policy", "sandbox"),
         ("X-Content-Type-Options", "nosniff"),
         ("Access-Control-Allow-Origin", "https://app.example.com"),
         ("Access-Control-Allow-Credentials", "true"),
@@ -517,3 +541,35 @@ def test_svg_sent_inline_is_plain_text() -> None:
     assert info.content_type == "text/plain"
     headers = dict(receiver_headers(info, origin=None, download=None, filename=None, framing_headers=[]))
     assert headers["Content-Type"] == "text/plain"
+
+
+@pytest.mark.parametrize(
+    ("sent", "content_type", "expected"),
+    [
+        # the type is read strictly: these were forwarded unchanged, and a browser showed them inline
+        ('"inline"', "text/html", "attachment"),
+        ("inline,", "application/octet-stream", "attachment"),
+        ("inline x", "application/octet-stream", "attachment"),
+        ("filename=x.html", "text/plain", "attachment; filename=\"x.html\"; filename*=UTF-8''x.html"),
+        (
+            '"inline"; filename="../p.html"',
+            "text/plain",
+            "attachment; filename=\"p.html\"; filename*=UTF-8''p.html",
+        ),
+        ('attachment; filename="cut', "text/plain", "attachment"),
+        ("attachment;", "text/plain", "attachment"),
+        ('foo; filename="a b.txt"', "text/plain", 'attachment; filename="a b.txt"'),
+        ('Attachment; filename="a.txt"', "text/plain", 'Attachment; filename="a.txt"'),
+        ('form-data; name="f"; filename="a.png"', "image/png", 'form-data; name="f"; filename="a.png"'),
+        ("INLINE", "image/png", "INLINE"),
+        ("inline", "application/pdf", "inline"),
+        ("inline; size=3", "image/svg+xml", "attachment; size=3"),
+    ],
+)
+def test_the_disposition_type_is_parsed_strictly(sent: str, content_type: str, expected: str) -> None:
+    assert receiver_disposition(sent, content_type, download=None, filename=None) == expected
+
+
+def test_reply_header_values_can_never_break_a_head() -> None:
+    reply = Reply(200, (("X-A", "a\r\nSet-Cookie: x"), ("X-B", "\u65e5\x00b")), b"")
+    assert reply.headers == (("X-A", "aSet-Cookie: x"), ("X-B", "?b"))

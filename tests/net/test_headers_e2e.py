@@ -85,7 +85,7 @@ def assert_pipe_headers(response: Response) -> None:
         ("application/javascript", "text/plain"),
         ("text/javascript; charset=utf-8", "text/plain; charset=utf-8"),
         ("application/ecmascript", "text/plain"),
-        ("not a media type", "text/plain"),
+        ("not a media type", "application/octet-stream"),
         ("application/json; charset=utf-8; x=y", "application/json; charset=utf-8"),
         ("application/json; x=y", "application/json"),
         ('text/plain; charset="bad charset"', "text/plain"),
