@@ -57,6 +57,11 @@ def _parser() -> argparse.ArgumentParser:
         default="info",
         help="debug logs every transfer; info logs failures (default %(default)s)",
     )
+    add(
+        "--log-paths",
+        action="store_true",
+        help="write pipe paths into the log (by default a transfer is logged as pipe#<keyed hash>)",
+    )
     add("--engine", choices=ENGINES, default=defaults.engine, help="byte engine (default %(default)s)")
     add(
         "--header-timeout",
@@ -97,6 +102,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, int]:
             idle_timeout=args.idle_timeout,
             header_timeout=args.header_timeout,
             drain_timeout=args.drain_timeout,
+            log_paths=args.log_paths,
             engine=args.engine,
         )
     except ValueError as exc:

@@ -29,6 +29,8 @@ class Config:
     previous reply, on a keep-alive connection): bounds what a slow or silent client can hold."""
     drain_timeout: float = 30.0
     """On SIGTERM/SIGINT: seconds active transfers get to finish before they are cut; 0 = at once."""
+    log_paths: bool = False
+    """Write pipe paths (secrets: whoever knows one can take the transfer) into the log."""
     max_head_size: int = 64 * 1024
     engine: str = "auto"
     """Byte engine: `buffer` (portable), `splice` (Linux zero-copy where it can carry a body), `auto`."""

@@ -1,5 +1,5 @@
 # Complete small responses (errors, preflight, plain texts): status, headers and the whole body.
-# Invariant: every reply carries CORS, nosniff and an exact Content-Length; errors carry X-Pipe-Error.
+# Invariant: nosniff and an exact Content-Length always, CORS on all but health, X-Pipe-Error on errors.
 from __future__ import annotations
 
 import functools
@@ -30,14 +30,17 @@ def reply(
     content_type: str | None,
     origin: str | None,
     extra: tuple[tuple[str, str], ...] = (),
+    cors: bool = True,
 ) -> Reply:
+    """A whole small reply; `cors=False` for what only same-origin or non-browser callers may read."""
     headers: list[tuple[str, str]] = []
     if content_type is not None:
         headers.append(("Content-Type", content_type))
     headers.append(("Content-Length", str(len(body))))
     headers += extra
     headers += SAFETY_HEADERS
-    headers += cors_headers(origin)
+    if cors:
+        headers += cors_headers(origin)
     return Reply(status, tuple(headers), body)
 
 

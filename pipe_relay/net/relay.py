@@ -2,7 +2,9 @@
 # Invariant: a receiver sees a complete body only if the sender's body completed; else an error or a reset.
 from __future__ import annotations
 
+import hmac
 import logging
+import secrets
 from typing import TYPE_CHECKING
 
 import trio
@@ -66,14 +68,24 @@ class _Events:
         if self.board is not None:
             self.board.add_bytes(moved)
 
-    def log(self, level: int, key: str, n: int, outcome: str) -> None:
+    def log(self, level: int, key: str, n: int, outcome: str, *, show_path: bool) -> None:
         if log.isEnabledFor(level):
             seconds = trio.current_time() - self.started
-            log.log(level, "transfer %s n=%d %s: %d bytes in %.3f s", key, n, outcome, self.moved, seconds)
+            shown = key if show_path else pipe_tag(key)
+            log.log(level, "transfer %s n=%d %s: %d bytes in %.3f s", shown, n, outcome, self.moved, seconds)
 
     async def receiver_dropped(self, sink: Sink, alive: int) -> None:
         if alive:
             await self.sender.say(f"[WARN] A receiver disconnected; streaming to {alive} receiver(s).")
+
+
+_TAG_KEY = secrets.token_bytes(16)
+
+
+def pipe_tag(key: str) -> str:
+    """A pipe's stand-in in logs: the same for one path within this process (so a failure can be
+    followed), and no way back to the secret path (a keyed hash, its key never leaves memory)."""
+    return "pipe#" + hmac.new(_TAG_KEY, key.encode("utf-8", "surrogateescape"), "sha256").hexdigest()[:12]
 
 
 def _sink_for(receiver: Party, info: BodyInfo) -> Sink:
@@ -134,6 +146,7 @@ async def run_transfer(hub: Hub, established: Established[Party]) -> None:
     sinks: list[Sink] = []
     board = hub.boards.get(established.key)
     events = _Events(sender, board)
+    log_paths = hub.config.log_paths
     content_type = request.header("content-type")
     multipart = is_multipart_form(content_type)
     try:
@@ -154,12 +167,12 @@ async def run_transfer(hub: Hub, established: Established[Party]) -> None:
         sinks = [_sink_for(r, info) for r in receivers]
         await hub.engine.relay(source, sinks, events)
     except TransferError as exc:
-        events.log(logging.INFO, established.key, established.n, f"failed ({exc})")
+        events.log(logging.INFO, established.key, established.n, f"failed ({exc})", show_path=log_paths)
         await _fail(sender, receivers, sinks, exc)
         return
     finally:
         raw.release()
-    events.log(logging.DEBUG, established.key, established.n, "complete")
+    events.log(logging.DEBUG, established.key, established.n, "complete", show_path=log_paths)
     hub.finish_board(established.key, TransferState.DONE)
     for receiver, sink in zip(receivers, sinks, strict=True):
         receiver.release(aborted=not sink.alive)

@@ -94,8 +94,14 @@ def page_reply(decision: ServePage, request: Request, peer: str, *, draining: bo
             url=url, path=paths[0] if paths else "", mode=mode, prefixed=prefixed
         )
         return reply(200, body.encode(), content_type=_HTML, origin=origin, extra=tuple(headers))
-    if page is Reserved.HELP:
-        return reply(200, help_text(url).encode(), content_type=TEXT_PLAIN, origin=origin)
+    if page is Reserved.HELP:  # built from Host and X-Forwarded-Proto: no shared cache may keep it
+        return reply(
+            200,
+            help_text(url).encode(),
+            content_type=TEXT_PLAIN,
+            origin=origin,
+            extra=(("Cache-Control", "no-store"), ("Vary", "Host, X-Forwarded-Proto")),
+        )
     if page is Reserved.VERSION:
         return reply(200, version_line().encode(), content_type=TEXT_PLAIN, origin=origin)
     if page is Reserved.ROBOTS:
@@ -119,6 +125,7 @@ def page_reply(decision: ServePage, request: Request, peer: str, *, draining: bo
         content_type="application/json",
         origin=origin,
         extra=(("Cache-Control", "no-store"),),
+        cors=False,  # pid, descriptors and memory are no other website's business
     )
 
 

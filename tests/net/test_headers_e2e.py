@@ -2,58 +2,16 @@
 # Content-Type, Content-Disposition, download control, metadata headers, CORS, preflight, framing.
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import trio
 
 from tests.conftest import RawClient, Relay, curl, parse_head
-from tests.responses import Response, http, spawn, split_response
+from tests.responses import Response, http, spawn, split_response, transfer
 
 METADATA_EXPOSE = "X-Piping, X-Hoody-Pipe"
 BODY = b"<html><script>alert(1)</script></html>\n"
-
-
-@dataclass
-class Transfer:
-    sender: Response
-    receivers: list[Response]
-
-    @property
-    def receiver(self) -> Response:
-        assert len(self.receivers) == 1
-        return self.receivers[0]
-
-
-async def transfer(
-    relay: Relay,
-    key: str,
-    payload: Path,
-    *sender_args: str,
-    receiver_queries: tuple[str, ...] = ("",),
-    receiver_args: tuple[str, ...] = (),
-    chunked: bool = False,
-) -> Transfer:
-    """Receivers connect first, then `curl -T` sends `payload`; every body is checked."""
-    data = payload.read_bytes()
-    async with trio.open_nursery() as nursery:
-        waiting = [spawn(nursery, relay, key + query, *receiver_args) for query in receiver_queries]
-        await relay.wait_for_pipe(key, sender=False, receivers=len(receiver_queries))
-        n = len(receiver_queries)
-        url = key + (f"?n={n}" if n > 1 else "")
-        if chunked:
-            sender = await http(relay, url, "-T", "-", *sender_args, stdin=data)
-        else:
-            sender = await http(relay, url, "-T", str(payload), *sender_args)
-        receivers = [await pending.result() for pending in waiting]
-    assert sender.status == 200
-    assert sender.body.endswith(b"[INFO] Upload complete.\n[INFO] Transfer complete.\n"), sender.body
-    for receiver in receivers:
-        assert receiver.status == 200
-        assert receiver.body == data
-    await relay.wait_until_free(key)
-    return Transfer(sender, receivers)
 
 
 @pytest.fixture
