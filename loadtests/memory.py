@@ -67,7 +67,9 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def idle(args: argparse.Namespace) -> int:
-    server, port = start_server(args.engine, ["--max-pending", str(args.pipes + 10)])
+    # every pipe comes from this one address: its per-client limits are off for the measurement
+    no_client_limits = ["--client-max-pending", "0", "--client-max-connections", "0"]
+    server, port = start_server(args.engine, ["--max-pending", str(args.pipes + 10), *no_client_limits])
     sockets: list[socket.socket] = []
     try:
         base = rss_mib(server.pid)

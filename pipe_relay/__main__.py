@@ -69,6 +69,25 @@ def _parser() -> argparse.ArgumentParser:
         default=defaults.header_timeout,
         help="seconds a client has for its whole request head (default %(default)s)",
     )
+    add("--max-watchers", type=int, default=defaults.max_watchers, help="?progress watchers at once")
+    for what, help_text in (
+        ("pending", "waiting parties"),
+        ("active", "active transfers"),
+        ("watchers", "?progress watchers"),
+        ("connections", "open connections"),
+    ):
+        name = f"client_max_{what}"
+        add(
+            f"--client-max-{what}",
+            type=int,
+            default=getattr(defaults, name),
+            help=f"{help_text} per client address (default %(default)s; 0 = no limit)",
+        )
+    add(
+        "--trusted-proxies",
+        default="",
+        help="comma-separated CIDRs of our own proxies: from them, the client is X-Forwarded-For's last hop",
+    )
     add(
         "--drain-timeout",
         type=float,
@@ -103,6 +122,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, int]:
             header_timeout=args.header_timeout,
             drain_timeout=args.drain_timeout,
             log_paths=args.log_paths,
+            max_watchers=args.max_watchers,
+            client_max_pending=args.client_max_pending,
+            client_max_active=args.client_max_active,
+            client_max_watchers=args.client_max_watchers,
+            client_max_connections=args.client_max_connections,
+            trusted_proxies=tuple(part for part in args.trusted_proxies.split(",") if part.strip()),
             engine=args.engine,
         )
     except ValueError as exc:

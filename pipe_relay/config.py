@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .core.clients import parse_networks
+
 ENGINES = ("auto", "splice", "buffer")
 
 
@@ -17,6 +19,15 @@ class Config:
     max_active: int = 1000
     max_connections: int = 10_000
     """Open client connections at most; the next one gets a fast 503 and is closed."""
+    max_watchers: int = 4096
+    """`?progress` watchers at once, server-wide."""
+    client_max_pending: int = 64
+    """Waiting parties one client address may have at once (0 = no limit); likewise below."""
+    client_max_active: int = 32
+    client_max_watchers: int = 32
+    client_max_connections: int = 256
+    trusted_proxies: tuple[str, ...] = ()
+    """CIDRs of our own proxies: from them, the client is the right-most untrusted X-Forwarded-For."""
     pending_ttl: float = 300.0
     max_receivers: int = 256
     max_path_length: int = 1024
@@ -43,6 +54,20 @@ class Config:
         for name in ("max_pending", "max_active", "max_connections", "max_receivers", "max_path_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be at least 1")
+        if self.max_watchers < 0:
+            raise ValueError("max-watchers must be 0 (none) or positive")
+        for name in (
+            "client_max_pending",
+            "client_max_active",
+            "client_max_watchers",
+            "client_max_connections",
+        ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name.replace('_', '-')} must be 0 (off) or positive")
+        try:
+            parse_networks(self.trusted_proxies)
+        except ValueError as exc:
+            raise ValueError(f"trusted-proxies: {exc}") from None
         if self.pending_ttl <= 0:
             raise ValueError("pending-ttl must be positive")
         for name in ("heartbeat", "idle_timeout", "drain_timeout"):

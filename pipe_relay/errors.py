@@ -22,6 +22,11 @@ class ErrorCode(enum.Enum):
     TOO_MANY_ACTIVE = "TOO_MANY_ACTIVE"
     TOO_MANY_CONNECTIONS = "TOO_MANY_CONNECTIONS"
     SHUTTING_DOWN = "SHUTTING_DOWN"
+    TOO_MANY_WATCHERS = "TOO_MANY_WATCHERS"
+    CLIENT_PENDING_LIMIT = "CLIENT_PENDING_LIMIT"
+    CLIENT_ACTIVE_LIMIT = "CLIENT_ACTIVE_LIMIT"
+    CLIENT_WATCHER_LIMIT = "CLIENT_WATCHER_LIMIT"
+    CLIENT_CONNECTION_LIMIT = "CLIENT_CONNECTION_LIMIT"
     TTL_EXPIRED = "TTL_EXPIRED"
     HEAD_TIMEOUT = "HEAD_TIMEOUT"
     NOT_FOUND = "NOT_FOUND"
@@ -67,6 +72,23 @@ _CATALOGUE: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.TOO_MANY_ACTIVE: (503, "Too many active transfers. Try again later."),
     ErrorCode.TOO_MANY_CONNECTIONS: (503, "Too many connections. Try again later."),
     ErrorCode.SHUTTING_DOWN: (503, "Server is shutting down."),
+    ErrorCode.TOO_MANY_WATCHERS: (503, "Too many progress watchers. Try again later."),
+    ErrorCode.CLIENT_PENDING_LIMIT: (
+        429,
+        "Too many waiting transfers from your address (max {max}). Try again later.",
+    ),
+    ErrorCode.CLIENT_ACTIVE_LIMIT: (
+        429,
+        "Too many active transfers from your address (max {max}). Try again later.",
+    ),
+    ErrorCode.CLIENT_WATCHER_LIMIT: (
+        429,
+        "Too many progress watchers from your address (max {max}). Try again later.",
+    ),
+    ErrorCode.CLIENT_CONNECTION_LIMIT: (
+        429,
+        "Too many connections from your address (max {max}). Try again later.",
+    ),
     ErrorCode.TTL_EXPIRED: (408, "Timed out waiting for sender."),
     ErrorCode.HEAD_TIMEOUT: (408, "Timed out waiting for the request head ({seconds} s)."),
     ErrorCode.NOT_FOUND: (404, "'{path}' is not a valid path. Use '{instead}'."),

@@ -185,18 +185,26 @@ class RawClient:
 
     @classmethod
     async def connect(
-        cls, relay: Relay, *, rcvbuf: int | None = None, sndbuf: int | None = None
+        cls,
+        relay: Relay,
+        *,
+        rcvbuf: int | None = None,
+        sndbuf: int | None = None,
+        local: str | None = None,
     ) -> RawClient:
         """Connect to `relay`; SO_RCVBUF / SO_SNDBUF (if given) are set before connecting, so the
-        kernel sizes the TCP window from them (and stops autotuning that buffer)."""
+        kernel sizes the TCP window from them (and stops autotuning that buffer). `local` is the
+        address to connect from (a loopback alias such as 127.0.0.2: another client)."""
         if rcvbuf is None and sndbuf is None:
-            return cls(await trio.open_tcp_stream(relay.host, relay.port))
+            return cls(await trio.open_tcp_stream(relay.host, relay.port, local_address=local))
         sock = trio.socket.socket()
         if rcvbuf is not None:
             sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, rcvbuf)
         if sndbuf is not None:
             sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_SNDBUF, sndbuf)
         try:
+            if local is not None:
+                await sock.bind((local, 0))
             await sock.connect((relay.host, relay.port))
         except BaseException:
             sock.close()

@@ -35,7 +35,7 @@ class CloseMode(enum.Enum):
 
 
 class HttpConnection:
-    def __init__(self, sock: socket.socket, config: Config) -> None:
+    def __init__(self, sock: socket.socket, config: Config, peer: str | None = None) -> None:
         self.sock = sock
         """A non-blocking stdlib socket: waits go through trio's epoll, never a trio stream object."""
         self.config = config
@@ -45,7 +45,7 @@ class HttpConnection:
         self._head_request = False
         self._fed = bytearray()  # the bytes fed to h11 for the current head (and what came with it)
         self._fresh = True  # nothing fed to h11 yet: asking it for an event would only say NEED_DATA
-        self._peer: str | None = None
+        self._peer: str | None = peer  # (the accept loop knows it: no getpeername)
         self._head_deadline = trio.current_time() + config.header_timeout  # (made at accept)
 
     @property

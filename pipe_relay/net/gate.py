@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import trio
 
+from ..core.clients import Network, is_trusted
+from ..core.quotas import Quota, Quotas
 from ..core.registry import RETRY_AFTER_SECONDS
 from ..core.replies import refusal
-from ..errors import ErrorCode, pipe_error
+from ..errors import ErrorCode, PipeError, pipe_error
 from .connection import HttpConnection
 
 _REFUSAL = refusal(pipe_error(ErrorCode.TOO_MANY_CONNECTIONS, ("Retry-After", RETRY_AFTER_SECONDS)))
 
 
 class Gate:
-    """The open client connections: admitted while under the limit, counted until their task ends."""
+    """The open client connections: admitted while under the limits (server-wide, and per client
+    address but for our own proxies), counted until their task ends."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, quotas: Quotas, trusted: Sequence[Network] = ()) -> None:
         self.limit = limit
+        self.quotas = quotas
+        self.trusted = trusted
         self.open = 0
         self.draining = False
         self._idle: dict[trio.CancelScope, HttpConnection] = {}  # connections waiting for a head
@@ -30,24 +35,38 @@ class Gate:
         state = " draining" if self.draining else ""
         return f"<Gate {self.open}/{self.limit}{state}>"
 
-    def admit(self, sock: socket.socket) -> bool:
-        """Count a new connection in; past the limit, answer it a 503 at once and close it (what
-        came with it is read first, so that the close does not reset the reply away)."""
+    def admit(self, sock: socket.socket, peer: str) -> bool:
+        """Count a new connection in; past a limit, answer it a 503 (or the client's 429) at once
+        and close it (what came with it is read first, so the close does not reset the reply)."""
+        refusal_bytes = _REFUSAL
         if self.open < self.limit:
-            self.open += 1
-            return True
+            if self._proxy(peer):
+                self.open += 1
+                return True
+            try:
+                self.quotas.take(Quota.CONNECTIONS, peer)
+                self.open += 1
+                return True
+            except PipeError as exc:
+                refusal_bytes = refusal(exc)
         try:
             sock.setblocking(False)
             with contextlib.suppress(BlockingIOError):
                 sock.recv(65536)
-            sock.send(_REFUSAL)
+            sock.send(refusal_bytes)
         except OSError:
             pass
         finally:
             sock.close()
         return False
 
-    def leave(self) -> None:
+    def _proxy(self, peer: str) -> bool:
+        """One of our own proxies: many clients share its connections, so none counts per client."""
+        return bool(self.trusted) and is_trusted(peer, self.trusted)
+
+    def leave(self, peer: str) -> None:
+        if not self._proxy(peer):
+            self.quotas.give(Quota.CONNECTIONS, peer)
         self.open -= 1
         if self.open == 0 and self._empty is not None:
             self._empty.set()

@@ -8,8 +8,10 @@ from collections.abc import Callable, Sequence
 import trio
 
 from ..config import Config
+from ..core.clients import parse_networks
 from ..core.progress import TransferState
-from ..core.registry import Closed, Established, Expired, PipeState, Registry
+from ..core.quotas import Quota, Quotas
+from ..core.registry import Closed, Established, Expired, PipeState, Registry, Waiting
 from ..core.routing import Receive, Request, Send
 from ..errors import ErrorCode, PipeError, pipe_error
 from .connection import CloseMode, HttpConnection
@@ -48,6 +50,20 @@ class Hub:
         self._changed: trio.Event | None = None  # made only while someone is in `wait_for`
         self.boards: dict[str, Board] = {}
         """Progress of every registered pipe (for `?progress` watchers); same keys as the registry."""
+        self.quotas = Quotas(
+            {
+                Quota.PENDING: config.client_max_pending,
+                Quota.ACTIVE: config.client_max_active,
+                Quota.WATCHERS: config.client_max_watchers,
+                Quota.CONNECTIONS: config.client_max_connections,
+            }
+        )
+        """What each client address holds (pending, active, watchers, connections) against its limits."""
+        self.trusted = parse_networks(config.trusted_proxies)
+        """Our own proxies: the only peers whose X-Forwarded-For is believed."""
+        self.watchers = 0
+        """`?progress` watchers now, against `--max-watchers`."""
+        self._active_clients: dict[str, tuple[str, ...]] = {}  # key -> the clients of its transfer
         self.draining = False
         """Shutting down: no new pipes; waiting parties were told and let go."""
         self.drain_started = trio.Event()
@@ -89,10 +105,34 @@ class Hub:
             self.finish_board(pipe.key, TransferState.ABORTED)
         self._touch(*(pipe.key for pipe in gone))
         for pipe in gone:
-            if pipe.sender is not None:
-                pipe.sender.settle(pipe)
-            for receiver in pipe.receivers:
-                receiver.settle(pipe)
+            for party in (*((pipe.sender,) if pipe.sender is not None else ()), *pipe.receivers):
+                self._stop_waiting(party)
+                party.settle(pipe)
+
+    def _join(self, party: Party) -> Waiting[Party] | Established[Party]:
+        """Register a new party, within the limits (server-wide in the registry, per client here)."""
+        if self.draining:
+            raise pipe_error(ErrorCode.SHUTTING_DOWN)
+        client, decision = party.client, party.decision
+        self.quotas.check(Quota.ACTIVE, client)  # a client at its transfer limit joins no more pipes
+        self.quotas.take(Quota.PENDING, client)
+        party.waiting = True
+        add = self.registry.add_sender if party.role is Role.SENDER else self.registry.add_receiver
+        try:
+            result = add(decision.key, decision.n, party, trio.current_time())
+        except PipeError:
+            self._stop_waiting(party)
+            raise
+        self._touch(decision.key)
+        if isinstance(result, Established):
+            self._established(result)
+        return result
+
+    def _stop_waiting(self, party: Party) -> None:
+        """The party no longer waits (matched, evicted or gone): its pending quota comes back."""
+        if party.waiting:
+            party.waiting = False
+            self.quotas.give(Quota.PENDING, party.client)
 
     def _touch(self, *keys: str) -> None:
         """The registry changed (for `keys`): publish it, wake the reaper and anyone in `wait_for`."""
@@ -141,30 +181,36 @@ class Hub:
             await self._changed.wait()
 
     def _established(self, established: Established[Party]) -> None:
+        clients = {established.sender.client, *(r.client for r in established.receivers)}
+        self._active_clients[established.key] = tuple(clients)
+        for client in clients:
+            self.quotas.add(Quota.ACTIVE, client)  # (checked when each joined)
         established.sender.receivers_now = established.n
-        established.sender.settle(established)
-        for receiver in established.receivers:
-            receiver.settle(established)
+        for party in (established.sender, *established.receivers):
+            self._stop_waiting(party)
+            party.settle(established)
+
+    def _transfer_over(self, key: str) -> None:
+        self.registry.finish(key)
+        for client in self._active_clients.pop(key, ()):
+            self.quotas.give(Quota.ACTIVE, client)
 
     # senders -----------------------------------------------------------------------------
 
-    async def serve_sender(self, conn: HttpConnection, request: Request, decision: Send) -> None:
-        party = Party(Role.SENDER, conn, request, decision, self.naps)
+    async def serve_sender(
+        self, conn: HttpConnection, request: Request, decision: Send, client: str = ""
+    ) -> None:
+        party = Party(Role.SENDER, conn, request, decision, self.naps, client)
         origin = request.header("origin")
         try:
-            if self.draining:
-                raise pipe_error(ErrorCode.SHUTTING_DOWN)
-            result = self.registry.add_sender(decision.key, decision.n, party, trio.current_time())
+            result = self._join(party)
         except PipeError as exc:
             await conn.send_error(exc, origin)
             return
-        self._touch(decision.key)
         conn.close_mode = CloseMode.LINGER
         try:
             party.start_status_stream()
-            if isinstance(result, Established):
-                self._established(result)
-            elif not await self._wait_as_sender(party, result.receivers):
+            if isinstance(result, Waiting) and not await self._wait_as_sender(party, result.receivers):
                 return
             outcome = party.outcome
             if isinstance(outcome, Expired):
@@ -206,9 +252,10 @@ class Hub:
         outcome = party.outcome
         if outcome is None:
             self.registry.leave(party.key, party)
+            self._stop_waiting(party)
         elif isinstance(outcome, Established):
             self.finish_board(outcome.key, TransferState.ABORTED)  # unless the relay said `done`
-            self.registry.finish(outcome.key)
+            self._transfer_over(outcome.key)
             for receiver in outcome.receivers:
                 if not receiver.transfer_over.is_set():
                     receiver.release(aborted=True)
@@ -216,21 +263,18 @@ class Hub:
 
     # receivers ---------------------------------------------------------------------------
 
-    async def serve_receiver(self, conn: HttpConnection, request: Request, decision: Receive) -> None:
-        party = Party(Role.RECEIVER, conn, request, decision, self.naps)
+    async def serve_receiver(
+        self, conn: HttpConnection, request: Request, decision: Receive, client: str = ""
+    ) -> None:
+        party = Party(Role.RECEIVER, conn, request, decision, self.naps, client)
         origin = request.header("origin")
         try:
-            if self.draining:
-                raise pipe_error(ErrorCode.SHUTTING_DOWN)
-            result = self.registry.add_receiver(decision.key, decision.n, party, trio.current_time())
+            result = self._join(party)
         except PipeError as exc:
             await conn.send_error(exc, origin)
             return
-        self._touch(decision.key)
         try:
-            if isinstance(result, Established):
-                self._established(result)
-            else:
+            if isinstance(result, Waiting):
                 if result.sender is not None:
                     result.sender.count_changed(result.receivers)
                 while party.outcome is None and not conn.peer_closed():
@@ -253,6 +297,7 @@ class Hub:
         finally:
             if party.outcome is None:
                 left = self.registry.leave(party.key, party)
+                self._stop_waiting(party)
                 self._touch(party.key)
                 if left is not None and left.sender is not None:
                     left.sender.count_changed(left.receivers)

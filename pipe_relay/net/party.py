@@ -31,13 +31,23 @@ class Party:
     """A sender or receiver connection taking part in a pipe."""
 
     def __init__(
-        self, role: Role, conn: HttpConnection, request: Request, decision: Send | Receive, naps: Naps
+        self,
+        role: Role,
+        conn: HttpConnection,
+        request: Request,
+        decision: Send | Receive,
+        naps: Naps,
+        client: str = "",
     ) -> None:
         self.role = role
         self.conn = conn
         self.request = request
         self.decision = decision
+        self.client = client
+        """The address its per-client limits count under."""
         self.outcome: Outcome | None = None
+        self.waiting = False
+        """Counted in its client's pending quota (set and cleared by the hub)."""
         self._naps = naps
         self._poked = False
         self._napper: trio.lowlevel.Task | None = None  # the party's task, while it naps

@@ -17,8 +17,11 @@ from ..core.progress import (
     sse_keepalive,
     sse_open,
 )
+from ..core.quotas import Quota
+from ..core.registry import RETRY_AFTER_SECONDS
 from ..core.replies import StreamedReply
 from ..core.routing import Request
+from ..errors import ErrorCode, PipeError, pipe_error
 
 if TYPE_CHECKING:
     from .connection import HttpConnection
@@ -70,8 +73,34 @@ def _idle(expected: int = 0) -> Snapshot:
     return Snapshot(TransferState.IDLE, 0, None, 0, expected, 0.0, 0.0)
 
 
-async def serve_watcher(hub: Hub, conn: HttpConnection, request: Request, key: str) -> None:
-    """An event stream of `key`'s progress until the transfer ends, or the pipe TTL passes idle."""
+async def serve_watcher(hub: Hub, conn: HttpConnection, request: Request, key: str, client: str = "") -> None:
+    """An event stream of `key`'s progress until the transfer ends, the pipe TTL passes idle, or
+    the watcher hangs up (seen at once). Within `--max-watchers` and the client's watcher quota."""
+    try:
+        if hub.watchers >= hub.config.max_watchers:
+            raise pipe_error(ErrorCode.TOO_MANY_WATCHERS, ("Retry-After", RETRY_AFTER_SECONDS))
+        hub.quotas.take(Quota.WATCHERS, client)
+    except PipeError as exc:
+        await conn.send_error(exc, request.header("origin"))
+        return
+    hub.watchers += 1
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_until_hang_up, conn, nursery.cancel_scope)
+            await _watch(hub, conn, request, key)
+            nursery.cancel_scope.cancel()
+    finally:
+        hub.watchers -= 1
+        hub.quotas.give(Quota.WATCHERS, client)
+
+
+async def _until_hang_up(conn: HttpConnection, scope: trio.CancelScope) -> None:
+    """A watcher sends nothing after its head: its socket turns readable only when it leaves."""
+    await trio.lowlevel.wait_readable(conn.sock)
+    scope.cancel()
+
+
+async def _watch(hub: Hub, conn: HttpConnection, request: Request, key: str) -> None:
     stream = StreamedReply(request.http_version)
     frame = stream.frame
     head = stream.head(

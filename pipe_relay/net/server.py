@@ -11,6 +11,7 @@ import socket
 import trio
 
 from ..config import Config
+from ..core.clients import client_address
 from ..core.replies import preflight_reply
 from ..core.routing import Play, Preflight, Receive, Send, ServePage, Watch, route
 from ..errors import PipeError
@@ -44,7 +45,7 @@ async def serve(
         _defer_accept(sock, config.header_timeout)
     listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(sock)) for sock in sockets]
     hub = hub or Hub(config)
-    gate = Gate(config.max_connections)
+    gate = Gate(config.max_connections, hub.quotas, hub.trusted)
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(hub.run)
@@ -101,7 +102,7 @@ async def _accept_loop(listener: socket.socket, hub: Hub, gate: Gate, nursery: t
     next_log = -math.inf
     while True:
         try:
-            sock, _ = listener.accept()
+            sock, address = listener.accept()
         except BlockingIOError:
             accepted = 0
             await trio.lowlevel.wait_readable(listener)
@@ -113,7 +114,8 @@ async def _accept_loop(listener: socket.socket, hub: Hub, gate: Gate, nursery: t
                     next_log = trio.current_time() + ACCEPT_LOG_INTERVAL
                 await trio.sleep(ACCEPT_BACKOFF)
             continue  # ECONNABORTED and the like: that client is gone already
-        if not gate.admit(sock):
+        peer = str(address[0]) if address else ""
+        if not gate.admit(sock, peer):
             continue
         try:
             sock.setblocking(False)
@@ -121,15 +123,15 @@ async def _accept_loop(listener: socket.socket, hub: Hub, gate: Gate, nursery: t
         except OSError:
             sock.close()
             continue
-        nursery.start_soon(handle_connection, sock, hub, gate)
+        nursery.start_soon(handle_connection, sock, peer, hub, gate)
         accepted += 1
         if accepted >= ACCEPT_BATCH:
             accepted = 0
             await trio.lowlevel.checkpoint()
 
 
-async def handle_connection(sock: socket.socket, hub: Hub, gate: Gate) -> None:
-    conn = HttpConnection(sock, hub.config)
+async def handle_connection(sock: socket.socket, peer: str, hub: Hub, gate: Gate) -> None:
+    conn = HttpConnection(sock, hub.config, peer)
     try:
         await _serve_requests(conn, hub, gate)
     except trio.Cancelled:
@@ -143,7 +145,7 @@ async def handle_connection(sock: socket.socket, hub: Hub, gate: Gate) -> None:
         conn.close_mode = CloseMode.ABORT
     finally:
         await conn.close()
-        gate.leave()
+        gate.leave(peer)
 
 
 async def _serve_requests(conn: HttpConnection, hub: Hub, gate: Gate) -> None:
@@ -158,6 +160,7 @@ async def _serve_requests(conn: HttpConnection, hub: Hub, gate: Gate) -> None:
         if request is None or waiting.cancelled_caught:
             return
         origin = request.header("origin")
+        client = client_address(conn.peer, request.header("x-forwarded-for"), hub.trusted)
         try:
             decision = route(
                 request,
@@ -168,13 +171,13 @@ async def _serve_requests(conn: HttpConnection, hub: Hub, gate: Gate) -> None:
             await conn.send_error(exc, origin)
         else:
             if isinstance(decision, Send):
-                await hub.serve_sender(conn, request, decision)
+                await hub.serve_sender(conn, request, decision, client)
                 return
             if isinstance(decision, Receive):
-                await hub.serve_receiver(conn, request, decision)
+                await hub.serve_receiver(conn, request, decision, client)
                 return
             if isinstance(decision, Watch) and not decision.html:
-                await serve_watcher(hub, conn, request, decision.key)
+                await serve_watcher(hub, conn, request, decision.key, client)
                 return
             if isinstance(decision, Preflight):
                 private = request.header("access-control-request-private-network") == "true"

@@ -365,6 +365,27 @@ CATALOGUE: dict[ErrorCode, tuple[int, dict[str, object], str]] = {
     ErrorCode.TOO_MANY_ACTIVE: (503, {}, "[ERROR] Too many active transfers. Try again later."),
     ErrorCode.TOO_MANY_CONNECTIONS: (503, {}, "[ERROR] Too many connections. Try again later."),
     ErrorCode.SHUTTING_DOWN: (503, {}, "[ERROR] Server is shutting down."),
+    ErrorCode.TOO_MANY_WATCHERS: (503, {}, "[ERROR] Too many progress watchers. Try again later."),
+    ErrorCode.CLIENT_PENDING_LIMIT: (
+        429,
+        {"max": 64},
+        "[ERROR] Too many waiting transfers from your address (max 64). Try again later.",
+    ),
+    ErrorCode.CLIENT_ACTIVE_LIMIT: (
+        429,
+        {"max": 32},
+        "[ERROR] Too many active transfers from your address (max 32). Try again later.",
+    ),
+    ErrorCode.CLIENT_WATCHER_LIMIT: (
+        429,
+        {"max": 32},
+        "[ERROR] Too many progress watchers from your address (max 32). Try again later.",
+    ),
+    ErrorCode.CLIENT_CONNECTION_LIMIT: (
+        429,
+        {"max": 256},
+        "[ERROR] Too many connections from your address (max 256). Try again later.",
+    ),
     ErrorCode.TTL_EXPIRED: (408, {}, "[ERROR] Timed out waiting for sender."),
     ErrorCode.NOT_FOUND: (
         404,

@@ -1,0 +1,57 @@
+# Per-client quotas: how many pending pipes, transfers, watchers and connections each client holds.
+# Invariant: a count is never below 0 nor (through `take`) above its limit; a client at 0 is forgotten.
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+
+from ..errors import ErrorCode, PipeError
+from .registry import RETRY_AFTER_SECONDS
+
+
+class Quota(enum.Enum):
+    """What one client may hold at once; each has its own 429 error."""
+
+    PENDING = ErrorCode.CLIENT_PENDING_LIMIT
+    ACTIVE = ErrorCode.CLIENT_ACTIVE_LIMIT
+    WATCHERS = ErrorCode.CLIENT_WATCHER_LIMIT
+    CONNECTIONS = ErrorCode.CLIENT_CONNECTION_LIMIT
+
+
+class Quotas:
+    """Counts per (quota, client) against per-quota limits (0 = no limit). Pure: callers name the
+    client (its address, or the forwarded one from a trusted proxy)."""
+
+    def __init__(self, limits: Mapping[Quota, int]) -> None:
+        self.limits = dict(limits)
+        self._held: dict[tuple[Quota, str], int] = {}
+
+    def __repr__(self) -> str:
+        return f"<Quotas clients={len({client for _, client in self._held})} held={sum(self._held.values())}>"
+
+    def held(self, quota: Quota, client: str) -> int:
+        return self._held.get((quota, client), 0)
+
+    def check(self, quota: Quota, client: str) -> None:
+        """Raise the quota's 429 if `client` holds its limit already."""
+        limit = self.limits.get(quota, 0)
+        if limit and self.held(quota, client) >= limit:
+            raise PipeError(quota.value, {"max": limit}, (("Retry-After", RETRY_AFTER_SECONDS),))
+
+    def take(self, quota: Quota, client: str) -> None:
+        """One more for `client`, or its 429 if it is at the limit (nothing is counted then)."""
+        self.check(quota, client)
+        self.add(quota, client)
+
+    def add(self, quota: Quota, client: str) -> None:
+        """One more for `client`, limit or not (a transfer counts for every client in it)."""
+        key = (quota, client)
+        self._held[key] = self._held.get(key, 0) + 1
+
+    def give(self, quota: Quota, client: str) -> None:
+        key = (quota, client)
+        held = self._held.get(key, 0)
+        if held <= 1:
+            self._held.pop(key, None)
+        else:
+            self._held[key] = held - 1
