@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from ..errors import ErrorCode, PipeError, pipe_error
 from .headers import valid_content_length
@@ -11,6 +12,41 @@ from .routing import Request
 MAX_HEADER_LINES = 100
 SUPPORTED_VERSIONS = ("1.0", "1.1")
 _FOLD = re.compile(rb"\n[ \t]")
+
+
+KEPT_HEADERS = frozenset(
+    {
+        b"host",
+        b"origin",
+        b"accept",
+        b"user-agent",
+        b"expect",
+        b"content-type",
+        b"content-disposition",
+        b"content-range",
+        b"service-worker",
+        b"x-forwarded-proto",
+        b"x-forwarded-for",
+        b"access-control-request-private-network",
+        b"x-piping",
+        b"x-hoody-pipe",
+    }
+)
+"""The request headers the server reads (besides framing); every other one is dropped at once."""
+_FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
+MAX_KEPT_VALUE = 8 * 1024
+"""A kept header's longest value (X-Piping's cap); a longer one is dropped (framing headers: never)."""
+
+
+def kept_headers(raw: Iterable[tuple[bytes, bytes]]) -> tuple[tuple[str, str], ...]:
+    """The headers a request keeps while it waits or streams, as (lower-case name, value): a head
+    of thousands of small headers costs what its few useful ones cost, not 18 times its size."""
+    kept = []
+    for name, value in raw:
+        lowered = name.lower()
+        if lowered in _FRAMING_HEADERS or (lowered in KEPT_HEADERS and len(value) <= MAX_KEPT_VALUE):
+            kept.append((lowered.decode("latin-1"), value.decode("latin-1")))
+    return tuple(kept)
 
 
 def has_obs_fold(head: bytes | memoryview) -> bool:

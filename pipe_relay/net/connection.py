@@ -13,7 +13,7 @@ import trio
 
 from ..config import Config
 from ..core.framing import ChunkedDecoder, EmptyDecoder, LengthDecoder
-from ..core.heads import check_head, has_obs_fold, transfer_coding_error
+from ..core.heads import check_head, has_obs_fold, kept_headers, transfer_coding_error
 from ..core.replies import Reply, error_reply, refusal
 from ..core.routing import Request
 from ..errors import ErrorCode, PipeError, pipe_error
@@ -122,14 +122,10 @@ class HttpConnection:
 
     def _request(self, event: h11.Request) -> Request:
         # raw_items() is a plain list; iterating h11's Headers goes through Sequence.__iter__ per item
-        headers = tuple(
-            (name.lower().decode("latin-1"), value.decode("latin-1"))
-            for name, value in event.headers.raw_items()
-        )
         request = Request(
             method=event.method.decode("ascii", "replace"),
             target=event.target.decode("latin-1"),
-            headers=headers,
+            headers=kept_headers(event.headers.raw_items()),
             http_version=event.http_version.decode("ascii"),
         )
         self._request_has_body = request.header("transfer-encoding") is not None or (
