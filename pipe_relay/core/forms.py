@@ -13,6 +13,9 @@ from ..errors import ErrorCode, PipeError, pipe_error
 
 MAX_HELD_FIELD = 64 * 1024
 MAX_PART_HEADERS = 16 * 1024
+MAX_SKIPPED_PARTS = 1000
+MAX_SKIPPED_BYTES = 1024 * 1024
+"""Before its content part, a form may have this many parts and bytes (parsing them costs CPU)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +60,8 @@ class FormExtractor:
     2. a part without one is held, up to MAX_HELD_FIELD bytes, while a file part may still come:
        one that grows past that is the content (streamed from its first byte, the held bytes
        first); if the form ends with no file part, the first part is the content;
-    3. a form with no part at all is INVALID_UPLOAD.
+    3. a form with no part at all is INVALID_UPLOAD, and so is one with more than
+       MAX_SKIPPED_PARTS parts or MAX_SKIPPED_BYTES bytes before its content part.
     """
 
     def __init__(self, content_type: str) -> None:
@@ -91,6 +95,7 @@ class FormExtractor:
         self._held: tuple[PartStart, bytearray] | None = None  # the non-file part being read
         self._first: tuple[PartStart, bytes] | None = None  # the first part, complete and small
         self._closed = False  # the parser saw the closing boundary
+        self._sought = 0  # bytes fed while no content part was chosen
 
     def __repr__(self) -> str:
         return f"<FormExtractor {self.state.value} parts={self._parts}>"
@@ -103,6 +108,10 @@ class FormExtractor:
     def feed(self, data: bytes) -> list[FormEvent]:
         if self._closed or not data:
             return []
+        if self.state is FormState.SEEKING:
+            self._sought += len(data)
+            if self._sought > MAX_SKIPPED_BYTES + MAX_HELD_FIELD:  # (a held field may become the content)
+                raise _invalid(f"more than {MAX_SKIPPED_BYTES} bytes of the form before its content")
         try:
             self._parser.write(data)
         except FormParserError:
@@ -133,6 +142,8 @@ class FormExtractor:
 
     def _on_part_begin(self) -> None:
         self._parts += 1
+        if self.state is FormState.SEEKING and self._parts > MAX_SKIPPED_PARTS:
+            raise _invalid(f"more than {MAX_SKIPPED_PARTS} parts before the content")
         self._part_headers = {}
         self._header_bytes = 0
 

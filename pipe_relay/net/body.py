@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Callable, Sequence
 from functools import partial
 
 import trio
 
-from ..core.forms import FormExtractor, PartData, PartEnd, PartStart
+from ..core.forms import FormExtractor, FormState, PartData, PartEnd, PartStart
 from ..core.framing import BodyDecoder, ChunkedDecoder, FramingError, LengthDecoder
 from ..errors import PipeError, TransferError, TransferFailure
 from .engine import Segment, wait_ready
@@ -19,6 +20,10 @@ MAX_SEGMENTS = 32
 """More payload pieces than this in one read are joined into one (writev takes at most 1024)."""
 FAST_READ = 32 * 1024
 """A read at least this big means the sender outruns us: from then on, wait for fuller reads."""
+SEEK_STEP = 16 * 1024
+"""A multipart body is parsed this much at a time (then other tasks run) until its content part."""
+SEEK_SHARE = 0.1
+"""At most this share of the event loop goes to parsing forms towards their content parts."""
 SENDER_PATIENCE = 0.005
 """How long a read of a fast sender waits for a fuller socket before it takes what is there."""
 
@@ -189,12 +194,35 @@ class SocketBody:
             self.release()
 
 
+class SeekBudget:
+    """The share of the event loop that parsing towards forms' content parts may take, all
+    transfers together: a form of thousands of tiny fields parses at a few MB/s, and a few such
+    senders must not stall every other transfer. One step at a time, each followed by a rest
+    `(1 - share) / share` times as long as the step took."""
+
+    def __init__(self, share: float = SEEK_SHARE) -> None:
+        self._lock = trio.Lock()
+        self._rest = (1 - share) / share
+
+    def __repr__(self) -> str:
+        return f"<SeekBudget rest={self._rest:g}x busy={self._lock.locked()}>"
+
+    async def step(self, extractor: FormExtractor, data: bytes) -> list[PartStart | PartData | PartEnd]:
+        async with self._lock:
+            started = time.perf_counter()
+            try:
+                return extractor.feed(data)
+            finally:
+                await trio.sleep((time.perf_counter() - started) * self._rest)
+
+
 class FormBody:
     """The streamed part of a multipart/form-data body, on top of the framed body."""
 
-    def __init__(self, raw: SocketBody, extractor: FormExtractor) -> None:
+    def __init__(self, raw: SocketBody, extractor: FormExtractor, budget: SeekBudget) -> None:
         self.raw = raw
         self.extractor = extractor
+        self.budget = budget
         self._ended = False
 
     @property
@@ -229,9 +257,22 @@ class FormBody:
             segments = await self.raw.read()
             if not segments:
                 return self.extractor.end()
-            return self.extractor.feed(b"".join(segments))
+            data = b"".join(segments)
+            if self.extractor.state is not FormState.SEEKING:
+                return self.extractor.feed(data)
+            return await self._seek(data)
         except PipeError as exc:
             raise TransferError(TransferFailure.BAD_UPLOAD, exc.message) from None
+
+    async def _seek(self, data: bytes) -> list[PartStart | PartData | PartEnd]:
+        """Parse towards the content part in small steps within the shared `SeekBudget`: a form of
+        many tiny fields parses slowly, and must not hold up every other transfer while it does."""
+        events: list[PartStart | PartData | PartEnd] = []
+        for start in range(0, len(data), SEEK_STEP):
+            if self.extractor.state is not FormState.SEEKING:  # found: the rest in one go
+                return events + self.extractor.feed(data[start:])
+            events += await self.budget.step(self.extractor, data[start : start + SEEK_STEP])
+        return events
 
     def _data(self, events: Sequence[PartStart | PartData | PartEnd]) -> list[Segment]:
         out: list[Segment] = []

@@ -14,6 +14,7 @@ from ..core.quotas import Quota, Quotas
 from ..core.registry import Closed, Established, Expired, PipeState, Registry, Waiting
 from ..core.routing import Receive, Request, Send
 from ..errors import ErrorCode, PipeError, pipe_error
+from .body import SeekBudget
 from .connection import CloseMode, HttpConnection
 from .engine import BufferEngine, ByteEngine
 from .party import POLL_INTERVAL, Naps, Party, Role
@@ -64,6 +65,8 @@ class Hub:
         self.watchers = 0
         """`?progress` watchers now, against `--max-watchers`."""
         self._active_clients: dict[str, tuple[str, ...]] = {}  # key -> the clients of its transfer
+        self.seek_budget = SeekBudget()
+        """Shared by every multipart transfer while it looks for its content part."""
         self.draining = False
         """Shutting down: no new pipes; waiting parties were told and let go."""
         self.drain_started = trio.Event()

@@ -157,7 +157,7 @@ async def run_transfer(hub: Hub, established: Established[Party]) -> None:
                 extractor = FormExtractor(content_type or "")
             except PipeError as exc:
                 raise TransferError(TransferFailure.BAD_UPLOAD, exc.message) from None
-            form = FormBody(raw, extractor)
+            form = FormBody(raw, extractor, hub.seek_budget)
             start, pieces = await form.start()
             part = (start.content_type, start.disposition)
             source = _Prepend(pieces, form)

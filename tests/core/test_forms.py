@@ -5,6 +5,7 @@ import pytest
 
 from pipe_relay.core.forms import (
     MAX_HELD_FIELD,
+    MAX_SKIPPED_PARTS,
     FormEvent,
     FormExtractor,
     FormState,
@@ -416,3 +417,42 @@ def test_whole_body_results(name: str) -> None:
         ],
     }
     assert run(BODIES[name]) == expected[name]
+
+
+def test_up_to_1000_parts_may_come_before_the_content() -> None:
+    assert MAX_SKIPPED_PARTS == 1000
+    body = b"".join(field(f"f{i}", b"x") for i in range(999)) + file_part("f", "a.bin", None, b"ok") + CLOSE
+    assert run(body, 4096) == [
+        PartStart(None, 'form-data; name="f"; filename="a.bin"'),
+        PartData(b"ok"),
+        PartEnd(),
+    ]
+
+
+def test_more_than_1000_parts_before_the_content_is_invalid() -> None:
+    body = b"".join(field(f"f{i}", b"x") for i in range(1000)) + file_part("f", "a.bin", None, b"ok") + CLOSE
+    with pytest.raises(PipeError) as info:
+        run(body, 4096)
+    assert info.value.code is ErrorCode.INVALID_UPLOAD
+    assert info.value.message == "[ERROR] Invalid upload: more than 1000 parts before the content."
+
+
+def test_parts_after_the_content_are_not_counted() -> None:
+    body = file_part("f", "a.bin", None, b"ok") + b"".join(field(f"f{i}", b"x") for i in range(2000)) + CLOSE
+    assert run(body, 4096) == [
+        PartStart(None, 'form-data; name="f"; filename="a.bin"'),
+        PartData(b"ok"),
+        PartEnd(),
+    ]
+
+
+def test_more_than_a_mebibyte_of_fields_before_the_content_is_invalid() -> None:
+    fields = b"".join(field(f"f{i}", b"x" * 60000) for i in range(20))  # 1.2 MB in 20 parts, each held
+    extractor = FormExtractor(CONTENT_TYPE)
+    with pytest.raises(PipeError) as info:
+        for start in range(0, len(fields), 65536):
+            extractor.feed(fields[start : start + 65536])
+    assert (
+        info.value.message
+        == "[ERROR] Invalid upload: more than 1048576 bytes of the form before its content."
+    )

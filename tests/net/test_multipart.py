@@ -297,3 +297,15 @@ async def test_a_part_disposition_cannot_break_the_receiver_head(
     assert "x-evil" not in headers
     assert headers["x-content-type-options"] == "nosniff"
     assert rest == b"4\r\nsafe\r\n0\r\n\r\n" and clean
+
+
+async def test_a_form_of_thousands_of_tiny_fields_is_refused(relay: Relay, tmp_path: Path) -> None:
+    """Parsing tiny parts is slow: past 1000 of them before the content, the upload is invalid."""
+    form = _form(*(_part(b'form-data; name="f%d"' % i, None, b"x") for i in range(5000)))
+    with trio.fail_after(20):
+        sender_out, response = await _post_form(relay, "/mp-tiny", form, chunked=False, tmp_path=tmp_path)
+    assert (
+        sender_out.decode().splitlines()[-1]
+        == "[ERROR] Invalid upload: more than 1000 parts before the content."
+    )
+    assert parse_head(response)[0] == 502
