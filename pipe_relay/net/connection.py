@@ -13,7 +13,14 @@ import trio
 
 from ..config import Config
 from ..core.framing import ChunkedDecoder, EmptyDecoder, LengthDecoder
-from ..core.heads import check_head, has_obs_fold, kept_headers, transfer_coding_error
+from ..core.heads import (
+    MAX_HEADER_LINES,
+    check_head,
+    has_obs_fold,
+    head_lines,
+    kept_headers,
+    transfer_coding_error,
+)
 from ..core.replies import Reply, error_reply, refusal
 from ..core.routing import Request
 from ..errors import ErrorCode, PipeError, pipe_error
@@ -94,6 +101,8 @@ class HttpConnection:
                 self._h11.receive_data(data)
                 self._fresh = False
                 self._fed += data  # (bounded: h11 stops past the head size)
+                if head_lines(self._fed) > MAX_HEADER_LINES + 1:  # (refused before h11 parses them)
+                    raise pipe_error(ErrorCode.TOO_MANY_HEADERS, max=MAX_HEADER_LINES)
                 continue
             if isinstance(event, h11.Request):
                 # h11 bounds only incomplete heads; a head completed by one large read is checked here

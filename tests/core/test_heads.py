@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipe_relay.core.heads import MAX_HEADER_LINES, check_head, has_obs_fold
+from pipe_relay.core.heads import MAX_HEADER_LINES, check_head, has_obs_fold, head_lines
 from pipe_relay.core.routing import Request
 from pipe_relay.errors import ErrorCode, PipeError
 
@@ -77,3 +77,18 @@ def test_an_invalid_content_length_is_400(length: str) -> None:
 @pytest.mark.parametrize("length", ["0", "9223372036854775807", "0000000000000000001"])
 def test_content_lengths_up_to_2_63_minus_1_pass(length: str) -> None:
     check_head(put(("content-length", length)), header_lines=2, folded=False)
+
+
+@pytest.mark.parametrize(
+    ("data", "lines"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\nbody\nmore\n", 2),
+        (b"GET / HTTP/1.1\nHost: x\n\nbody\n", 2),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n", 3),  # not complete yet: every line so far
+        (b"GET / HTTP/1.1\r\n" + b"a: b\r\n" * 7000, 7001),
+        (b"", 0),
+    ],
+)
+def test_head_lines_are_counted_up_to_the_blank_line(data: bytes, lines: int) -> None:
+    assert head_lines(data) == lines
+    assert head_lines(bytearray(data)) == lines
