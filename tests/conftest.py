@@ -271,6 +271,20 @@ async def raw_clients() -> AsyncIterator[list[RawClient]]:
         await client.aclose()
 
 
+async def read_payload(client: RawClient, count: int, *, chunked: bool) -> bytes:
+    """`count` payload bytes of a response body, unframed if the body is chunked."""
+    if not chunked:
+        return await client.read_exactly(count)
+    out = bytearray()
+    while len(out) < count:
+        size = int(await client.read_until(b"\r\n"), 16)
+        assert size, "the body ended early"
+        out += await client.read_exactly(size)
+        assert await client.read_exactly(2) == b"\r\n"
+    assert len(out) == count
+    return bytes(out)
+
+
 async def read_status_until(sender: RawClient, line: bytes) -> bytes:
     """Read the sender's chunked status stream until `line` has arrived; return all of it."""
     seen = bytearray()

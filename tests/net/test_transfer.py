@@ -22,6 +22,7 @@ from tests.conftest import (
     curl_into,
     parse_head,
     raw_pipe,
+    read_payload,
     sha256_file,
 )
 
@@ -501,20 +502,6 @@ async def test_sender_cut_mid_chunk_never_ends_the_receivers_body(
     assert body == b""
 
 
-async def _read_payload(client: RawClient, count: int, *, chunked: bool) -> bytes:
-    """`count` payload bytes of a response body, unframed if the body is chunked."""
-    if not chunked:
-        return await client.read_exactly(count)
-    out = bytearray()
-    while len(out) < count:
-        size = int(await client.read_until(b"\r\n"), 16)
-        assert size, "the body ended early"
-        out += await client.read_exactly(size)
-        assert await client.read_exactly(2) == b"\r\n"
-    assert len(out) == count
-    return bytes(out)
-
-
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 async def test_a_fast_sender_that_pauses_is_not_held_back(
     relay: Relay, raw_clients: list[RawClient], chunked: bool
@@ -538,10 +525,10 @@ async def test_a_fast_sender_that_pauses_is_not_held_back(
         for _ in range(rounds):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(sender.send, framed_burst)
-                got = await _read_payload(receiver, len(burst), chunked=chunked)
+                got = await read_payload(receiver, len(burst), chunked=chunked)
             assert hashlib.sha256(got).digest() == hashlib.sha256(burst).digest()
             await trio.sleep(0.05)  # a pause: the server finds the socket empty
             await sender.send(framed_tail)
             # The server waits at most milliseconds for a fuller read; the idle limit is minutes.
             with trio.fail_after(2):
-                assert await _read_payload(receiver, len(tail), chunked=chunked) == tail
+                assert await read_payload(receiver, len(tail), chunked=chunked) == tail
