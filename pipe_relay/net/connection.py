@@ -156,9 +156,13 @@ class HttpConnection:
         data = (data or b"") + (self._h11.send(h11.EndOfMessage()) or b"")
         await self.send_raw(data)
 
-    async def send_error(self, error: PipeError, origin: str | None) -> None:
-        """Reject the current request. The connection closes afterwards if a body may follow."""
-        await self.send_reply(error_reply(error, origin=origin))
+    async def send_error(self, error: PipeError, origin: str | None, *, last: bool = False) -> None:
+        """Reject the current request. The connection closes afterwards if a body may follow, or
+        if this is its `last` reply (a party's: said with `Connection: close`)."""
+        reply = error_reply(error, origin=origin)
+        if last:
+            reply = Reply(reply.status, (*reply.headers, ("Connection", "close")), reply.body)
+        await self.send_reply(reply)
         if self._request_has_body:
             self.close_mode = CloseMode.LINGER
 

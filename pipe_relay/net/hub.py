@@ -208,7 +208,7 @@ class Hub:
         try:
             result = self._join(party)
         except PipeError as exc:
-            await conn.send_error(exc, origin)
+            await conn.send_error(exc, origin, last=True)
             return
         conn.close_mode = CloseMode.LINGER
         try:
@@ -274,7 +274,7 @@ class Hub:
         try:
             result = self._join(party)
         except PipeError as exc:
-            await conn.send_error(exc, origin)
+            await conn.send_error(exc, origin, last=True)
             return
         try:
             if isinstance(result, Waiting):
@@ -285,16 +285,16 @@ class Hub:
                 if party.outcome is None:
                     return  # gone while waiting: the finally unregisters it
             if isinstance(party.outcome, Expired):
-                await conn.send_error(pipe_error(ErrorCode.TTL_EXPIRED), origin)
+                await conn.send_error(pipe_error(ErrorCode.TTL_EXPIRED), origin, last=True)
                 return
             if isinstance(party.outcome, Closed):
-                await conn.send_error(pipe_error(ErrorCode.SHUTTING_DOWN), origin)
+                await conn.send_error(pipe_error(ErrorCode.SHUTTING_DOWN), origin, last=True)
                 return
             # The sender's task streams into this socket now; wait until it is done with it.
             if not party.transfer_over.is_set():  # (set already: no need to yield once more)
                 await party.transfer_over.wait()
             if party.final_error is not None:
-                await conn.send_error(party.final_error, origin)
+                await conn.send_error(party.final_error, origin, last=True)
             elif party.aborted:
                 conn.close_mode = CloseMode.ABORT
         finally:

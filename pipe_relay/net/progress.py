@@ -81,7 +81,7 @@ async def serve_watcher(hub: Hub, conn: HttpConnection, request: Request, key: s
             raise pipe_error(ErrorCode.TOO_MANY_WATCHERS, ("Retry-After", RETRY_AFTER_SECONDS))
         hub.quotas.take(Quota.WATCHERS, client)
     except PipeError as exc:
-        await conn.send_error(exc, request.header("origin"))
+        await conn.send_error(exc, request.header("origin"), last=True)
         return
     hub.watchers += 1
     try:

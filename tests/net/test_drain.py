@@ -63,6 +63,7 @@ async def test_a_drain_lets_waiting_parties_go_and_active_transfers_finish(
         assert split_response(refused).status == 503
         assert split_response(refused).headers["x-pipe-error"] == "SHUTTING_DOWN"
         assert split_response(refused).body == b"[ERROR] Server is shutting down.\n"
+        assert split_response(refused).headers["connection"] == "close"  # a party's last reply says so
         assert (await waiting_sender.read_until(b"\r\n\r\n")).startswith(b"HTTP/1.1 200 OK\r\n")
         told = await read_status_until(waiting_sender, b"[ERROR] Server is shutting down.\n")
         assert told.endswith(
