@@ -6,6 +6,7 @@ import enum
 import functools
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from http import HTTPStatus
 
 MAX_CHUNK_LINE = 4096
@@ -303,3 +304,26 @@ def render_head(http_version: str, status: int, headers: Iterable[tuple[str, str
 @functools.lru_cache(maxsize=64)
 def _status_line(http_version: str, status: int) -> str:
     return f"HTTP/{http_version} {status} {HTTPStatus(status).phrase}"
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiverFraming:
+    """How one receiver's response is framed (h11's `_body_framing` decision, for our heads)."""
+
+    http_version: str
+    framing: Framing
+    headers: tuple[tuple[str, str], ...]
+
+
+def receiver_framing(content_length: int | None, http_version: str) -> ReceiverFraming:
+    """A known length goes as Content-Length; else chunked to HTTP/1.1, and to HTTP/1.0 a body
+    ended by the close (only the cut-short rule's reset tells a cut one apart). Always closes."""
+    version = "1.1" if http_version == "1.1" else "1.0"
+    if content_length is not None:
+        return ReceiverFraming(version, Framing.LENGTH, (("Content-Length", str(content_length)), _CLOSE))
+    if version == "1.1":
+        return ReceiverFraming(version, Framing.CHUNKED, (("Transfer-Encoding", "chunked"), _CLOSE))
+    return ReceiverFraming(version, Framing.CLOSE, (_CLOSE,))
+
+
+_CLOSE = ("Connection", "close")

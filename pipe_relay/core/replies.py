@@ -103,3 +103,14 @@ class StreamedReply:
     @property
     def end(self) -> bytes:
         return LAST_CHUNK if self.chunked else b""
+
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def interim_continue(expect: str | None, http_version: str) -> bytes:
+    """`Expect: 100-continue` from an HTTP/1.1 client is answered at once (its body is wanted:
+    the sender streams into a pipe); HTTP/1.0 has no interim responses. Else nothing."""
+    if http_version == "1.1" and (expect or "").strip().lower() == "100-continue":
+        return CONTINUE
+    return b""

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 import trio
 
 from ..config import Config
+from ..core import status
 from ..core.clients import parse_networks
 from ..core.progress import TransferState
 from ..core.quotas import Quota, Quotas
@@ -217,7 +218,7 @@ class Hub:
                 return
             outcome = party.outcome
             if isinstance(outcome, Expired):
-                await party.say(f"[ERROR] Timed out waiting for {decision.n} receiver(s).", end=True)
+                await party.say(status.timed_out_waiting(decision.n), end=True)
                 return
             if isinstance(outcome, Closed):
                 await party.say(pipe_error(ErrorCode.SHUTTING_DOWN).message, end=True)
@@ -230,14 +231,14 @@ class Hub:
     async def _wait_as_sender(self, party: Party, receivers: int) -> bool:
         """Status lines while the pipe is pending. False if the sender left before it settled."""
         party.receivers_now = receivers
-        ok = await party.say(f"[INFO] Waiting for {party.n} receiver(s) to connect...")
+        ok = await party.say(status.waiting(party.n))
         beat = self.config.heartbeat
         next_beat = trio.current_time() + beat if beat > 0 else math.inf
         while ok and party.outcome is None:
             now = trio.current_time()
             beat_line = ""
             if now >= next_beat:
-                beat_line = f"[INFO] Still waiting for {party.n} receiver(s)..."
+                beat_line = status.still_waiting(party.n)
                 next_beat = now + beat
             count_line = party.count_line()
             if count_line or beat_line:

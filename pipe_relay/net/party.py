@@ -8,8 +8,9 @@ import select
 
 import trio
 
+from ..core import status
 from ..core.registry import Closed, Established, Expired
-from ..core.replies import TEXT_PLAIN, StreamedReply
+from ..core.replies import TEXT_PLAIN, StreamedReply, interim_continue
 from ..core.routing import Receive, Request, Send
 from ..errors import PipeError
 from .connection import HttpConnection
@@ -118,10 +119,9 @@ class Party:
 
     def start_status_stream(self) -> None:
         """Answer `Expect: 100-continue` and open the 200 status stream (sent with the first line)."""
-        stream = self._status_stream
-        expect = (self.request.header("expect") or "").strip().lower()
-        continue_ = b"HTTP/1.1 100 Continue\r\n\r\n" if expect == "100-continue" and stream.chunked else b""
-        self._unsent = continue_ + stream.head(TEXT_PLAIN, origin=self.request.header("origin"))
+        request = self.request
+        continue_ = interim_continue(request.header("expect"), request.http_version)
+        self._unsent = continue_ + self._status_stream.head(TEXT_PLAIN, origin=request.header("origin"))
 
     async def say(self, *lines: str, end: bool = False) -> bool:
         """Status lines to the sender in one write (`end`: and close the stream). False if it is gone."""
@@ -141,7 +141,7 @@ class Party:
         if self.n == 1 or self.receivers_now == self.receivers_told:
             return ""
         self.receivers_told = self.receivers_now
-        return f"[INFO] {self.receivers_now} of {self.n} receiver(s) connected."
+        return status.connected(self.receivers_now, self.n)
 
 
 class Naps:

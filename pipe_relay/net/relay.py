@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from ..core import status
 from ..core.forms import FormExtractor
-from ..core.framing import Framing, render_head
+from ..core.framing import receiver_framing, render_head
 from ..core.headers import BodyInfo, body_info, is_multipart_form, receiver_headers
 from ..core.progress import TransferState
 from ..core.registry import Established
@@ -76,7 +77,7 @@ class _Events:
 
     async def receiver_dropped(self, sink: Sink, alive: int) -> None:
         if alive:
-            await self.sender.say(f"[WARN] A receiver disconnected; streaming to {alive} receiver(s).")
+            await self.sender.say(status.receiver_dropped(alive))
 
 
 _TAG_KEY = secrets.token_bytes(16)
@@ -90,17 +91,7 @@ def pipe_tag(key: str) -> str:
 
 def _sink_for(receiver: Party, info: BodyInfo) -> Sink:
     request = receiver.request
-    version = "1.1" if request.http_version == "1.1" else "1.0"
-    framing_headers: list[tuple[str, str]] = []
-    if info.content_length is not None:
-        framing = Framing.LENGTH
-        framing_headers.append(("Content-Length", str(info.content_length)))
-    elif version == "1.1":
-        framing = Framing.CHUNKED
-        framing_headers.append(("Transfer-Encoding", "chunked"))
-    else:
-        framing = Framing.CLOSE
-    framing_headers.append(("Connection", "close"))
+    framing = receiver_framing(info.content_length, request.http_version)
     decision = receiver.decision
     assert isinstance(decision, Receive)
     headers = receiver_headers(
@@ -108,21 +99,13 @@ def _sink_for(receiver: Party, info: BodyInfo) -> Sink:
         origin=request.header("origin"),
         download=decision.download,
         filename=decision.filename,
-        framing_headers=framing_headers,
+        framing_headers=framing.headers,
     )
     return Sink(
         fd=receiver.conn.fd,
-        framing=framing,
-        head=render_head(version, 200, headers),
+        framing=framing.framing,
+        head=render_head(framing.http_version, 200, headers),
     )
-
-
-_SENDER_LINES = {
-    TransferFailure.SENDER_IDLE: "[ERROR] Timed out: the sender sent nothing for too long.",
-    TransferFailure.BAD_FRAMING: "[ERROR] Malformed request body: {detail}.",
-    TransferFailure.BAD_UPLOAD: "{detail}",
-    TransferFailure.RECEIVERS_GONE: "[ERROR] All receivers disconnected.",
-}
 
 
 async def run_transfer(hub: Hub, established: Established[Party]) -> None:
@@ -138,7 +121,7 @@ async def run_transfer(hub: Hub, established: Established[Party]) -> None:
         buffer_size=hub.config.buffer_size,
         idle_timeout=hub.config.idle_timeout,
     )
-    lines = (sender.count_line(), f"[INFO] Streaming to {established.n} receiver(s)...")
+    lines = (sender.count_line(), status.streaming(established.n))
     if raw.complete_in_prefix:
         sender.defer(*lines)  # the body is all here: these go out with the final lines, in one write
     else:
@@ -179,7 +162,7 @@ async def run_transfer(hub: Hub, established: Established[Party]) -> None:
     if multipart:
         await raw.drain(limit=DRAIN_LIMIT, seconds=DRAIN_TIMEOUT)
     conn.close_mode = CloseMode.NORMAL if raw.done else CloseMode.LINGER
-    await sender.say("[INFO] Upload complete.", "[INFO] Transfer complete.", end=True)
+    await sender.say(status.UPLOAD_COMPLETE, status.TRANSFER_COMPLETE, end=True)
 
 
 async def _fail(sender: Party, receivers: tuple[Party, ...], sinks: list[Sink], exc: TransferError) -> None:
@@ -196,4 +179,4 @@ async def _fail(sender: Party, receivers: tuple[Party, ...], sinks: list[Sink], 
         sender.conn.close_mode = CloseMode.ABORT
         return
     sender.conn.close_mode = CloseMode.LINGER
-    await sender.say(_SENDER_LINES[exc.failure].format(detail=exc.detail), end=True)
+    await sender.say(status.transfer_failed(exc.failure, exc.detail), end=True)
