@@ -304,6 +304,13 @@ def test_cors_headers_without_a_real_origin_is_star(origin: str | None) -> None:
     assert cors_headers(origin) == [("Access-Control-Allow-Origin", "*")]
 
 
+@pytest.mark.parametrize("origin", ["nu\tll", "null\x00", "\x00"])
+def test_cors_headers_an_origin_that_is_null_or_empty_once_cleaned_is_star(origin: str) -> None:
+    # Found by the fuzz tests: the `null` check ran before the controls were stripped, so `nu<TAB>ll`
+    # (a tab inside a header value passes h11) came back as `null` with credentials allowed.
+    assert cors_headers(origin) == [("Access-Control-Allow-Origin", "*")]
+
+
 def test_cors_headers_strip_controls_from_origin() -> None:
     assert cors_headers("https://a.example\r\nX-Evil: 1")[0] == (
         "Access-Control-Allow-Origin",
