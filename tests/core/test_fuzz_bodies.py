@@ -18,7 +18,7 @@ _KINDS = st.sampled_from([bytes, bytearray, memoryview])
 # --- the chunked decoder ------------------------------------------------------------------------------
 
 
-@fuzz_settings(250)
+@fuzz_settings(130)
 @given(st.data(), chunked_bodies(), _KINDS)
 def test_a_valid_chunked_body_split_anywhere_decodes_to_its_payload(
     data: st.DataObject, chunked: Chunked, kind: type[Data]
@@ -28,7 +28,7 @@ def test_a_valid_chunked_body_split_anywhere_decodes_to_its_payload(
     assert (payload, leftover) == (chunked.payload, AFTER)
 
 
-@fuzz_settings(200)
+@fuzz_settings(130)
 @given(st.data(), chunked_bodies())
 def test_a_valid_chunked_body_is_done_exactly_at_its_last_byte(data: st.DataObject, chunked: Chunked) -> None:
     cut = data.draw(st.integers(0, len(chunked.body) - 1))
@@ -40,7 +40,7 @@ def test_a_valid_chunked_body_is_done_exactly_at_its_last_byte(data: st.DataObje
     assert decoder.done
 
 
-@fuzz_settings(200)
+@fuzz_settings(130)
 @given(st.data(), chunked_bodies())
 def test_the_wire_a_chunked_receiver_gets_is_canonical_and_the_senders_own_when_minimal(
     data: st.DataObject, chunked: Chunked
@@ -79,7 +79,7 @@ def _feed_checked(decoder: ChunkedDecoder, piece: Data) -> int:
     return sum(stop - start for start, stop in spans)
 
 
-@fuzz_settings(300)
+@fuzz_settings(200)
 @given(st.data(), st.one_of(st.binary(max_size=300), chunked_bodies().map(lambda c: c.body)), _KINDS)
 def test_broken_chunked_framing_raises_framing_error_or_needs_more_data(
     data: st.DataObject, body: bytes, kind: type[Data]
@@ -98,7 +98,7 @@ def test_broken_chunked_framing_raises_framing_error_or_needs_more_data(
     assert moved <= len(garbled)
 
 
-@fuzz_settings(200)
+@fuzz_settings(130)
 @given(
     st.data(),
     st.binary(min_size=1, max_size=100),
@@ -137,7 +137,7 @@ def extract(content_type: str, pieces: list[bytes]) -> list[FormEvent]:
     return normalize(events)
 
 
-@fuzz_settings(200)
+@fuzz_settings(130)
 @given(st.data(), forms())
 def test_a_form_split_anywhere_gives_the_same_events_as_whole(data: st.DataObject, form: Form) -> None:
     whole = extract(form.content_type, [form.body])
@@ -156,14 +156,14 @@ def _invalid_upload(content_type: str, pieces: list[bytes]) -> PipeError | None:
     return None
 
 
-@fuzz_settings(150)
+@fuzz_settings(100)
 @given(st.data(), forms())
 def test_a_form_cut_before_its_closing_boundary_is_an_invalid_upload(data: st.DataObject, form: Form) -> None:
     cut = data.draw(st.integers(0, form.closed_at - 1))
     assert _invalid_upload(form.content_type, data.draw(cuts(form.body[:cut]))) is not None
 
 
-@fuzz_settings(150)
+@fuzz_settings(100)
 @given(st.data(), forms(), st.sampled_from(["x", "-", "--", "0"]))
 def test_a_form_under_another_boundary_is_an_invalid_upload(
     data: st.DataObject, form: Form, odd: str
@@ -175,7 +175,7 @@ def test_a_form_under_another_boundary_is_an_invalid_upload(
     assert _invalid_upload(content_type, data.draw(cuts(form.body))) is not None
 
 
-@fuzz_settings(200)
+@fuzz_settings(130)
 @given(
     st.data(),
     forms(max_parts=2, max_value=40),
