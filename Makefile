@@ -1,10 +1,10 @@
-# One command runner for people and CI: `make run`, `make test`, `make lint`, `make bench`.
+# One command runner for people and CI: `make run`, `make test`, `make lint`, `make bench`, `make fuzz`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
-.PHONY: run test lint format system-deps clean bench
+.PHONY: run test lint format system-deps clean bench fuzz
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -38,6 +38,12 @@ lint: $(STAMP)
 # pipe-relay against the Node piping-server (installed on demand with npm); see README, Performance.
 bench: $(STAMP) system-deps
 	$(PY) loadtests/bench.py $(ARGS)
+
+# Coverage-guided fuzzing of the core parsers with atheris (installed on demand, not a dev extra);
+# bounded: `make fuzz ARGS="--seconds 300"` (default 60). See loadtests/README.md.
+fuzz: $(STAMP)
+	$(PY) -c 'import atheris' 2>/dev/null || $(PY) -m pip install -q atheris
+	$(PY) -m loadtests.fuzz $(ARGS)
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format pipe_relay tests loadtests
