@@ -1,10 +1,11 @@
-# One command runner for people and CI: `make run`, `make test`, `make lint`, `make bench`, `make mutants`.
+# One command runner for people and CI: `make run`, `make test`, `make lint`, `make bench`, `make mutants`,
+# `make fuzz`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
-.PHONY: run test lint format system-deps clean bench mutants
+.PHONY: run test lint format system-deps clean bench mutants fuzz
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -64,6 +65,12 @@ mutants: $(MUTANTS_STAMP)
 	  c["all", "survived"], c["all", "no tests"] }'
 	@echo; echo "Not killed (see one with: $(VENV)/bin/mutmut show NAME):"
 	@$(VENV)/bin/mutmut results
+
+# Coverage-guided fuzzing of the core parsers with atheris (installed on demand, not a dev extra);
+# bounded: `make fuzz ARGS="--seconds 300"` (default 60). See loadtests/README.md.
+fuzz: $(STAMP)
+	$(PY) -c 'import atheris' 2>/dev/null || $(PY) -m pip install -q atheris
+	$(PY) -m loadtests.fuzz $(ARGS)
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format pipe_relay tests loadtests

@@ -333,6 +333,13 @@ def test_valid_origins_are_reflected(origin: str) -> None:
     assert cors_headers(origin)[0] == ("Access-Control-Allow-Origin", origin.strip())
 
 
+@pytest.mark.parametrize("origin", ["nu\tll", "null\x00", "\x00"])
+def test_cors_headers_an_origin_that_is_null_or_empty_once_cleaned_is_star(origin: str) -> None:
+    # Found by the fuzz tests: the `null` check ran before the controls were stripped, so `nu<TAB>ll`
+    # (a tab inside a header value passes h11) came back as `null` with credentials allowed.
+    assert cors_headers(origin) == [("Access-Control-Allow-Origin", "*")]
+
+
 def test_preflight_headers_with_origin() -> None:
     assert preflight_headers("https://app.example.com", private_network=False) == [
         ("Access-Control-Allow-Origin", "https://app.example.com"),

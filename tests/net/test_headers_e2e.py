@@ -359,6 +359,14 @@ async def test_preflight_private_network(relay: Relay) -> None:
         assert response.values("access-control-allow-origin") == ["http://intranet.example"]
 
 
+async def test_an_origin_that_is_null_once_its_tab_is_stripped_gets_star(relay: Relay) -> None:
+    with trio.fail_after(10):
+        response = await http(relay, "/version", "-H", "Origin: nu\tll")
+        assert response.status == 200
+        assert response.values("access-control-allow-origin") == ["*"]
+        assert response.values("access-control-allow-credentials") == []
+
+
 @pytest.mark.parametrize("origin", [None, "null"])
 async def test_preflight_without_usable_origin(relay: Relay, origin: str | None) -> None:
     with trio.fail_after(10):
