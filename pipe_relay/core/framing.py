@@ -237,9 +237,12 @@ class ChunkedDecoder:
     def _on_line(self, line: bytes) -> None:
         """A whole line that did not go the fast path: what it means, and our framing for it."""
         if self._state is _Chunked.SIZE:
-            size_text = line.split(b";", 1)[0].strip(b" \t")
+            size_text, _, extension = line.partition(b";")
+            size_text = size_text.rstrip(b" \t")  # (BWS before an extension; never before the size)
             if not _HEX.fullmatch(size_text):
                 raise FramingError("invalid chunk size")
+            if _LINE_CONTROL.search(extension):
+                raise FramingError("a control character in a chunk extension")
             size = int(size_text, 16)
             if size == 0:
                 self._state = _Chunked.TRAILER
@@ -262,6 +265,7 @@ class ChunkedDecoder:
 
 
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,16}")
+_LINE_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})\r\n")
 _NEXT_LINE = re.compile(rb"\r\n([0-9A-Fa-f]{1,16})\r\n")
 """The CRLF after a chunk's data and the next canonical size line, whole in the buffer."""

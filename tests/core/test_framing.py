@@ -342,7 +342,7 @@ def test_wire_reframes_extensions_and_drops_trailers(split: int) -> None:
 
 def test_wire_keeps_canonical_lines_and_writes_its_own_for_the_others() -> None:
     decoder = ChunkedDecoder()
-    data = b"5;x=1\r\nhello\r\n0003\r\nabc\r\n 2\r\nde\r\n0;last\r\nX: 1\r\n\r\n"
+    data = b"5;x=1\r\nhello\r\n0003\r\nabc\r\n2 \t\r\nde\r\n0;last\r\nX: 1\r\n\r\n"
     decoder.feed(data)
     spans = [p for p in decoder.wire if isinstance(p, tuple)]
     start = data.index(b"0003\r\nabc\r\n")
@@ -439,3 +439,21 @@ def test_many_chunks_per_read_pass_byte_exact(seed: int) -> None:
         spans, _ = again.feed(wire)
         assert again.done
         assert b"".join(wire[start:end] for start, end in spans) == payload
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (b" 5\r\nhello\r\n0\r\n\r\n", "invalid chunk size"),  # RFC 9112: no whitespace before the size
+        (b"\t5\r\nhello\r\n0\r\n\r\n", "invalid chunk size"),
+        (b"5;a\rb\r\nhello\r\n0\r\n\r\n", "a control character in a chunk extension"),
+        (b"5;a=\x00\r\nhello\r\n0\r\n\r\n", "a control character in a chunk extension"),
+    ],
+)
+def test_lenient_chunk_lines_that_could_smuggle_are_refused(line: bytes, message: str) -> None:
+    with pytest.raises(FramingError, match=f"^{message}$"):
+        ChunkedDecoder().feed(line)
+
+
+def test_whitespace_before_an_extension_and_a_tab_inside_one_are_fine() -> None:
+    assert feed_pieces(ChunkedDecoder(), [b"5 ;a=b\tc\r\nhello\r\n0\r\n\r\n"]) == (b"hello", b"")
