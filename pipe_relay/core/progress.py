@@ -6,6 +6,8 @@ import enum
 import json
 from dataclasses import dataclass
 
+from .registry import PipeState
+
 SSE_RETRY_MS = 2000
 MIN_INTERVAL = 0.25
 """Watchers get at most 4 updates a second while bytes stream."""
@@ -61,9 +63,14 @@ def sse_keepalive() -> bytes:
     return b": keep-alive\n\n"
 
 
-def wants_event_stream(accept: str | None) -> bool:
-    """`?progress` answers with the HTML dashboard only when the client asks for HTML."""
-    return "text/html" not in (accept or "").lower()
+def next_state(current: TransferState, pipe: PipeState | None) -> TransferState:
+    """What watchers see after the registry changed for their pipe: a final state stays; a pipe
+    gone before it started is idle again; pending is waiting, active streaming."""
+    if current.final:
+        return current
+    if pipe is None:
+        return TransferState.IDLE
+    return TransferState.STREAMING if pipe is PipeState.ACTIVE else TransferState.WAITING
 
 
 def rate_between(before: tuple[float, int], after: tuple[float, int]) -> float:

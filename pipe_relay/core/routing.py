@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from ..errors import ErrorCode, pipe_error
 from .headers import PIPE_ALLOW, SERVICE_ALLOW, Headers
 from .paths import Reserved, Target, parse_n, parse_target
-from .progress import wants_event_stream
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +106,7 @@ def route(request: Request, *, max_path_length: int, max_receivers: int) -> Deci
     if (request.header("service-worker") or "").strip().lower() == "script":
         raise pipe_error(ErrorCode.SERVICE_WORKER)
     if method == "GET" and target.flag("progress"):
-        return Watch(target.key, target, html=not wants_event_stream(request.header("accept")))
+        return Watch(target.key, target, html=wants_html(request.header("accept")))
     if method == "GET" and target.flag("video") and wants_html(request.header("accept")):
         return Play(target)
     n = parse_n(target, max_receivers=max_receivers)

@@ -12,14 +12,14 @@ from ..core import status
 from ..core.clients import parse_networks
 from ..core.progress import TransferState
 from ..core.quotas import Quota, Quotas
-from ..core.registry import Closed, Established, Expired, PipeState, Registry, Waiting
+from ..core.registry import RETRY_AFTER_SECONDS, Closed, Established, Expired, Registry, Waiting
 from ..core.routing import Receive, Request, Send
 from ..errors import ErrorCode, PipeError, pipe_error
 from .body import SeekBudget
 from .connection import CloseMode, HttpConnection
 from .engine import BufferEngine, ByteEngine
 from .party import POLL_INTERVAL, Naps, Party, Role
-from .progress import Board
+from .progress import Boards, watch
 from .relay import run_transfer
 from .splice import SpliceEngine, splice_available
 
@@ -50,7 +50,7 @@ class Hub:
         beat = config.heartbeat
         self.naps = Naps(min(POLL_INTERVAL, beat) if beat > 0 else POLL_INTERVAL)
         self._changed: trio.Event | None = None  # made only while someone is in `wait_for`
-        self.boards: dict[str, Board] = {}
+        self.boards = Boards()
         """Progress of every registered pipe (for `?progress` watchers); same keys as the registry."""
         self.quotas = Quotas(
             {
@@ -101,12 +101,13 @@ class Hub:
             return
         self.draining = True
         self._evict(self.registry.close_pending())
+        self.boards.close()
         self.drain_started.set()
 
     def _evict(self, gone: Sequence[Expired[Party] | Closed[Party]]) -> None:
         """Pending pipes left the registry (expired, or closed by a drain): tell their parties."""
         for pipe in gone:
-            self.finish_board(pipe.key, TransferState.ABORTED)
+            self.boards.finish(pipe.key, TransferState.ABORTED)
         self._touch(*(pipe.key for pipe in gone))
         for pipe in gone:
             for party in (*((pipe.sender,) if pipe.sender is not None else ()), *pipe.receivers):
@@ -140,42 +141,13 @@ class Hub:
 
     def _touch(self, *keys: str) -> None:
         """The registry changed (for `keys`): publish it, wake the reaper and anyone in `wait_for`."""
+        now = trio.current_time()
         for key in keys:
-            self._sync_board(key)
+            self.boards.sync(key, self.registry.snapshot(key), now)
         self._reaper_wake.set()
         if self._changed is not None:
             self._changed.set()
             self._changed = None
-
-    def _sync_board(self, key: str) -> None:
-        snapshot = self.registry.snapshot(key)
-        board = self.boards.get(key)
-        if snapshot is None:
-            if board is not None:
-                del self.boards[key]
-                if not board.state.final:
-                    board.state = TransferState.IDLE  # its parties left before it started
-                    board.receivers = board.expected = 0
-                board.wake()
-            return
-        if board is None:
-            board = self.boards[key] = Board(snapshot.n)
-        board.expected = snapshot.n
-        board.receivers = snapshot.receivers
-        if not board.state.final:
-            if snapshot.state is PipeState.ACTIVE and board.state is not TransferState.STREAMING:
-                board.state = TransferState.STREAMING
-                board.started = trio.current_time()
-            elif snapshot.state is PipeState.PENDING:
-                board.state = TransferState.WAITING
-        board.wake()
-
-    def finish_board(self, key: str, state: TransferState) -> None:
-        """The transfer on `key` ended (`done` or `aborted`): watchers get the final state."""
-        board = self.boards.get(key)
-        if board is not None and not board.state.final:
-            board.state = state
-            board.wake()
 
     async def wait_for(self, predicate: Callable[[], bool]) -> None:
         """Wait until `predicate()` holds; it is re-checked after every registry change."""
@@ -212,6 +184,7 @@ class Hub:
             await conn.send_error(exc, origin, last=True)
             return
         conn.close_mode = CloseMode.LINGER
+        ended = TransferState.ABORTED  # unless the transfer says otherwise
         try:
             party.start_status_stream()
             if isinstance(result, Waiting) and not await self._wait_as_sender(party, result.receivers):
@@ -224,9 +197,15 @@ class Hub:
                 await party.say(pipe_error(ErrorCode.SHUTTING_DOWN).message, end=True)
                 return
             assert isinstance(outcome, Established)
-            await run_transfer(self, outcome)
+            ended = await run_transfer(
+                outcome,
+                config=self.config,
+                engine=self.engine,
+                board=self.boards.get(outcome.key),
+                seek_budget=self.seek_budget,
+            )
         finally:
-            self._sender_done(party)
+            self._sender_done(party, ended)
 
     async def _wait_as_sender(self, party: Party, receivers: int) -> bool:
         """Status lines while the pipe is pending. False if the sender left before it settled."""
@@ -252,18 +231,38 @@ class Hub:
             return False
         return True  # settled; if the sender is gone too, the transfer finds out and fails
 
-    def _sender_done(self, party: Party) -> None:
+    def _sender_done(self, party: Party, ended: TransferState) -> None:
+        """The sender's task is done with its pipe: its registration goes, and a transfer's end
+        (`done` or `aborted`, as `run_transfer` said) is recorded here, once."""
         outcome = party.outcome
         if outcome is None:
             self.registry.leave(party.key, party)
             self._stop_waiting(party)
         elif isinstance(outcome, Established):
-            self.finish_board(outcome.key, TransferState.ABORTED)  # unless the relay said `done`
+            self.boards.finish(outcome.key, ended)
             self._transfer_over(outcome.key)
             for receiver in outcome.receivers:
                 if not receiver.transfer_over.is_set():
                     receiver.release(aborted=True)
         self._touch(party.key)
+
+    # watchers ----------------------------------------------------------------------------
+
+    async def serve_watcher(self, conn: HttpConnection, request: Request, key: str, client: str = "") -> None:
+        """`?progress` as an event stream, within `--max-watchers` and the client's quota."""
+        try:
+            if self.watchers >= self.config.max_watchers:
+                raise pipe_error(ErrorCode.TOO_MANY_WATCHERS, ("Retry-After", RETRY_AFTER_SECONDS))
+            self.quotas.take(Quota.WATCHERS, client)
+        except PipeError as exc:
+            await conn.send_error(exc, request.header("origin"), last=True)
+            return
+        self.watchers += 1
+        try:
+            await watch(self.boards, conn, request, key, ttl=self.config.pending_ttl)
+        finally:
+            self.watchers -= 1
+            self.quotas.give(Quota.WATCHERS, client)
 
     # receivers ---------------------------------------------------------------------------
 

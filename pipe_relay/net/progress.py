@@ -1,4 +1,4 @@
-# Progress boards: the latest state of each registered pipe, published by the hub and relay, read by watchers.
+# Progress boards: every registered pipe's latest state (synced by the hub, bytes by the relay), and watchers.
 # Invariant: publishing never waits or queues; a watcher reads the latest state at most 4 times a second.
 from __future__ import annotations
 
@@ -12,20 +12,18 @@ from ..core.progress import (
     MIN_INTERVAL,
     Snapshot,
     TransferState,
+    next_state,
     rate_between,
     sse_event,
     sse_keepalive,
     sse_open,
 )
-from ..core.quotas import Quota
-from ..core.registry import RETRY_AFTER_SECONDS
+from ..core.registry import PipeSnapshot
 from ..core.replies import StreamedReply
 from ..core.routing import Request
-from ..errors import ErrorCode, PipeError, pipe_error
 
 if TYPE_CHECKING:
     from .connection import HttpConnection
-    from .hub import Hub
 
 
 class Board:
@@ -69,29 +67,83 @@ class Board:
         return Snapshot(self.state, self.bytes, self.total, self.receivers, self.expected, rate, elapsed)
 
 
+class Boards:
+    """The board of every registered pipe: the hub syncs them with the registry and records how
+    transfers end; the relay adds bytes; watchers read them and wait for one to appear."""
+
+    def __init__(self) -> None:
+        self._boards: dict[str, Board] = {}
+        self.closed = False
+        """The server drains: watchers of pipes that are not there end now."""
+        self._changed: trio.Event | None = None  # made only while a watcher waits for a board
+
+    def __repr__(self) -> str:
+        return f"<Boards {len(self._boards)}{' closed' if self.closed else ''}>"
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._boards
+
+    def get(self, key: str) -> Board | None:
+        return self._boards.get(key)
+
+    def sync(self, key: str, pipe: PipeSnapshot | None, now: float) -> None:
+        """The registry changed for `key`: its board follows (made, updated, or gone idle)."""
+        board = self._boards.get(key)
+        if pipe is None:
+            if board is not None:
+                del self._boards[key]
+                board.state = next_state(board.state, None)
+                if board.state is TransferState.IDLE:  # its parties left before it started
+                    board.receivers = board.expected = 0
+                board.wake()
+            return
+        if board is None:
+            board = self._boards[key] = Board(pipe.n)
+            self._wake()
+        board.expected, board.receivers = pipe.n, pipe.receivers
+        state = next_state(board.state, pipe.state)
+        if state is TransferState.STREAMING and board.state is not TransferState.STREAMING:
+            board.started = now
+        board.state = state
+        board.wake()
+
+    def finish(self, key: str, state: TransferState) -> None:
+        """The transfer on `key` ended (`done` or `aborted`): watchers get the final state."""
+        board = self._boards.get(key)
+        if board is not None and not board.state.final:
+            board.state = state
+            board.wake()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake()
+
+    async def appeared(self, key: str, deadline: float) -> Board | None:
+        """`key`'s board once there is one (None if the deadline passes or the boards close)."""
+        with trio.move_on_at(deadline):
+            while key not in self._boards and not self.closed:
+                if self._changed is None:
+                    self._changed = trio.Event()
+                await self._changed.wait()
+        return self._boards.get(key)
+
+    def _wake(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+
 def _idle(expected: int = 0) -> Snapshot:
     return Snapshot(TransferState.IDLE, 0, None, 0, expected, 0.0, 0.0)
 
 
-async def serve_watcher(hub: Hub, conn: HttpConnection, request: Request, key: str, client: str = "") -> None:
-    """An event stream of `key`'s progress until the transfer ends, the pipe TTL passes idle, or
-    the watcher hangs up (seen at once). Within `--max-watchers` and the client's watcher quota."""
-    try:
-        if hub.watchers >= hub.config.max_watchers:
-            raise pipe_error(ErrorCode.TOO_MANY_WATCHERS, ("Retry-After", RETRY_AFTER_SECONDS))
-        hub.quotas.take(Quota.WATCHERS, client)
-    except PipeError as exc:
-        await conn.send_error(exc, request.header("origin"), last=True)
-        return
-    hub.watchers += 1
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_until_hang_up, conn, nursery.cancel_scope)
-            await _watch(hub, conn, request, key)
-            nursery.cancel_scope.cancel()
-    finally:
-        hub.watchers -= 1
-        hub.quotas.give(Quota.WATCHERS, client)
+async def watch(boards: Boards, conn: HttpConnection, request: Request, key: str, *, ttl: float) -> None:
+    """An event stream of `key`'s progress until the transfer ends, the pipe TTL passes idle, the
+    server drains, or the watcher hangs up (seen at once)."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_until_hang_up, conn, nursery.cancel_scope)
+        await _watch(boards, conn, request, key, ttl)
+        nursery.cancel_scope.cancel()
 
 
 async def _until_hang_up(conn: HttpConnection, scope: trio.CancelScope) -> None:
@@ -100,7 +152,7 @@ async def _until_hang_up(conn: HttpConnection, scope: trio.CancelScope) -> None:
     scope.cancel()
 
 
-async def _watch(hub: Hub, conn: HttpConnection, request: Request, key: str) -> None:
+async def _watch(boards: Boards, conn: HttpConnection, request: Request, key: str, ttl: float) -> None:
     stream = StreamedReply(request.http_version)
     frame = stream.frame
     head = stream.head(
@@ -108,10 +160,9 @@ async def _watch(hub: Hub, conn: HttpConnection, request: Request, key: str) -> 
         origin=request.header("origin"),
         extra=(("X-Accel-Buffering", "no"),),
     )
-    board = hub.boards.get(key)
+    board = boards.get(key)
     if not await conn.send_raw(head + frame(sse_open())):
         return
-    ttl = hub.config.pending_ttl
     idle_until = trio.current_time() + ttl
     sample = (trio.current_time(), board.bytes if board else 0)
     last_sent = trio.current_time()
@@ -122,11 +173,9 @@ async def _watch(hub: Hub, conn: HttpConnection, request: Request, key: str) -> 
         now = trio.current_time()
         keepalive_at = last_sent + KEEPALIVE_INTERVAL
         if board is None:
-            if now >= idle_until or hub.draining:
+            if now >= idle_until or boards.closed:
                 break
-            with trio.move_on_at(min(idle_until, keepalive_at)):
-                await hub.wait_for(lambda: key in hub.boards or hub.draining)
-            board = hub.boards.get(key)
+            board = await boards.appeared(key, min(idle_until, keepalive_at))
         else:
             board.watchers += 1
             try:
@@ -150,7 +199,7 @@ async def _watch(hub: Hub, conn: HttpConnection, request: Request, key: str) -> 
         last_sent = now
         if snapshot.state.final:
             break
-        if hub.boards.get(key) is not board:  # the pipe went away (its parties left): idle again
+        if boards.get(key) is not board:  # the pipe went away (its parties left): idle again
             board = None
             idle_until = now + ttl
             ok = ok and await conn.send_raw(frame(sse_event(_idle())))

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from ..config import Config
 from ..core import status
 from ..core.forms import FormExtractor
 from ..core.framing import receiver_framing, render_head
@@ -17,12 +18,11 @@ from ..core.progress import TransferState
 from ..core.registry import Established
 from ..core.routing import Receive
 from ..errors import ErrorCode, PipeError, TransferError, TransferFailure, pipe_error
-from .body import FormBody, SocketBody
+from .body import FormBody, SeekBudget, SocketBody
 from .connection import CloseMode, body_decoder
-from .engine import Segment, Sink, Source
+from .engine import ByteEngine, Segment, Sink, Source
 
 if TYPE_CHECKING:
-    from .hub import Hub
     from .party import Party
     from .progress import Board
 
@@ -108,8 +108,16 @@ def _sink_for(receiver: Party, info: BodyInfo) -> Sink:
     )
 
 
-async def run_transfer(hub: Hub, established: Established[Party]) -> None:
-    """Stream the sender's body to every receiver. Runs in the sender's connection task."""
+async def run_transfer(
+    established: Established[Party],
+    *,
+    config: Config,
+    engine: ByteEngine,
+    board: Board | None,
+    seek_budget: SeekBudget,
+) -> TransferState:
+    """Stream the sender's body to every receiver, in the sender's connection task; how it ended
+    (`done` or `aborted`), for the hub to record."""
     sender = established.sender
     receivers = established.receivers
     request = sender.request
@@ -118,8 +126,8 @@ async def run_transfer(hub: Hub, established: Established[Party]) -> None:
         conn.sock,
         body_decoder(request),
         conn.body_prefix,
-        buffer_size=hub.config.buffer_size,
-        idle_timeout=hub.config.idle_timeout,
+        buffer_size=config.buffer_size,
+        idle_timeout=config.idle_timeout,
     )
     lines = (sender.count_line(), status.streaming(established.n))
     if raw.complete_in_prefix:
@@ -127,9 +135,8 @@ async def run_transfer(hub: Hub, established: Established[Party]) -> None:
     else:
         await sender.say(*lines)
     sinks: list[Sink] = []
-    board = hub.boards.get(established.key)
     events = _Events(sender, board)
-    log_paths = hub.config.log_paths
+    log_paths = config.log_paths
     content_type = request.header("content-type")
     multipart = is_multipart_form(content_type)
     try:
@@ -140,7 +147,7 @@ async def run_transfer(hub: Hub, established: Established[Party]) -> None:
                 extractor = FormExtractor(content_type or "")
             except PipeError as exc:
                 raise TransferError(TransferFailure.BAD_UPLOAD, exc.message) from None
-            form = FormBody(raw, extractor, hub.seek_budget)
+            form = FormBody(raw, extractor, seek_budget)
             start, pieces = await form.start()
             part = (start.content_type, start.disposition)
             source = _Prepend(pieces, form)
@@ -148,21 +155,21 @@ async def run_transfer(hub: Hub, established: Established[Party]) -> None:
         if board is not None:
             board.total = info.content_length
         sinks = [_sink_for(r, info) for r in receivers]
-        await hub.engine.relay(source, sinks, events)
+        await engine.relay(source, sinks, events)
     except TransferError as exc:
         events.log(logging.INFO, established.key, established.n, f"failed ({exc})", show_path=log_paths)
         await _fail(sender, receivers, sinks, exc)
-        return
+        return TransferState.ABORTED
     finally:
         raw.release()
     events.log(logging.DEBUG, established.key, established.n, "complete", show_path=log_paths)
-    hub.finish_board(established.key, TransferState.DONE)
     for receiver, sink in zip(receivers, sinks, strict=True):
         receiver.release(aborted=not sink.alive)
     if multipart:
         await raw.drain(limit=DRAIN_LIMIT, seconds=DRAIN_TIMEOUT)
     conn.close_mode = CloseMode.NORMAL if raw.done else CloseMode.LINGER
     await sender.say(status.UPLOAD_COMPLETE, status.TRANSFER_COMPLETE, end=True)
+    return TransferState.DONE
 
 
 async def _fail(sender: Party, receivers: tuple[Party, ...], sinks: list[Sink], exc: TransferError) -> None:

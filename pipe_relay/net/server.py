@@ -19,7 +19,6 @@ from .connection import CloseMode, HttpConnection
 from .engine import tune_malloc
 from .gate import Gate
 from .hub import Hub
-from .progress import serve_watcher
 from .service import page_reply, progress_page_reply, video_page_reply
 
 log = logging.getLogger("pipe_relay")
@@ -177,7 +176,7 @@ async def _serve_requests(conn: HttpConnection, hub: Hub, gate: Gate) -> None:
                 await hub.serve_receiver(conn, request, decision, client)
                 return
             if isinstance(decision, Watch) and not decision.html:
-                await serve_watcher(hub, conn, request, decision.key, client)
+                await hub.serve_watcher(conn, request, decision.key, client)
                 return
             if isinstance(decision, Preflight):
                 private = request.header("access-control-request-private-network") == "true"

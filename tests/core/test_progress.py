@@ -7,12 +7,14 @@ import pytest
 from pipe_relay.core.progress import (
     Snapshot,
     TransferState,
+    next_state,
     rate_between,
     sse_event,
     sse_keepalive,
     sse_open,
-    wants_event_stream,
 )
+from pipe_relay.core.registry import PipeState
+from pipe_relay.core.routing import wants_html
 
 
 @pytest.mark.parametrize(
@@ -72,8 +74,28 @@ def test_sse_framing() -> None:
         ("TEXT/HTML", False),
     ],
 )
-def test_wants_event_stream(accept: str | None, stream: bool) -> None:
-    assert wants_event_stream(accept) is stream
+def test_progress_streams_events_unless_html_is_asked_for(accept: str | None, stream: bool) -> None:
+    """One Accept parser (routing.wants_html) decides both ?progress and ?video."""
+    assert wants_html(accept) is not stream
+
+
+@pytest.mark.parametrize(
+    ("current", "pipe", "after"),
+    [
+        (TransferState.WAITING, None, TransferState.IDLE),
+        (TransferState.STREAMING, None, TransferState.IDLE),
+        (TransferState.IDLE, PipeState.PENDING, TransferState.WAITING),
+        (TransferState.WAITING, PipeState.ACTIVE, TransferState.STREAMING),
+        (TransferState.STREAMING, PipeState.ACTIVE, TransferState.STREAMING),
+        (TransferState.DONE, None, TransferState.DONE),
+        (TransferState.ABORTED, PipeState.ACTIVE, TransferState.ABORTED),
+        (TransferState.DONE, PipeState.PENDING, TransferState.DONE),
+    ],
+)
+def test_the_state_watchers_see_follows_the_registry(
+    current: TransferState, pipe: PipeState | None, after: TransferState
+) -> None:
+    assert next_state(current, pipe) is after
 
 
 @pytest.mark.parametrize(
