@@ -87,6 +87,38 @@ def idle(args: argparse.Namespace) -> int:
         stop(server)
 
 
+COSTS = {
+    "idle connection": b"GET /held HTTP/1.1\r\n",  # part of a head: accepted, then held
+    "waiting pipe": b"GET /pipe-%d HTTP/1.1\r\nHost: x\r\n\r\n",
+    "progress watcher": b"GET /watched-%d?progress HTTP/1.1\r\nHost: x\r\n\r\n",
+}
+
+
+def costs(args: argparse.Namespace) -> int:
+    """What one idle connection, one waiting pipe and one ?progress watcher cost in server RSS."""
+    limits_off = ["--client-max-pending", "0", "--client-max-connections", "0", "--client-max-watchers", "0"]
+    many = str(args.count + 10)
+    extra = ["--max-pending", many, "--max-watchers", many, "--header-timeout", "600", *limits_off]
+    for name, request in COSTS.items():
+        server, port = start_server(args.engine, extra)
+        sockets: list[socket.socket] = []
+        try:
+            time.sleep(1)
+            base = rss_mib(server.pid)
+            for index in range(args.count):
+                client = socket.create_connection(("127.0.0.1", port), timeout=10)
+                client.sendall(request % index if b"%d" in request else request)
+                sockets.append(client)
+            time.sleep(3)  # let the server read every head (bounded; RSS is what is measured)
+            grown = rss_mib(server.pid) - base
+            print(f"costs: {args.count} x {name}: +{grown:.1f} MiB, {grown * 1024 / args.count:.1f} KiB each")
+        finally:
+            for client in sockets:
+                client.close()
+            stop(server)
+    return 0
+
+
 def soak(args: argparse.Namespace) -> int:
     server, port = start_server(args.engine, [])
     url = f"http://127.0.0.1:{port}/soak?n=2"
@@ -152,8 +184,10 @@ def main() -> int:
     soak_parser.add_argument("--size", type=parse_size, default=parse_size("10G"))
     soak_parser.add_argument("--limit-rate", default="20M", help="curl --limit-rate of the slow receiver")
     soak_parser.add_argument("--max-rss", type=float, default=64.0, help="MiB; exit 1 above it")
+    costs_parser = sub.add_parser("costs", help="RSS per idle connection, waiting pipe and watcher")
+    costs_parser.add_argument("--count", type=int, default=2000)
     args = parser.parse_args()
-    return idle(args) if args.mode == "idle" else soak(args)
+    return {"idle": idle, "soak": soak, "costs": costs}[args.mode](args)
 
 
 if __name__ == "__main__":
