@@ -1,4 +1,4 @@
-# Request bodies: the sender's side of a transfer, read from its socket into one reusable buffer.
+# Request bodies: the sender's side of a transfer (framing, socket reads into one buffer, form parts).
 # Invariant: a read's pieces stay valid until the next read; SO_RCVLOWAT is back to 1 once released.
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from functools import partial
 import trio
 
 from ..core.forms import FormExtractor, FormState, PartData, PartEnd, PartStart
-from ..core.framing import BodyDecoder, ChunkedDecoder, FramingError, LengthDecoder
+from ..core.framing import BodyDecoder, ChunkedDecoder, EmptyDecoder, FramingError, LengthDecoder
+from ..core.routing import Request
 from ..errors import PipeError, TransferError, TransferFailure
-from .engine import Segment, wait_ready
+from .engine import Segment, Source, wait_ready
 
 INITIAL_BUFFER = 64 * 1024
 MAX_SEGMENTS = 32
@@ -282,3 +283,37 @@ class FormBody:
             elif isinstance(event, PartEnd):
                 self._ended = True
         return out
+
+
+class Prepend:
+    """A source that yields some already-read pieces before the rest of another source."""
+
+    def __init__(self, first_pieces: list[Segment], rest: Source) -> None:
+        self._first = first_pieces
+        self._rest = rest
+
+    async def read(self) -> list[Segment]:
+        if self._first:
+            pieces, self._first = self._first, []
+            return pieces
+        return await self._rest.read()
+
+    @property
+    def ready(self) -> bool:
+        return bool(self._first) or self._rest.ready
+
+    @property
+    def done(self) -> bool:
+        return not self._first and self._rest.done
+
+    @property
+    def wire(self) -> None:
+        return None  # only multipart bodies are prepended to: their part's data is framed anew
+
+
+def body_decoder(request: Request) -> LengthDecoder | ChunkedDecoder:
+    """How the sender's body ends, as h11 validated it: chunked, Content-Length, or empty."""
+    if request.header("transfer-encoding") is not None:
+        return ChunkedDecoder()
+    length = request.header("content-length")
+    return LengthDecoder(int(length)) if length is not None else EmptyDecoder()

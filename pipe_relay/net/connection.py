@@ -12,7 +12,6 @@ import h11
 import trio
 
 from ..config import Config
-from ..core.framing import ChunkedDecoder, EmptyDecoder, LengthDecoder
 from ..core.heads import (
     MAX_HEADER_LINES,
     check_head,
@@ -268,11 +267,3 @@ def _head_error(exc: h11.RemoteProtocolError, max_head_size: int) -> PipeError:
     if exc.error_status_hint == 501:
         return transfer_coding_error(str(exc))
     return pipe_error(ErrorCode.BAD_REQUEST, detail=str(exc).rstrip("."))
-
-
-def body_decoder(request: Request) -> LengthDecoder | ChunkedDecoder:
-    """How the sender's body ends, as h11 validated it: chunked, Content-Length, or empty."""
-    if request.header("transfer-encoding") is not None:
-        return ChunkedDecoder()
-    length = request.header("content-length")
-    return LengthDecoder(int(length)) if length is not None else EmptyDecoder()

@@ -2,8 +2,6 @@
 # Invariant: a chunk is written to every live receiver before the next is read; memory ~ one buffer.
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -21,21 +19,6 @@ from ..core.framing import (
 from ..errors import TransferError, TransferFailure
 
 Segment = memoryview | bytes
-
-
-def tune_malloc() -> None:
-    """Ask glibc not to mmap/trim large blocks: fresh large allocations page-fault every time."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    mallopt(m_mmap_threshold, 32 * 1024 * 1024)
-    mallopt(m_trim_threshold, 128 * 1024 * 1024)
 
 
 class Source(Protocol):

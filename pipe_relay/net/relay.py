@@ -18,9 +18,9 @@ from ..core.progress import TransferState
 from ..core.registry import Established
 from ..core.routing import Receive
 from ..errors import ErrorCode, PipeError, TransferError, TransferFailure, pipe_error
-from .body import FormBody, SeekBudget, SocketBody
-from .connection import CloseMode, body_decoder
-from .engine import ByteEngine, Segment, Sink, Source
+from .body import FormBody, Prepend, SeekBudget, SocketBody, body_decoder
+from .connection import CloseMode
+from .engine import ByteEngine, Sink, Source
 
 if TYPE_CHECKING:
     from .party import Party
@@ -29,32 +29,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("pipe_relay")
 DRAIN_LIMIT = 64 * 1024 * 1024
 DRAIN_TIMEOUT = 30.0
-
-
-class _Prepend:
-    """A source that yields some already-read pieces before the rest of another source."""
-
-    def __init__(self, first_pieces: list[Segment], rest: Source) -> None:
-        self._first = first_pieces
-        self._rest = rest
-
-    async def read(self) -> list[Segment]:
-        if self._first:
-            pieces, self._first = self._first, []
-            return pieces
-        return await self._rest.read()
-
-    @property
-    def ready(self) -> bool:
-        return bool(self._first) or self._rest.ready
-
-    @property
-    def done(self) -> bool:
-        return not self._first and self._rest.done
-
-    @property
-    def wire(self) -> None:
-        return None  # only multipart bodies are prepended to: their part's data is framed anew
 
 
 class _Events:
@@ -150,7 +124,7 @@ async def run_transfer(
             form = FormBody(raw, extractor, seek_budget)
             start, pieces = await form.start()
             part = (start.content_type, start.disposition)
-            source = _Prepend(pieces, form)
+            source = Prepend(pieces, form)
         info = body_info(request.headers, multipart_part=part)
         if board is not None:
             board.total = info.content_length

@@ -1,4 +1,4 @@
-# The server: listeners, one task per connection, the TTL reaper; `serve` runs until cancelled.
+# The server: listeners, the accept loop, one task per connection, the drain; `serve` runs until drained.
 # Invariant: every connection task closes its socket in `finally`; all tasks live in serve's nursery.
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from ..core.replies import preflight_reply
 from ..core.routing import Play, Preflight, Receive, Send, ServePage, Watch, route
 from ..errors import PipeError
 from .connection import CloseMode, HttpConnection
-from .engine import tune_malloc
 from .gate import Gate
 from .hub import Hub
+from .libc import tune_malloc
 from .service import page_reply, progress_page_reply, video_page_reply
 
 log = logging.getLogger("pipe_relay")

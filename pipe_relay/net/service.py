@@ -2,8 +2,6 @@
 # Invariant: these answers are complete small replies; they never touch the registry's state.
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import os
 from datetime import UTC, datetime
@@ -22,6 +20,7 @@ from ..core.service import (
     help_text,
     version_line,
 )
+from .libc import heap_bytes
 
 _STARTED = datetime.now(UTC)
 _BUILT = datetime.fromtimestamp(Path(__file__).stat().st_mtime, UTC)
@@ -38,38 +37,6 @@ def _rss_bytes() -> int:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return 0
-
-
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in (
-            "arena",
-            "ordblks",
-            "smblks",
-            "hblks",
-            "hblkhd",
-            "usmblks",
-            "fsmblks",
-            "uordblks",
-            "fordblks",
-            "keepcost",
-        )
-    ]
-
-
-def _heap_bytes() -> int:
-    """Bytes the C allocator has handed out and not freed (glibc mallinfo2: uordblks + hblkhd)."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return 0
-    try:
-        mallinfo2 = ctypes.CDLL(name).mallinfo2
-    except (OSError, AttributeError):
-        return 0
-    mallinfo2.restype = _MallInfo2
-    info = mallinfo2()
-    return int(info.uordblks + info.hblkhd)
 
 
 def _fd_count() -> int:
@@ -112,7 +79,7 @@ def page_reply(decision: ServePage, request: Request, peer: str, *, draining: bo
         built=_iso(_BUILT),
         started=_iso(_STARTED),
         rss=_rss_bytes(),
-        heap=_heap_bytes(),
+        heap=heap_bytes(),
         fds=_fd_count(),
         pid=os.getpid(),
         ip=peer,

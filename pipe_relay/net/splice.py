@@ -7,8 +7,7 @@ import ctypes
 import fcntl
 import logging
 import os
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 
 import trio
@@ -26,6 +25,7 @@ from .engine import (
     report_drops,
     wait_ready,
 )
+from .libc import tee_function
 
 log = logging.getLogger("pipe_relay")
 
@@ -35,19 +35,7 @@ _NONBLOCK = getattr(os, "SPLICE_F_NONBLOCK", 2)
 _MOVE = getattr(os, "SPLICE_F_MOVE", 1)
 
 
-def _load_tee() -> Callable[[int, int, int, int], int] | None:
-    if not sys.platform.startswith("linux") or not hasattr(os, "splice"):
-        return None
-    try:
-        function = ctypes.CDLL(None, use_errno=True).tee
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint]
-    function.restype = ctypes.c_ssize_t
-    return function
-
-
-_TEE = _load_tee()
+_TEE = tee_function()
 
 
 def splice_available() -> bool:
