@@ -18,7 +18,7 @@ from ..errors import ErrorCode, PipeError, pipe_error
 from .body import SeekBudget
 from .connection import CloseMode, HttpConnection
 from .engine import BufferEngine, ByteEngine
-from .party import POLL_INTERVAL, Naps, Party, Role
+from .party import ABORTED, POLL_INTERVAL, Naps, Party, Receiver, Sender
 from .progress import Boards, watch
 from .relay import run_transfer
 from .splice import SpliceEngine, splice_available
@@ -122,7 +122,7 @@ class Hub:
         self.quotas.check(Quota.ACTIVE, client)  # a client at its transfer limit joins no more pipes
         self.quotas.take(Quota.PENDING, client)
         party.waiting = True
-        add = self.registry.add_sender if party.role is Role.SENDER else self.registry.add_receiver
+        add = self.registry.add_sender if isinstance(party, Sender) else self.registry.add_receiver
         try:
             result = add(decision.key, decision.n, party, trio.current_time())
         except PipeError:
@@ -161,7 +161,9 @@ class Hub:
         self._active_clients[established.key] = tuple(clients)
         for client in clients:
             self.quotas.add(Quota.ACTIVE, client)  # (checked when each joined)
-        established.sender.receivers_now = established.n
+        sender = established.sender
+        assert isinstance(sender, Sender)
+        sender.receivers_now = established.n
         for party in (established.sender, *established.receivers):
             self._stop_waiting(party)
             party.settle(established)
@@ -176,7 +178,7 @@ class Hub:
     async def serve_sender(
         self, conn: HttpConnection, request: Request, decision: Send, client: str = ""
     ) -> None:
-        party = Party(Role.SENDER, conn, request, decision, self.naps, client)
+        party = Sender(conn, request, decision, self.naps, client)
         origin = request.header("origin")
         try:
             result = self._join(party)
@@ -207,7 +209,7 @@ class Hub:
         finally:
             self._sender_done(party, ended)
 
-    async def _wait_as_sender(self, party: Party, receivers: int) -> bool:
+    async def _wait_as_sender(self, party: Sender, receivers: int) -> bool:
         """Status lines while the pipe is pending. False if the sender left before it settled."""
         party.receivers_now = receivers
         ok = await party.say(status.waiting(party.n))
@@ -242,8 +244,8 @@ class Hub:
             self.boards.finish(outcome.key, ended)
             self._transfer_over(outcome.key)
             for receiver in outcome.receivers:
-                if not receiver.transfer_over.is_set():
-                    receiver.release(aborted=True)
+                assert isinstance(receiver, Receiver)
+                receiver.release(ABORTED)  # (unless the transfer said how it ended already)
         self._touch(party.key)
 
     # watchers ----------------------------------------------------------------------------
@@ -269,7 +271,7 @@ class Hub:
     async def serve_receiver(
         self, conn: HttpConnection, request: Request, decision: Receive, client: str = ""
     ) -> None:
-        party = Party(Role.RECEIVER, conn, request, decision, self.naps, client)
+        party = Receiver(conn, request, decision, self.naps, client)
         origin = request.header("origin")
         try:
             result = self._join(party)
@@ -278,8 +280,7 @@ class Hub:
             return
         try:
             if isinstance(result, Waiting):
-                if result.sender is not None:
-                    result.sender.count_changed(result.receivers)
+                _count_changed(result.sender, result.receivers)
                 while party.outcome is None and not conn.peer_closed():
                     await party.nap()
                 if party.outcome is None:
@@ -291,16 +292,24 @@ class Hub:
                 await conn.send_error(pipe_error(ErrorCode.SHUTTING_DOWN), origin, last=True)
                 return
             # The sender's task streams into this socket now; wait until it is done with it.
-            if not party.transfer_over.is_set():  # (set already: no need to yield once more)
-                await party.transfer_over.wait()
-            if party.final_error is not None:
-                await conn.send_error(party.final_error, origin, last=True)
-            elif party.aborted:
-                conn.close_mode = CloseMode.ABORT
+            if not party.released.is_set():  # (set already: no need to yield once more)
+                await party.released.wait()
+            end = party.end
+            assert end is not None
+            if end.error is not None:
+                await conn.send_error(end.error, origin, last=True)
+            else:
+                conn.close_mode = end.close_mode
         finally:
             if party.outcome is None:
                 left = self.registry.leave(party.key, party)
                 self._stop_waiting(party)
                 self._touch(party.key)
-                if left is not None and left.sender is not None:
-                    left.sender.count_changed(left.receivers)
+                if left is not None:
+                    _count_changed(left.sender, left.receivers)
+
+
+def _count_changed(sender: Party | None, receivers: int) -> None:
+    """A waiting sender hears how many receivers are there now (fan-out count lines)."""
+    if isinstance(sender, Sender):
+        sender.count_changed(receivers)

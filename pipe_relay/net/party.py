@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import select
+from dataclasses import dataclass
 
 import trio
 
@@ -13,34 +14,28 @@ from ..core.registry import Closed, Established, Expired
 from ..core.replies import TEXT_PLAIN, StreamedReply, interim_continue
 from ..core.routing import Receive, Request, Send
 from ..errors import PipeError
-from .connection import HttpConnection
+from .connection import CloseMode, HttpConnection
 
 POLL_INTERVAL = 0.5
 """How often a waiting party looks at its heartbeat (and, where hang-ups are not watched, its socket)."""
 _HANGUP = getattr(select, "EPOLLRDHUP", 0)
 
 
-class Role(enum.Enum):
-    SENDER = "sender"
-    RECEIVER = "receiver"
-
-
 Outcome = Established["Party"] | Expired["Party"] | Closed["Party"]
 
 
 class Party:
-    """A sender or receiver connection taking part in a pipe."""
+    """A sender or receiver connection taking part in a pipe: what it asked, how its wait ended
+    (`outcome`, set once), and its nap while it waits."""
 
     def __init__(
         self,
-        role: Role,
         conn: HttpConnection,
         request: Request,
         decision: Send | Receive,
         naps: Naps,
         client: str = "",
     ) -> None:
-        self.role = role
         self.conn = conn
         self.request = request
         self.decision = decision
@@ -52,19 +47,10 @@ class Party:
         self._naps = naps
         self._poked = False
         self._napper: trio.lowlevel.Task | None = None  # the party's task, while it naps
-        # sender: receivers connected now, and the count last told to the sender
-        self.receivers_now = 0
-        self.receivers_told = 0
-        # receiver: set by the sender's task when it is done with this socket
-        self.transfer_over = trio.Event()
-        self.aborted = False
-        self.final_error: PipeError | None = None
-        self._unsent = b""
-        self._status_stream = StreamedReply(request.http_version)
 
     def __repr__(self) -> str:
         state = type(self.outcome).__name__ if self.outcome else "waiting"
-        return f"<Party {self.role.value} {self.decision.key!r} {state}>"
+        return f"<{type(self).__name__} {self.decision.key!r} {state}>"
 
     @property
     def key(self) -> str:
@@ -75,11 +61,8 @@ class Party:
         return self.decision.n
 
     def settle(self, outcome: Outcome) -> None:
+        assert self.outcome is None, f"{self!r} settled twice"
         self.outcome = outcome
-        self.poke()
-
-    def count_changed(self, receivers: int) -> None:
-        self.receivers_now = receivers
         self.poke()
 
     def poke(self) -> None:
@@ -109,13 +92,23 @@ class Party:
         self._napper = None
         return trio.lowlevel.Abort.SUCCEEDED
 
-    def release(self, *, aborted: bool, error: PipeError | None = None) -> None:
-        """Receiver: the sender's task no longer uses this socket."""
-        self.aborted = aborted
-        self.final_error = error
-        self.transfer_over.set()
 
-    # sender's status stream -------------------------------------------------------------
+class Sender(Party):
+    """The sending party: its body is the transfer's source; it reads a status stream meanwhile."""
+
+    def __init__(
+        self, conn: HttpConnection, request: Request, decision: Send, naps: Naps, client: str = ""
+    ) -> None:
+        super().__init__(conn, request, decision, naps, client)
+        self.receivers_now = 0
+        """Receivers connected now; `receivers_told`, the count last said to the sender."""
+        self.receivers_told = 0
+        self._unsent = b""
+        self._status_stream = StreamedReply(request.http_version)
+
+    def count_changed(self, receivers: int) -> None:
+        self.receivers_now = receivers
+        self.poke()
 
     def start_status_stream(self) -> None:
         """Answer `Expect: 100-continue` and open the 200 status stream (sent with the first line)."""
@@ -142,6 +135,55 @@ class Party:
             return ""
         self.receivers_told = self.receivers_now
         return status.connected(self.receivers_now, self.n)
+
+
+class Ending(enum.Enum):
+    """How a transfer ended for one receiver."""
+
+    COMPLETED = "completed"
+    """It has the whole body and its end."""
+    ABORTED = "aborted"
+    """Cut short: its connection is reset, so it can never take the body for a whole one."""
+    FAILED = "failed"
+    """Nothing reached it yet: it gets an error reply instead."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiverEnd:
+    ending: Ending
+    error: PipeError | None = None
+    """The reply of a FAILED receiver."""
+
+    @property
+    def close_mode(self) -> CloseMode:
+        """The one place a receiver's close follows from its end: a cut one is reset."""
+        return CloseMode.ABORT if self.ending is Ending.ABORTED else CloseMode.NORMAL
+
+
+COMPLETED = ReceiverEnd(Ending.COMPLETED)
+ABORTED = ReceiverEnd(Ending.ABORTED)
+
+
+class Receiver(Party):
+    """A receiving party: the sender's task writes into its socket, then says how it ended."""
+
+    def __init__(
+        self, conn: HttpConnection, request: Request, decision: Receive, naps: Naps, client: str = ""
+    ) -> None:
+        super().__init__(conn, request, decision, naps, client)
+        self.end: ReceiverEnd | None = None
+        self.released = trio.Event()
+        """Set (with `end`) when the sender's task no longer uses this socket."""
+
+    def __repr__(self) -> str:
+        end = f" {self.end.ending.value}" if self.end else ""
+        return super().__repr__()[:-1] + end + ">"
+
+    def release(self, end: ReceiverEnd) -> None:
+        """The sender's task is done with this socket, for this reason (said once)."""
+        if self.end is None:
+            self.end = end
+            self.released.set()
 
 
 class Naps:

@@ -21,6 +21,7 @@ from ..errors import ErrorCode, PipeError, TransferError, TransferFailure, pipe_
 from .body import FormBody, Prepend, SeekBudget, SocketBody, body_decoder
 from .connection import CloseMode
 from .engine import ByteEngine, Sink, Source
+from .party import ABORTED, COMPLETED, Ending, Receiver, ReceiverEnd, Sender
 
 if TYPE_CHECKING:
     from .party import Party
@@ -32,7 +33,7 @@ DRAIN_TIMEOUT = 30.0
 
 
 class _Events:
-    def __init__(self, sender: Party, board: Board | None) -> None:
+    def __init__(self, sender: Sender, board: Board | None) -> None:
         self.sender = sender
         self.board = board
         self.moved = 0
@@ -63,7 +64,7 @@ def pipe_tag(key: str) -> str:
     return "pipe#" + hmac.new(_TAG_KEY, key.encode("utf-8", "surrogateescape"), "sha256").hexdigest()[:12]
 
 
-def _sink_for(receiver: Party, info: BodyInfo) -> Sink:
+def _sink_for(receiver: Receiver, info: BodyInfo) -> Sink:
     request = receiver.request
     framing = receiver_framing(info.content_length, request.http_version)
     decision = receiver.decision
@@ -93,7 +94,8 @@ async def run_transfer(
     """Stream the sender's body to every receiver, in the sender's connection task; how it ended
     (`done` or `aborted`), for the hub to record."""
     sender = established.sender
-    receivers = established.receivers
+    receivers = tuple(r for r in established.receivers if isinstance(r, Receiver))
+    assert isinstance(sender, Sender) and len(receivers) == established.n
     request = sender.request
     conn = sender.conn
     raw = SocketBody(
@@ -138,7 +140,7 @@ async def run_transfer(
         raw.release()
     events.log(logging.DEBUG, established.key, established.n, "complete", show_path=log_paths)
     for receiver, sink in zip(receivers, sinks, strict=True):
-        receiver.release(aborted=not sink.alive)
+        receiver.release(COMPLETED if sink.alive else ABORTED)
     if multipart:
         await raw.drain(limit=DRAIN_LIMIT, seconds=DRAIN_TIMEOUT)
     conn.close_mode = CloseMode.NORMAL if raw.done else CloseMode.LINGER
@@ -146,16 +148,18 @@ async def run_transfer(
     return TransferState.DONE
 
 
-async def _fail(sender: Party, receivers: tuple[Party, ...], sinks: list[Sink], exc: TransferError) -> None:
+async def _fail(
+    sender: Sender, receivers: tuple[Receiver, ...], sinks: list[Sink], exc: TransferError
+) -> None:
     """Stop a transfer: receivers never see a clean end; the sender hears why, if it is there."""
     for index, receiver in enumerate(receivers):
         sink = sinks[index] if index < len(sinks) else None
         if sink is None or (sink.alive and not sink.head_sent):
             # nothing reached this receiver yet: it can get a proper error response
             error = pipe_error(ErrorCode.SENDER_FAILED, detail=exc.failure.value)
-            receiver.release(aborted=False, error=error)
+            receiver.release(ReceiverEnd(Ending.FAILED, error))
         else:
-            receiver.release(aborted=True)
+            receiver.release(ABORTED)
     if exc.failure is TransferFailure.SENDER_GONE:
         sender.conn.close_mode = CloseMode.ABORT
         return
