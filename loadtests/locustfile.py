@@ -1,5 +1,5 @@
 # Locust load test for pipe-relay: each user is one sender plus n receivers on a fresh random path.
-# Every transfer is verified (size and sha256 at each receiver); fan-out bytes/s and transfers/s are reported.
+# A transfer counts when the sender got 200 and every receiver the exact body (size, sha256): any server.
 """Run headless, for example:
 
     locust -f loadtests/locustfile.py --headless -u 20 -r 5 -t 30s --host http://127.0.0.1:8080
@@ -52,7 +52,7 @@ def _receive(host: str, port: int, path: str) -> tuple[int, str]:
 
 
 def _send(host: str, port: int, path: str, body: bytes) -> str:
-    """PUT the body; the sender's status stream."""
+    """PUT the body; the sender's response text (whatever the server writes there)."""
     connection = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
     try:
         connection.request("PUT", path, body=body, headers={"Content-Type": "application/octet-stream"})
@@ -84,11 +84,9 @@ class PipeUser(User):
         failure: Exception | None = None
         try:
             receivers = [gevent.spawn(_receive, self.target_host, self.target_port, path) for _ in range(N)]
-            status = _send(self.target_host, self.target_port, path, self.body)
+            _send(self.target_host, self.target_port, path, self.body)  # (any server: its 200 only)
             gevent.joinall(receivers, timeout=TIMEOUT, raise_error=True)
-            if not status.rstrip().endswith("[INFO] Transfer complete."):
-                raise TransferFailed(f"sender status stream did not complete: {status[-200:]!r}")
-            for receiver in receivers:
+            for receiver in receivers:  # judged by what the receivers got, not by a server's wording
                 if not receiver.successful():
                     raise TransferFailed("a receiver did not finish in time")
                 size, digest = receiver.value
