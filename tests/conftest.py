@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import resource
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -77,6 +78,16 @@ def start_relay(nursery: trio.Nursery, engine: str) -> StartRelay:
         return Relay(config=config, port=listeners[0].socket.getsockname()[1], hub=hub)
 
     return start
+
+
+@pytest.fixture
+def many_descriptors() -> None:
+    """At least 4,096 open files for this process (a test with 1,000 clients and their server side),
+    or the test is skipped with the reason."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 4096:
+        pytest.skip(f"needs 4096 descriptors for 1,000 clients and their server side (hard limit {hard})")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4096), hard))
 
 
 @pytest.fixture

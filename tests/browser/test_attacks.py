@@ -15,6 +15,20 @@ PAGE = b"<html><head><title>shown</title></head><body><script>document.title='ra
 BOUNDARY = "b0undaryXx"
 
 
+async def _sent_then_opened(
+    relay: Relay, key: str, url: str, *curl_args: str, body: bytes
+) -> dict[str, object]:
+    """A curl sender waits on `key` first; then Chromium opens `url` (the receiver). What Chromium
+    did with it (`_navigate`); the sender must have completed."""
+    got: dict[str, CurlResult] = {}
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: curl_into(got, "s", *curl_args, f"{relay.url}{key}", stdin=body))
+        await relay.wait_for_pipe(key, sender=True)
+        seen = await in_browser(lambda: _navigate(url))
+    assert got["s"].stdout.decode().splitlines()[-1] == "[INFO] Transfer complete."
+    return seen
+
+
 def _navigate(url: str) -> dict[str, object]:
     """Open `url` in Chromium; what happened: a download (its name, its bytes) or a shown page."""
     seen: dict[str, object] = {}
@@ -34,32 +48,23 @@ def _navigate(url: str) -> dict[str, object]:
 
 
 @pytest.mark.parametrize("disposition", ['"inline"', "inline,", "inline x", "filename=shown.html"])
-async def test_a_malformed_disposition_never_shows_the_body_inline(
-    relay: Relay, tmp_path: Path, disposition: str
-) -> None:
-    got: dict[str, CurlResult] = {}
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(
-            lambda: curl_into(
-                got,
-                "s",
-                "-T",
-                "-",
-                "-H",
-                "Content-Type: text/html",
-                "-H",
-                f"Content-Disposition: {disposition}",
-                f"{relay.url}/trick",
-                stdin=PAGE,
-            )
-        )
-        await relay.wait_for_pipe("/trick", sender=True)
-        seen = await in_browser(lambda: _navigate(f"{relay.url}/trick"))
+async def test_a_malformed_disposition_never_shows_the_body_inline(relay: Relay, disposition: str) -> None:
+    seen = await _sent_then_opened(
+        relay,
+        "/trick",
+        f"{relay.url}/trick",
+        "-T",
+        "-",
+        "-H",
+        "Content-Type: text/html",
+        "-H",
+        f"Content-Disposition: {disposition}",
+        body=PAGE,
+    )
     assert "title" not in seen, seen  # never shown as a page
     assert seen["bytes"] == PAGE
     if disposition.startswith("filename="):
         assert seen["suggested"] == "shown.html"
-    assert got["s"].stdout.decode().splitlines()[-1] == "[INFO] Transfer complete."
 
 
 async def test_a_bare_lf_in_a_form_part_cannot_break_the_head_chromium_reads(relay: Relay) -> None:
@@ -74,22 +79,11 @@ async def test_a_bare_lf_in_a_form_part_cannot_break_the_head_chromium_reads(rel
         + PAGE
         + f"\r\n--{BOUNDARY}--\r\n".encode()
     )
-    got: dict[str, CurlResult] = {}
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(
-            lambda: curl_into(
-                got,
-                "s",
-                "--data-binary",
-                "@-",
-                "-H",
-                f"Content-Type: multipart/form-data; boundary={BOUNDARY}",
-                f"{relay.url}/form-lf",
-                stdin=form,
-            )
-        )
-        await relay.wait_for_pipe("/form-lf", sender=True)
-        seen = await in_browser(lambda: _navigate(f"{relay.url}/form-lf?download"))
+    content_type = f"Content-Type: multipart/form-data; boundary={BOUNDARY}"
+    url = f"{relay.url}/form-lf?download"
+    seen = await _sent_then_opened(
+        relay, "/form-lf", url, "--data-binary", "@-", "-H", content_type, body=form
+    )
     assert "title" not in seen, seen
     assert seen["suggested"] == "page.html"
     assert seen["bytes"] == PAGE

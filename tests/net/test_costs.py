@@ -2,7 +2,6 @@
 # RSS is read from /proc (the server runs in this process); bounds are far above the measured cost.
 from __future__ import annotations
 
-import resource
 from pathlib import Path
 
 import pytest
@@ -44,12 +43,8 @@ def test_only_the_headers_the_server_reads_are_kept() -> None:
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RSS from /proc")
 async def test_1000_waiting_heads_of_100_headers_hold_under_50_mib(
-    start_relay: StartRelay, raw_clients: list[RawClient]
+    start_relay: StartRelay, raw_clients: list[RawClient], many_descriptors: None
 ) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard < 4096:
-        pytest.skip(f"needs 4096 descriptors (hard limit {hard})")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4096), hard))
     relay = await start_relay(client_max_pending=0, client_max_connections=0)
     with trio.fail_after(60):
         before = _rss_bytes()

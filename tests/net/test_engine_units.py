@@ -52,6 +52,14 @@ def _pairs(count: int, *, tcp: bool = False) -> Iterator[list[tuple[socket.socke
             theirs.close()
 
 
+async def _send_all(sock: socket.socket, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        await trio.lowlevel.wait_writable(sock)
+        with suppress(BlockingIOError):
+            view = view[sock.send(view) :]
+
+
 async def _drain(sock: socket.socket, into: bytearray) -> None:
     """Read until the peer closes (the engine's side is closed by the test)."""
     while True:
@@ -111,14 +119,7 @@ async def test_an_engine_moves_a_length_body_in_lockstep_to_three(engine: str) -
             for (_, theirs), into in zip(receivers, got, strict=True):
                 nursery.start_soon(_drain, theirs, into)
 
-            async def send() -> None:
-                view = memoryview(body)
-                while view:
-                    await trio.lowlevel.wait_writable(sender[1])
-                    with suppress(BlockingIOError):
-                        view = view[sender[1].send(view) :]
-
-            nursery.start_soon(send)
+            nursery.start_soon(_send_all, sender[1], body)
             await relay.relay(source, sinks, events)
             for ours, _ in receivers:
                 ours.shutdown(socket.SHUT_WR)
@@ -168,14 +169,7 @@ async def test_the_splice_engine_drops_a_receiver_stalled_past_the_idle_limit() 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_drain, receivers[0][1], got)  # the second receiver never reads
 
-            async def send() -> None:
-                view = memoryview(body)
-                while view:
-                    await trio.lowlevel.wait_writable(sender[1])
-                    with suppress(BlockingIOError):
-                        view = view[sender[1].send(view) :]
-
-            nursery.start_soon(send)
+            nursery.start_soon(_send_all, sender[1], body)
             await engine.relay(source, sinks, events)
             receivers[0][0].shutdown(socket.SHUT_WR)
     assert [sink.alive for sink in sinks] == [True, False]
