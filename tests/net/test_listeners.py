@@ -2,6 +2,7 @@
 # Real clients only (curl over 127.0.0.1, [::1] and --unix-socket); no fixed port is asked for.
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import platform
@@ -43,6 +44,21 @@ def _has_ipv6() -> bool:
 
 
 NEEDS_IPV6 = pytest.mark.skipif(not _has_ipv6(), reason="no IPv6 loopback (::1) here")
+
+
+def _our_tcp_listeners() -> set[str]:
+    """Socket inodes of this process that listen on TCP (Linux /proc)."""
+    ours = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(FileNotFoundError):  # (the listing's own descriptor, gone by now)
+            ours.add(os.readlink(f"/proc/self/fd/{fd}"))
+    listening = set()
+    for table in ("tcp", "tcp6"):
+        for row in Path(f"/proc/self/net/{table}").read_text().splitlines()[1:]:
+            fields = row.split()
+            if fields[3] == "0A":  # TCP_LISTEN
+                listening.add(f"socket:[{fields[9]}]")
+    return ours & listening
 
 
 async def _open_cli(*args: str, prefix: tuple[str, ...] = ()) -> trio.Process:
@@ -231,13 +247,13 @@ async def test_a_stale_socket_file_is_replaced_and_a_live_one_refused(
         version = await curl("--unix-socket", str(unix_path), "http://localhost/version")
         assert version.stdout == b"pipe-relay 0.1.0\n", version.stderr
         # a second server on the same file: refused, and it leaves the live one (and nothing) behind
-        fds = len(os.listdir("/proc/self/fd"))
+        listening = _our_tcp_listeners()
         second = Config(hosts=("127.0.0.1",), port=0, unix_path=str(unix_path), engine="buffer")
         async with trio.open_nursery() as nursery:
             with pytest.raises(ListenError) as refused:
                 await nursery.start(serve, second)
         assert (refused.value.address, refused.value.errno) == (f"unix:{unix_path}", errno.EADDRINUSE)
-        assert len(os.listdir("/proc/self/fd")) == fds  # its TCP listener was closed
+        assert _our_tcp_listeners() == listening  # its TCP listener was closed
         version = await curl("--unix-socket", str(unix_path), "http://localhost/version")
         assert version.stdout == b"pipe-relay 0.1.0\n", version.stderr
     assert relay.hub.draining is False
