@@ -101,7 +101,7 @@ def _hostport(host: str, port: int) -> str:
 
 async def _listen_tcp(config: Config) -> list[socket.socket]:
     """A listening socket for every address of every host, all on one port."""
-    addresses: list[tuple[socket.AddressFamily, str]] = []
+    addresses: list[tuple[socket.AddressFamily, Any]] = []  # (family, sockaddr)
     for host in config.hosts:
         try:
             found = await trio.socket.getaddrinfo(
@@ -109,7 +109,9 @@ async def _listen_tcp(config: Config) -> list[socket.socket]:
             )
         except OSError as exc:
             raise ListenError(_hostport(host, config.port), exc) from None
-        addresses += [(family, str(sockaddr[0])) for family, *_, sockaddr in found]
+        for family, *_, sockaddr in found:
+            if (family, sockaddr) not in addresses:  # (a name may list an address twice)
+                addresses.append((family, sockaddr))
     # `::` takes IPv4 too (as in Node), unless an IPv4 address is listed, which would then be taken
     dual_stack = socket.AF_INET not in {family for family, _ in addresses}
     for draw in range(1, PORT_DRAWS + 1):
@@ -129,15 +131,16 @@ class _PortTaken(Exception):
 
 
 def _bind_tcp(
-    addresses: list[tuple[socket.AddressFamily, str]], port: int, *, dual_stack: bool
+    addresses: list[tuple[socket.AddressFamily, Any]], port: int, *, dual_stack: bool
 ) -> list[socket.socket]:
     sockets: list[socket.socket] = []
     drawn = port == 0
     try:
-        for family, host in addresses:
+        for family, sockaddr in addresses:
+            host = str(sockaddr[0])
             wildcard = dual_stack and family == socket.AF_INET6 and host == "::"
             try:
-                sock = _tcp_listener(family, host, port, dual_stack=wildcard)
+                sock = _tcp_listener(family, (host, port, *sockaddr[2:]), dual_stack=wildcard)
             except OSError as exc:
                 if not (wildcard and exc.errno in _NO_IPV6):
                     error = ListenError(_hostport(host, port), exc)
@@ -145,7 +148,7 @@ def _bind_tcp(
                         raise _PortTaken(error) from None
                     raise error from None
                 try:  # no IPv6 on this host: the IPv4 wildcard instead (the start-up line says so)
-                    sock = _tcp_listener(socket.AF_INET, "0.0.0.0", port, dual_stack=False)
+                    sock = _tcp_listener(socket.AF_INET, ("0.0.0.0", port), dual_stack=False)
                 except OSError as exc4:
                     raise ListenError(_hostport("0.0.0.0", port), exc4) from None
             sockets.append(sock)
@@ -157,13 +160,15 @@ def _bind_tcp(
     return sockets
 
 
-def _tcp_listener(family: socket.AddressFamily, host: str, port: int, *, dual_stack: bool) -> socket.socket:
+def _tcp_listener(
+    family: socket.AddressFamily, sockaddr: tuple[Any, ...], *, dual_stack: bool
+) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual_stack else 1)
-        sock.bind((host, port))
+        sock.bind(sockaddr)
         sock.listen(BACKLOG)
     except BaseException:
         sock.close()
