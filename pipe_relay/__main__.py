@@ -1,5 +1,5 @@
 # Command line: flags -> Config -> trio.run(serve). Nothing else lives here.
-# Invariant: a bad flag or a busy port ends the program with one `pipe-relay: error: ...` line, exit 2/1.
+# Invariant: a bad flag or a busy address ends the program with one `pipe-relay: error: ...` line, exit 2/1.
 from __future__ import annotations
 
 import argparse
@@ -17,6 +17,7 @@ from ._version import __version__
 from .config import ENGINES, Config
 from .net import serve
 from .net.hub import Hub
+from .net.server import ListenError, url_of
 from .net.splice import splice_available
 
 log = logging.getLogger("pipe_relay")
@@ -32,7 +33,18 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pipe-relay", description="Streaming pipe relay server.")
     add = parser.add_argument
     add("--version", action="version", version=f"pipe-relay {__version__}")
-    add("--host", default=defaults.host, help="address to listen on (default %(default)s)")
+    add(
+        "--host",
+        action="append",
+        help="address to listen on; may be given several times (default ::, IPv4 and IPv6 both)",
+    )
+    add("--unix", default="", metavar="PATH", help="also listen on this Unix domain socket")
+    add(
+        "--unix-mode",
+        type=_mode,
+        default=None,
+        help=f"permission bits of the --unix socket file (default {defaults.unix_mode:04o})",
+    )
     add("--http-port", type=int, default=defaults.port, help="port (default %(default)s; 0 = any)")
     add("--max-pending", type=int, default=defaults.max_pending, help="pipes waiting for parties")
     add("--max-active", type=int, default=defaults.max_active, help="transfers streaming at once")
@@ -103,14 +115,27 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _mode(text: str) -> int:
+    """`--unix-mode 0660`: octal permission bits."""
+    try:
+        return int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an octal mode: {text!r}") from None
+
+
 def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, int]:
     """The server's Config and the logging level, from the command line."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.unix_mode is not None and not args.unix:
+        parser.error("--unix-mode needs --unix")
+    defaults = Config()
     try:
         config = Config(
-            host=args.host,
+            hosts=tuple(args.host) if args.host else defaults.hosts,
             port=args.http_port,
+            unix_path=args.unix,
+            unix_mode=defaults.unix_mode if args.unix_mode is None else args.unix_mode,
             max_pending=args.max_pending,
             max_active=args.max_active,
             max_connections=args.max_connections,
@@ -147,14 +172,15 @@ async def _run(config: Config) -> str | None:
     async with trio.open_nursery() as nursery:
         try:
             listeners = await nursery.start(_serve_until_drained, config, hub, nursery.cancel_scope)
-        except OSError as exc:
+        except ListenError as exc:
             busy = exc.errno == errno.EADDRINUSE
             reason = "address already in use" if busy else exc.strerror or str(exc)
-            return f"pipe-relay: error: cannot listen on {config.host}:{config.port}: {reason}"
+            return f"pipe-relay: error: cannot listen on {exc.address}: {reason}"
         for listener in listeners:
-            host, port = listener.socket.getsockname()[:2]
-            shown = f"[{host}]" if ":" in host else host
-            print(f"pipe-relay {__version__} listening on http://{shown}:{port}", flush=True)
+            url = url_of(listener.socket)
+            fell_back = url.startswith("http://0.0.0.0:") and "0.0.0.0" not in config.hosts
+            note = " (this host has no IPv6: IPv4 only)" if fell_back else ""
+            print(f"pipe-relay {__version__} listening on {url}{note}", flush=True)
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
                 if hub.draining:

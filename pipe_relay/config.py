@@ -1,20 +1,29 @@
-# The one frozen configuration of a server: bind address, limits and timeouts.
+# The one frozen configuration of a server: listen addresses, limits and timeouts.
 # Invariant: a Config is immutable and validated on construction; every limit is finite and positive.
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from .core.clients import parse_networks
 
 ENGINES = ("auto", "splice", "buffer")
+UNIX_PATH_MAX = 107
+"""Longest Unix socket path in bytes (Linux's sun_path holds 108, with its terminating NUL)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
     """Everything a running server needs to know, fixed at start-up."""
 
-    host: str = "0.0.0.0"
+    hosts: tuple[str, ...] = ("::",)
+    """Addresses (or names) to listen on, each on `port`. `::` is dual-stack (IPv4 clients too) unless
+    an IPv4 host is listed as well; on a host without IPv6 it falls back to `0.0.0.0`."""
     port: int = 8080
+    unix_path: str = ""
+    """Also listen on this Unix domain socket ("" = none): for a reverse proxy on the same host."""
+    unix_mode: int = 0o660
+    """Permission bits of the Unix socket file."""
     max_pending: int = 1000
     max_active: int = 1000
     max_connections: int = 10_000
@@ -49,6 +58,7 @@ class Config:
     """Bytes read from a sender per step of a transfer: the chunk every receiver gets in lockstep."""
 
     def __post_init__(self) -> None:
+        self._check_listeners()
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0..65535, not {self.port}")
         for name in ("max_pending", "max_active", "max_connections", "max_receivers", "max_path_length"):
@@ -81,3 +91,18 @@ class Config:
             raise ValueError("buffer-size must be at least 4096")
         if self.max_head_size < 1024:
             raise ValueError("max-head-size must be at least 1024")
+
+    def _check_listeners(self) -> None:
+        if not isinstance(self.hosts, tuple) or not all(isinstance(h, str) for h in self.hosts):
+            raise ValueError(f"hosts must be a tuple of addresses, not {self.hosts!r}")
+        if not self.hosts and not self.unix_path:
+            raise ValueError("nothing to listen on: give a host or a unix socket")
+        for index, host in enumerate(self.hosts):
+            if not host or host != host.strip() or "[" in host or "]" in host:
+                raise ValueError(f"host must be an address or a name without brackets, not {host!r}")
+            if host in self.hosts[:index]:
+                raise ValueError(f"host {host} is given twice")
+        if len(os.fsencode(self.unix_path)) > UNIX_PATH_MAX:
+            raise ValueError(f"unix socket path is longer than {UNIX_PATH_MAX} bytes")
+        if not 0 <= self.unix_mode <= 0o777:
+            raise ValueError(f"unix-mode must be 0..0777, not {oct(self.unix_mode)}")

@@ -72,7 +72,8 @@ def start_relay(nursery: trio.Nursery, engine: str) -> StartRelay:
 
     async def start(**overrides: Any) -> Relay:
         overrides.setdefault("engine", engine)
-        config = Config(host="127.0.0.1", port=0, **overrides)
+        overrides.setdefault("hosts", ("127.0.0.1",))
+        config = Config(port=0, **overrides)
         hub = Hub(config)
         listeners = await nursery.start(partial(serve, config, hub=hub))
         return Relay(config=config, port=listeners[0].socket.getsockname()[1], hub=hub)

@@ -39,6 +39,15 @@ ROOT = Path(__file__).resolve().parents[2]
         ("engine", "", "engine must be one of auto, splice, buffer, not ''"),
         ("buffer_size", 4095, "buffer-size must be at least 4096"),
         ("max_head_size", 1023, "max-head-size must be at least 1024"),
+        ("hosts", "127.0.0.1", "hosts must be a tuple of addresses, not '127.0.0.1'"),
+        ("hosts", (), "nothing to listen on: give a host or a unix socket"),
+        ("hosts", ("",), "host must be an address or a name without brackets, not ''"),
+        ("hosts", ("[::1]",), "host must be an address or a name without brackets, not '[::1]'"),
+        ("hosts", ("::1", " ::1"), "host must be an address or a name without brackets, not ' ::1'"),
+        ("hosts", ("::1", "127.0.0.1", "::1"), "host ::1 is given twice"),
+        ("unix_path", "/" + "s" * 107, "unix socket path is longer than 107 bytes"),
+        ("unix_mode", 0o1000, "unix-mode must be 0..0777, not 0o1000"),
+        ("unix_mode", -1, "unix-mode must be 0..0777, not -0o1"),
     ],
 )
 def test_a_bad_value_is_rejected_with_its_exact_message(field: str, value: Any, message: str) -> None:
@@ -64,6 +73,10 @@ def test_a_bad_value_is_rejected_with_its_exact_message(field: str, value: Any, 
         *(("engine", engine) for engine in ENGINES),
         ("buffer_size", 4096),
         ("max_head_size", 1024),
+        ("hosts", ("127.0.0.1", "::1", "localhost")),
+        ("unix_path", "/" + "s" * 106),
+        ("unix_mode", 0),
+        ("unix_mode", 0o777),
     ],
 )
 def test_an_edge_value_is_accepted(field: str, value: Any) -> None:
@@ -73,7 +86,8 @@ def test_an_edge_value_is_accepted(field: str, value: Any) -> None:
 
 def test_the_defaults_are_valid_and_the_documented_ones() -> None:
     config = Config()
-    assert (config.host, config.port, config.engine) == ("0.0.0.0", 8080, "auto")
+    assert (config.hosts, config.port, config.engine) == (("::",), 8080, "auto")
+    assert (config.unix_path, config.unix_mode) == ("", 0o660)
     assert (config.max_pending, config.max_active, config.max_receivers) == (1000, 1000, 256)
     assert (config.pending_ttl, config.heartbeat, config.idle_timeout) == (300.0, 30.0, 300.0)
     assert (config.header_timeout, config.max_connections) == (10.0, 10_000)
@@ -118,6 +132,9 @@ async def _cli(*args: str) -> subprocess.CompletedProcess[bytes]:
         (("--http-port", "65536"), "port must be 0..65535, not 65536"),
         (("--idle-timeout", "-0.5"), "idle-timeout must be 0 (off) or positive"),
         (("--max-pending", "0"), "max-pending must be at least 1"),
+        (("--host", "::1", "--host", "::1"), "host ::1 is given twice"),
+        (("--unix-mode", "0600"), "--unix-mode needs --unix"),
+        (("--unix", "/tmp/x.sock", "--unix-mode", "rw"), "argument --unix-mode: not an octal mode: 'rw'"),
     ],
 )
 async def test_the_cli_reports_a_bad_value_in_one_line(args: tuple[str, ...], message: str) -> None:

@@ -20,7 +20,7 @@ from tests.responses import split_response
 
 async def _serving(nursery: trio.Nursery, engine: str, **overrides: object) -> tuple[Relay, trio.Event]:
     """A server whose end is observable: the event is set when `serve` returns."""
-    config = Config(host="127.0.0.1", port=0, engine=engine, **overrides)  # type: ignore[arg-type]
+    config = Config(hosts=("127.0.0.1",), port=0, engine=engine, **overrides)  # type: ignore[arg-type]
     hub = Hub(config)
     ended = trio.Event()
 

@@ -66,7 +66,7 @@ async def party(
 
 @asynccontextmanager
 async def running_hub(**overrides: float) -> AsyncIterator[Hub]:
-    hub = Hub(Config(host="127.0.0.1", port=0, engine="buffer", **overrides))  # type: ignore[arg-type]
+    hub = Hub(Config(hosts=("127.0.0.1",), port=0, engine="buffer", **overrides))  # type: ignore[arg-type]
     async with trio.open_nursery() as nursery:
         await nursery.start(hub.run)
         yield hub
