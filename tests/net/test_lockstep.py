@@ -250,8 +250,10 @@ async def test_stalled_receiver_paces_the_sender(
                 f"heap +{held / MiB:.2f} MiB"
             )
             assert lead <= LEAD_BOUND
-            # it holds at most the one step it is writing (chunk lines count in `read`, not in `got`)
-            assert behind <= read <= behind + STEP
+            # it holds at most the one step it is writing (chunk lines count in `read`, not in `got`),
+            # plus slack for what /proc and TCP_INFO report a moment apart (seen: 128 KiB once, on a
+            # loaded machine; an unbounded backlog is 60 MiB here)
+            assert behind <= read <= behind + STEP + STEP // 4
             assert taken <= TAKEN_BOUND
             assert grown <= MEMORY_BOUND
             assert held <= MEMORY_BOUND
