@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import IO
 
 ROOT = Path(__file__).resolve().parents[1]
 RELAY = [sys.executable, "-m", "pipe_relay"]
@@ -42,11 +43,14 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-def start_server(engine: str | None, extra: list[str]) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(
+    engine: str | None, extra: list[str], log: IO[bytes] | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """A server of this checkout on a free port (its log to `log`, else inherited); (process, port)."""
     command = [*RELAY, "--host", "127.0.0.1", "--http-port", "0", "--log-level", "warning", *extra]
     if engine:
         command += ["--engine", engine]
-    server = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, start_new_session=True)
+    server = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, start_new_session=True)
     assert server.stdout is not None
     deadline = time.monotonic() + 20
     line = b""
