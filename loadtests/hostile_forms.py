@@ -12,7 +12,6 @@ Each round times `curl -T file` of SIZE to one curl receiver, first alone, then 
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import statistics
 import subprocess
@@ -21,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from memory import parse_size, start_server, stop  # type: ignore[import-not-found]
+from harness import HOST, make_source, parse_size, running_relay  # type: ignore[import-not-found]
 
 BOUNDARY = b"hostileB0undary"
 FORM = b"".join(
@@ -37,8 +36,8 @@ def hostile_pair(port: int, index: int, stop_at: threading.Event, sent: list[int
         key = f"/hostile-{index}-{round_}".encode()
         round_ += 1
         with (
-            socket.create_connection(("127.0.0.1", port), timeout=10) as receiver,
-            socket.create_connection(("127.0.0.1", port), timeout=10) as sender,
+            socket.create_connection((HOST, port), timeout=10) as receiver,
+            socket.create_connection((HOST, port), timeout=10) as sender,
         ):
             receiver.sendall(b"GET " + key + b" HTTP/1.1\r\nHost: t\r\n\r\n")
             time.sleep(0.01)
@@ -61,11 +60,11 @@ def hostile_pair(port: int, index: int, stop_at: threading.Event, sent: list[int
 
 
 def timed_transfer(port: int, payload: Path, key: str) -> float:
-    receiver = subprocess.Popen(["curl", "-sS", "-o", "/dev/null", f"http://127.0.0.1:{port}{key}"])
+    receiver = subprocess.Popen(["curl", "-sS", "-o", "/dev/null", f"http://{HOST}:{port}{key}"])
     time.sleep(0.2)
     started = time.monotonic()
     subprocess.run(
-        ["curl", "-sS", "-o", "/dev/null", "-T", str(payload), f"http://127.0.0.1:{port}{key}"],
+        ["curl", "-sS", "-o", "/dev/null", "-T", str(payload), f"http://{HOST}:{port}{key}"],
         check=True,
         timeout=300,
     )
@@ -82,34 +81,29 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     limits_off = ["--client-max-pending", "0", "--client-max-active", "0", "--client-max-connections", "0"]
-    server, port = start_server(None, limits_off)
     idle: list[float] = []
     loaded: list[float] = []
     forms = [0] * args.hostile
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            payload = Path(tmp) / "payload.bin"
-            with payload.open("wb") as out:
-                for _ in range(0, args.size, 1 << 20):
-                    out.write(os.urandom(min(1 << 20, args.size)))
-            for round_ in range(args.rounds):
-                idle.append(timed_transfer(port, payload, f"/idle-{round_}"))
-                stop_at = threading.Event()
-                threads = [
-                    threading.Thread(target=hostile_pair, args=(port, i, stop_at, forms), daemon=True)
-                    for i in range(args.hostile)
-                ]
-                for thread in threads:
-                    thread.start()
-                time.sleep(0.5)  # the hostile senders are in full swing
-                loaded.append(timed_transfer(port, payload, f"/loaded-{round_}"))
-                stop_at.set()
-                for thread in threads:
-                    thread.join(timeout=30)
-                shown = f"idle {idle[-1]:.2f} s, beside {args.hostile} hostile senders {loaded[-1]:.2f} s"
-                print(f"round {round_ + 1}: {shown}", flush=True)
-    finally:
-        stop(server)
+    with running_relay(None, limits_off) as server, tempfile.TemporaryDirectory() as tmp:
+        port = server.port
+        payload = Path(tmp) / "payload.bin"
+        make_source(payload, args.size)
+        for round_ in range(args.rounds):
+            idle.append(timed_transfer(port, payload, f"/idle-{round_}"))
+            stop_at = threading.Event()
+            threads = [
+                threading.Thread(target=hostile_pair, args=(port, i, stop_at, forms), daemon=True)
+                for i in range(args.hostile)
+            ]
+            for thread in threads:
+                thread.start()
+            time.sleep(0.5)  # the hostile senders are in full swing
+            loaded.append(timed_transfer(port, payload, f"/loaded-{round_}"))
+            stop_at.set()
+            for thread in threads:
+                thread.join(timeout=30)
+            shown = f"idle {idle[-1]:.2f} s, beside {args.hostile} hostile senders {loaded[-1]:.2f} s"
+            print(f"round {round_ + 1}: {shown}", flush=True)
     ratio = statistics.median(loaded) / statistics.median(idle)
     medians = f"median idle {statistics.median(idle):.2f} s, loaded {statistics.median(loaded):.2f} s"
     print(f"{args.size / 1e6:.0f} MB: {medians}, ratio {ratio:.2f}x; hostile forms posted: {sum(forms)}")

@@ -1,94 +1,59 @@
-# Memory checks for pipe-relay: RSS with many idle waiting pipes, and RSS through a long fan-out
-# transfer to one fast and one rate-limited receiver. Loopback only; every wait has a deadline.
+# Memory checks for pipe-relay: RSS per idle connection, pipe and watcher, with many waiting pipes, and
+# through a long fan-out to one fast and one rate-limited receiver. Loopback only; every wait has a deadline.
 """Usage:
 
     .venv/bin/python loadtests/memory.py idle --pipes 1000
     .venv/bin/python loadtests/memory.py soak --size 10G --limit-rate 20M
+    .venv/bin/python loadtests/memory.py costs --count 2000
 
 `idle` opens N receivers on N paths (each waits for a sender) and reports the server's RSS.
 `soak` streams SIZE bytes (generated, not stored) with `curl -T -` to ?n=2: one receiver at full
 speed, one with `curl --limit-rate`; the server's RSS is sampled every second; the peak is reported.
-The script starts its own server (`--engine` passes through) and stops it when done.
+`costs` opens COUNT idle connections, waiting pipes, ?progress watchers (a fresh server each) and
+reports the RSS each adds. The script starts its own server (`--engine` passes through, its log in
+a temporary folder) and stops it when done.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import re
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from pathlib import Path
-from typing import IO
 
-ROOT = Path(__file__).resolve().parents[1]
-RELAY = [sys.executable, "-m", "pipe_relay"]
+from harness import (  # type: ignore[import-not-found]
+    HOST,
+    BenchError,
+    RssSampler,
+    parse_size,
+    rss_mib,
+    running_relay,
+)
 
-
-def parse_size(text: str) -> int:
-    match = re.fullmatch(r"(\d+)([KMG]?)(i?B)?", text.strip(), re.IGNORECASE)
-    if not match:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r}")
-    return int(match[1]) * {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[match[2].upper()]
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def start_server(
-    engine: str | None, extra: list[str], log: IO[bytes] | None = None
-) -> tuple[subprocess.Popen[bytes], int]:
-    """A server of this checkout on a free port (its log to `log`, else inherited); (process, port)."""
-    command = [*RELAY, "--host", "127.0.0.1", "--http-port", "0", "--log-level", "warning", *extra]
-    if engine:
-        command += ["--engine", engine]
-    server = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, start_new_session=True)
-    assert server.stdout is not None
-    deadline = time.monotonic() + 20
-    line = b""
-    while not line.endswith(b"\n"):
-        if time.monotonic() > deadline or server.poll() is not None:
-            raise SystemExit("memory: the server did not start")
-        line += server.stdout.read(1)
-    return server, int(line.decode().rsplit(":", 1)[1])
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+QUIET = ["--log-level", "warning"]
 
 
 def idle(args: argparse.Namespace) -> int:
     # every pipe comes from this one address: its per-client limits are off for the measurement
     no_client_limits = ["--client-max-pending", "0", "--client-max-connections", "0"]
-    server, port = start_server(args.engine, ["--max-pending", str(args.pipes + 10), *no_client_limits])
-    sockets: list[socket.socket] = []
-    try:
-        base = rss_mib(server.pid)
-        for index in range(args.pipes):
-            client = socket.create_connection(("127.0.0.1", port), timeout=10)
-            client.sendall(f"GET /idle-{index} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-            sockets.append(client)
-        time.sleep(2)  # let the server read every head (bounded; RSS is what is measured)
-        loaded = rss_mib(server.pid)
-        print(f"idle: {args.pipes} waiting pipes: server RSS {loaded:.1f} MiB (empty: {base:.1f} MiB)")
-        return 0 if loaded < args.max_rss else 1
-    finally:
-        for client in sockets:
-            client.close()
-        stop(server)
+    extra = [*QUIET, "--max-pending", str(args.pipes + 10), *no_client_limits]
+    with running_relay(args.engine, extra) as server:
+        sockets: list[socket.socket] = []
+        try:
+            base = rss_mib(server.pid)
+            for index in range(args.pipes):
+                client = socket.create_connection((HOST, server.port), timeout=10)
+                client.sendall(f"GET /idle-{index} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                sockets.append(client)
+            time.sleep(2)  # let the server read every head (bounded; RSS is what is measured)
+            loaded = rss_mib(server.pid)
+            print(f"idle: {args.pipes} waiting pipes: server RSS {loaded:.1f} MiB (empty: {base:.1f} MiB)")
+            return 0 if loaded < args.max_rss else 1
+        finally:
+            for client in sockets:
+                client.close()
 
 
 COSTS = {
@@ -102,70 +67,58 @@ def costs(args: argparse.Namespace) -> int:
     """What one idle connection, one waiting pipe and one ?progress watcher cost in server RSS."""
     limits_off = ["--client-max-pending", "0", "--client-max-connections", "0", "--client-max-watchers", "0"]
     many = str(args.count + 10)
-    extra = ["--max-pending", many, "--max-watchers", many, "--header-timeout", "600", *limits_off]
+    extra = [*QUIET, "--max-pending", many, "--max-watchers", many, "--header-timeout", "600", *limits_off]
     for name, request in COSTS.items():
-        server, port = start_server(args.engine, extra)
-        sockets: list[socket.socket] = []
-        try:
-            time.sleep(1)
-            base = rss_mib(server.pid)
-            for index in range(args.count):
-                client = socket.create_connection(("127.0.0.1", port), timeout=10)
-                client.sendall(request % index if b"%d" in request else request)
-                sockets.append(client)
-            time.sleep(3)  # let the server read every head (bounded; RSS is what is measured)
-            grown = rss_mib(server.pid) - base
-            print(f"costs: {args.count} x {name}: +{grown:.1f} MiB, {grown * 1024 / args.count:.1f} KiB each")
-        finally:
-            for client in sockets:
-                client.close()
-            stop(server)
+        with running_relay(args.engine, extra) as server:
+            sockets: list[socket.socket] = []
+            try:
+                time.sleep(1)
+                base = rss_mib(server.pid)
+                for index in range(args.count):
+                    client = socket.create_connection((HOST, server.port), timeout=10)
+                    client.sendall(request % index if b"%d" in request else request)
+                    sockets.append(client)
+                time.sleep(3)  # let the server read every head (bounded; RSS is what is measured)
+                grown = rss_mib(server.pid) - base
+                each = grown * 1024 / args.count
+                print(f"costs: {args.count} x {name}: +{grown:.1f} MiB, {each:.1f} KiB each")
+            finally:
+                for client in sockets:
+                    client.close()
     return 0
 
 
 def soak(args: argparse.Namespace) -> int:
-    server, port = start_server(args.engine, [])
-    url = f"http://127.0.0.1:{port}/soak?n=2"
-    peak = 0.0
-    samples: list[float] = []
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.wait(1.0):
-            value = rss_mib(server.pid)
-            samples.append(value)
-            peak = max(peak, value)
-
-    max_time = str(int(args.size / parse_size(args.limit_rate) * 1.5) + 60)
-    receive = ["curl", "-sS", "--max-time", max_time, "-o", "/dev/null", "-w", "%{size_download}"]
-    receivers = [
-        subprocess.Popen([*receive, url], stdout=subprocess.PIPE),
-        subprocess.Popen([*receive, "--limit-rate", args.limit_rate, url], stdout=subprocess.PIPE),
-    ]
-    send = ["curl", "-sS", "--max-time", max_time, "-T", "-", url]
-    sender = subprocess.Popen(send, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    started = time.monotonic()
-    try:
-        assert sender.stdin is not None
-        block = os.urandom(1 << 20)
-        remaining = args.size
-        while remaining:
-            piece = block[: min(len(block), remaining)]
-            sender.stdin.write(piece)
-            remaining -= len(piece)
-        sender.stdin.close()
-        sender.wait(timeout=float(max_time))
-        sizes = [int(r.communicate(timeout=float(max_time))[0] or 0) for r in receivers]
-    finally:
-        done.set()
-        for process in (sender, *receivers):
-            if process.poll() is None:
-                process.kill()
-        stop(server)
+    with running_relay(args.engine, QUIET) as server:
+        url = server.url("/soak?n=2")
+        max_time = str(int(args.size / parse_size(args.limit_rate) * 1.5) + 60)
+        receive = ["curl", "-sS", "--max-time", max_time, "-o", "/dev/null", "-w", "%{size_download}"]
+        receivers = [
+            subprocess.Popen([*receive, url], stdout=subprocess.PIPE),
+            subprocess.Popen([*receive, "--limit-rate", args.limit_rate, url], stdout=subprocess.PIPE),
+        ]
+        send = ["curl", "-sS", "--max-time", max_time, "-T", "-", url]
+        sender = subprocess.Popen(send, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        started = time.monotonic()
+        try:
+            with RssSampler(server.pid, interval=1.0) as sampler:
+                assert sender.stdin is not None
+                block = os.urandom(1 << 20)
+                remaining = args.size
+                while remaining:
+                    piece = block[: min(len(block), remaining)]
+                    sender.stdin.write(piece)
+                    remaining -= len(piece)
+                sender.stdin.close()
+                sender.wait(timeout=float(max_time))
+                sizes = [int(r.communicate(timeout=float(max_time))[0] or 0) for r in receivers]
+        finally:
+            for process in (sender, *receivers):
+                if process.poll() is None:
+                    process.kill()
     seconds = time.monotonic() - started
+    samples = [kib / 1024 for kib in sampler.samples]
+    peak = sampler.peak / 1024
     first = samples[: max(1, len(samples) // 10)]
     print(
         f"soak: {args.size} bytes to 2 receivers (one at {args.limit_rate}/s) in {seconds:.0f} s; "
@@ -191,7 +144,11 @@ def main() -> int:
     costs_parser = sub.add_parser("costs", help="RSS per idle connection, waiting pipe and watcher")
     costs_parser.add_argument("--count", type=int, default=2000)
     args = parser.parse_args()
-    return {"idle": idle, "soak": soak, "costs": costs}[args.mode](args)
+    try:
+        return {"idle": idle, "soak": soak, "costs": costs}[args.mode](args)
+    except BenchError as exc:
+        print(f"memory: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from loadtests.bench import make_source, parse_size
-from loadtests.memory import rss_mib, start_server, stop
+from loadtests.harness import rss_mib, start_server, stop
 
 HOST = "127.0.0.1"
 HEAD = b"GET /slowloris HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 4096

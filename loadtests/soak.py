@@ -41,7 +41,7 @@ import trio
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from loadtests.memory import start_server, stop
+from loadtests.harness import start_server, stop
 from loadtests.soak_parties import Kill, Outcome, Party, Target, run_party
 from loadtests.soak_wire import Conn, Pattern, parse_head
 

@@ -1,0 +1,402 @@
+# Shared pieces of the loadtests: sizes, ports, procfs figures, files, tool versions, server start/stop.
+# Invariant: standard library only; one of each helper; every wait has a deadline, every server is stoppable.
+"""Used by bench.py (and its large.py, small.py, report.py), memory.py and hostile_forms.py.
+
+pipe-relay is started as ``python -m pipe_relay`` from the checkout root, so the code measured is
+this checkout's; the Node piping-server is installed with npm on demand and run with node directly,
+so the process measured is the server itself. Both write their output to a log file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from argparse import ArgumentTypeError
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+ROOT = Path(__file__).resolve().parents[1]
+HOST = "127.0.0.1"
+GIB = 1 << 30
+MIB = 1 << 20
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SERVER_START_DEADLINE = 30.0
+SERVER_STOP_DEADLINE = 10.0
+NPM_DEADLINE = 600.0
+NODE_PACKAGE = "piping-server"
+NODE_VERSION = "1.12.9"
+DEFAULT_NODE_DIR = Path.home() / ".cache" / "pipe-relay-bench" / "node"
+
+RELAY = "pipe-relay"
+NODE = "node"
+LABELS = {RELAY: "pipe-relay", NODE: f"Node piping-server {NODE_VERSION}"}
+
+
+class BenchError(Exception):
+    """A failure that ends a benchmark with a message (wrong bytes, a server that would not start)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Sizes
+
+
+def parse_size(text: str) -> int:
+    """Parse ``1073741824``, ``256M``, ``1G``, ``512MiB``, ``1.5G`` (K/M/G/T are powers of 1024)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", text, re.IGNORECASE)
+    if not m:
+        raise ArgumentTypeError(f"not a size: {text!r} (try 1G, 256M, 65536)")
+    value = float(m.group(1)) * (1 << (10 * " kmgt".index(m.group(2).lower() or " ")))
+    if value < 1:
+        raise ArgumentTypeError(f"size must be at least 1 byte: {text!r}")
+    return int(value)
+
+
+def fmt_size(n: int) -> str:
+    for unit, scale in (("GiB", GIB), ("MiB", MIB), ("KiB", 1024)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale} {unit}"
+    return f"{n} B"
+
+
+# --------------------------------------------------------------------------------------------------
+# Ports
+
+
+def free_port() -> int:
+    """An ephemeral port on 127.0.0.1 that was free a moment ago (bind port 0, read it, close)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for_tcp(port: int, deadline: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Poll a TCP connect to 127.0.0.1:port until it succeeds or the monotonic deadline passes."""
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise BenchError(f"server exited with status {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise BenchError(f"nothing listening on {HOST}:{port} within the deadline")
+        time.sleep(0.05)
+
+
+# --------------------------------------------------------------------------------------------------
+# procfs
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of a process, in clock ticks (fields 14 and 15 of /proc/PID/stat)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def proc_status_kib(pid: int, key: str) -> int | None:
+    """A ``kB`` field of /proc/PID/status (VmRSS, VmHWM), or None if the process or field is gone."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    m = re.search(rf"^{key}:\s+(\d+)\s+kB", text, re.MULTILINE)
+    return int(m.group(1)) if m else None
+
+
+def rss_mib(pid: int) -> float:
+    """Current RSS (VmRSS) in MiB; 0.0 if it cannot be read."""
+    return (proc_status_kib(pid, "VmRSS") or 0) / 1024
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0, own processes). False if not possible."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def established_to_port(port: int) -> int:
+    """How many server-side sockets on 127.0.0.1:port are ESTABLISHED (from /proc/net/tcp)."""
+    count = 0
+    try:
+        lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return -1
+    want = f"0100007F:{port:04X}"
+    for line in lines:
+        parts = line.split()
+        if len(parts) > 3 and parts[1] == want and parts[3] == "01":
+            count += 1
+    return count
+
+
+class RssSampler:
+    """Samples VmRSS (KiB) of a process every ``interval`` seconds in a thread, first after one
+    interval: the peak, and every sample. The fallback when VmHWM cannot be reset, and the soak's
+    series."""
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.peak = 0
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            rss = proc_status_kib(self.pid, "VmRSS")
+            if rss is not None:
+                self.samples.append(rss)
+                self.peak = max(self.peak, rss)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+# --------------------------------------------------------------------------------------------------
+# Files and tools
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(4 * MIB):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def make_source(path: Path, size: int) -> str:
+    """Write ``size`` random bytes to ``path`` and return their sha256."""
+    h = hashlib.sha256()
+    left = size
+    with path.open("wb") as f:
+        while left:
+            chunk = os.urandom(min(left, 4 * MIB))
+            h.update(chunk)
+            f.write(chunk)
+            left -= len(chunk)
+    return h.hexdigest()
+
+
+def tool_version(cmd: Sequence[str]) -> str:
+    """The first line a ``--version`` command prints (run from the checkout root), or "unknown"."""
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False, cwd=ROOT).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.strip().splitlines()[0] if out.strip() else "unknown"
+
+
+# --------------------------------------------------------------------------------------------------
+# Servers
+
+
+@dataclass
+class Server:
+    key: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    log_file: IO[bytes]
+    command: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return LABELS[self.key]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def url(self, path: str) -> str:
+        return f"http://{HOST}:{self.port}{path}"
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise BenchError(f"{self.label} exited with status {self.proc.returncode}:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 10) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def stop_server(server: Server, deadline: float = SERVER_STOP_DEADLINE) -> None:
+    """SIGTERM to the server's process group, wait up to ``deadline`` seconds, then SIGKILL and
+    reap; close its log. Never raises."""
+    proc = server.proc
+    if proc.poll() is None:
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGTERM)  # its own session: the group is the server
+        try:
+            proc.wait(timeout=deadline)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=deadline)
+    server.log_file.close()
+
+
+def _spawn_server(key: str, cmd: list[str], port: int, log_path: Path) -> Server:
+    log_file = log_path.open("wb")
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    return Server(key, proc, port, log_path, log_file, cmd)
+
+
+def relay_command() -> list[str]:
+    """pipe-relay as this interpreter's ``-m pipe_relay``; run from ROOT it is this checkout's code."""
+    return [sys.executable, "-m", "pipe_relay"]
+
+
+def start_relay(workdir: Path, engine: str | None, extra: Sequence[str] = ()) -> Server:
+    """Start pipe-relay on a free port with its log in ``workdir``; return once it listens."""
+    port = free_port()
+    cmd = [*relay_command(), "--host", HOST, "--http-port", str(port), *extra]
+    if engine is not None:
+        cmd += ["--engine", engine]
+    server = _spawn_server(RELAY, cmd, port, workdir / "pipe-relay.log")
+    try:
+        deadline = time.monotonic() + SERVER_START_DEADLINE
+        # pipe-relay prints "pipe-relay X listening on http://127.0.0.1:PORT" when ready.
+        while True:
+            server.check_alive()
+            m = re.search(rb"listening on http://[^:\s]+:(\d+)", server.log_path.read_bytes())
+            if m:
+                if int(m.group(1)) != port:
+                    raise BenchError(f"pipe-relay listens on {m.group(1).decode()}, asked for {port}")
+                break
+            if time.monotonic() > deadline:
+                raise BenchError(f"pipe-relay did not report listening in time:\n{server.log_tail()}")
+            time.sleep(0.05)
+        wait_for_tcp(port, deadline, server.proc)
+    except BaseException:
+        stop_server(server)
+        raise
+    return server
+
+
+@contextlib.contextmanager
+def running_relay(engine: str | None, extra: Sequence[str] = ()) -> Iterator[Server]:
+    """pipe-relay for the length of a with block, its log in a temporary folder; stopped after."""
+    with tempfile.TemporaryDirectory(prefix="pipe-relay-load-") as tmp:
+        server = start_relay(Path(tmp), engine, extra)
+        try:
+            yield server
+        finally:
+            stop_server(server)
+
+
+def ensure_node_server(node_dir: Path) -> Path:
+    """Install piping-server@NODE_VERSION with npm into node_dir unless already there; return its entry."""
+    pkg_dir = node_dir / "node_modules" / NODE_PACKAGE
+    pkg_json = pkg_dir / "package.json"
+    installed = None
+    if pkg_json.exists():
+        m = re.search(r'"version"\s*:\s*"([^"]+)"', pkg_json.read_text())
+        installed = m.group(1) if m else None
+    if installed != NODE_VERSION:
+        npm = shutil.which("npm")
+        if npm is None:
+            raise BenchError("npm not found; install Node.js >= 18 or pass --no-node")
+        node_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            npm,
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--prefix",
+            str(node_dir),
+            f"{NODE_PACKAGE}@{NODE_VERSION}",
+        ]
+        print(f"# installing: {shlex.join(cmd)}", flush=True)
+        try:
+            subprocess.run(cmd, check=True, timeout=NPM_DEADLINE, stdin=subprocess.DEVNULL)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+            raise BenchError(f"npm install failed: {exc}") from exc
+    # The package's bin ("piping-server": "dist/src/index.js") is a node script; run it with node
+    # directly so the process we measure is the server itself.
+    entry = pkg_dir / "dist" / "src" / "index.js"
+    if not entry.exists():
+        raise BenchError(f"{entry} is missing; remove {node_dir} and retry")
+    return entry
+
+
+def start_node(workdir: Path, node_dir: Path) -> Server:
+    """Start the Node piping-server (installed on demand) on a free port; return once it listens."""
+    entry = ensure_node_server(node_dir)
+    node = shutil.which("node")
+    if node is None:
+        raise BenchError("node not found; install Node.js >= 18 or pass --no-node")
+    port = free_port()
+    cmd = [node, str(entry), "--host", HOST, "--http-port", str(port)]
+    server = _spawn_server(NODE, cmd, port, workdir / "node.log")
+    try:
+        wait_for_tcp(port, time.monotonic() + SERVER_START_DEADLINE, server.proc)
+    except BaseException:
+        stop_server(server)
+        raise
+    return server
+
+
+def start_server(
+    engine: str | None, extra: Sequence[str], log: IO[bytes] | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """A server of this checkout on a port it picks (`--http-port 0`), its log to `log` (else
+    inherited); (process, port) once it listens. For the soak and slowloris runs."""
+    command = [*relay_command(), "--host", HOST, "--http-port", "0", "--log-level", "warning", *extra]
+    if engine:
+        command += ["--engine", engine]
+    server = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, start_new_session=True)
+    assert server.stdout is not None
+    deadline = time.monotonic() + SERVER_START_DEADLINE
+    line = b""
+    while not line.endswith(b"\n"):
+        if time.monotonic() > deadline or server.poll() is not None:
+            stop(server)
+            raise BenchError("pipe-relay did not start")
+        line += server.stdout.read(1)
+    return server, int(line.decode().rsplit(":", 1)[1])
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the process group (a drain), SIGKILL if it is still there after 10 s."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
