@@ -12,6 +12,7 @@ from .routing import Request
 MAX_HEADER_LINES = 100
 SUPPORTED_VERSIONS = ("1.0", "1.1")
 _FOLD = re.compile(rb"\n[ \t]")
+_QUOTED_BYTES = re.compile(r":?\s*(?:bytearray\()?b['\"].*$", re.DOTALL)
 
 
 KEPT_HEADERS = frozenset(
@@ -76,6 +77,12 @@ def check_head(request: Request, *, header_lines: int, folded: bool) -> None:
         raise _bad("both Transfer-Encoding and Content-Length")
     if length is not None and not valid_content_length(length):
         raise _bad("invalid Content-Length")
+
+
+def parser_reason(text: str) -> str:
+    """h11's reason for refusing a head, without the Python repr of the bytes it quotes
+    (`illegal header line: bytearray(b'...')` is `illegal header line`)."""
+    return _QUOTED_BYTES.sub("", text).rstrip(". ") or "malformed request head"
 
 
 def transfer_coding_error(detail: str) -> PipeError:

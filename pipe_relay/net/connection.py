@@ -18,6 +18,7 @@ from ..core.heads import (
     has_obs_fold,
     head_lines,
     kept_headers,
+    parser_reason,
     transfer_coding_error,
 )
 from ..core.replies import Reply, error_reply, refusal
@@ -266,4 +267,4 @@ def _head_error(exc: h11.RemoteProtocolError, max_head_size: int) -> PipeError:
         return pipe_error(ErrorCode.HEAD_TOO_LARGE, max=max_head_size)
     if exc.error_status_hint == 501:
         return transfer_coding_error(str(exc))
-    return pipe_error(ErrorCode.BAD_REQUEST, detail=str(exc).rstrip("."))
+    return pipe_error(ErrorCode.BAD_REQUEST, detail=parser_reason(str(exc)))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipe_relay.core.heads import MAX_HEADER_LINES, check_head, has_obs_fold, head_lines
+from pipe_relay.core.heads import MAX_HEADER_LINES, check_head, has_obs_fold, head_lines, parser_reason
 from pipe_relay.core.routing import Request
 from pipe_relay.errors import ErrorCode, PipeError
 
@@ -92,3 +92,17 @@ def test_content_lengths_up_to_2_63_minus_1_pass(length: str) -> None:
 def test_head_lines_are_counted_up_to_the_blank_line(data: bytes, lines: int) -> None:
     assert head_lines(data) == lines
     assert head_lines(bytearray(data)) == lines
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("illegal header line: bytearray(b'Host: evil\\x0bx')", "illegal header line"),
+        ("illegal request line: b'GET'", "illegal request line"),
+        ("Missing mandatory Host header", "Missing mandatory Host header"),
+        ("bad Content-Length.", "bad Content-Length"),
+        ("b'x'", "malformed request head"),
+    ],
+)
+def test_the_parsers_reason_never_quotes_python_reprs(text: str, reason: str) -> None:
+    assert parser_reason(text) == reason

@@ -211,11 +211,10 @@ async def test_help_never_shows_a_host_with_controls_or_escapes(
                 raw += chunk
     response = split_response(raw)
     assert response.status == status
-    if status == 400:  # h11's reason quotes the line, escaped, in one plain-text line
+    if status == 400:  # h11's reason, without the line it quotes: one plain-text line
         assert response.headers["content-type"] == "text/plain; charset=utf-8"
         assert response.headers["x-content-type-options"] == "nosniff"
-        assert response.body.startswith(b"[ERROR] Malformed request: illegal header line: ")
-        assert response.body.count(b"\n") == 1 and b"\x0b" not in response.body
+        assert response.body == b"[ERROR] Malformed request: illegal header line.\n"
         return
     assert b"evil" not in response.body
     assert b"curl http://localhost/mypath\n" in response.body
