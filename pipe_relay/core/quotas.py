@@ -23,19 +23,20 @@ class Quotas:
     client (its address, or the forwarded one from a trusted proxy)."""
 
     def __init__(self, limits: Mapping[Quota, int]) -> None:
-        self.limits = dict(limits)
-        self._held: dict[tuple[Quota, str], int] = {}
+        self.limits = {quota: limits.get(quota, 0) for quota in Quota}
+        self._held: dict[Quota, dict[str, int]] = {quota: {} for quota in Quota}
 
     def __repr__(self) -> str:
-        return f"<Quotas clients={len({client for _, client in self._held})} held={sum(self._held.values())}>"
+        clients = {client for held in self._held.values() for client in held}
+        return f"<Quotas clients={len(clients)} held={sum(sum(h.values()) for h in self._held.values())}>"
 
     def held(self, quota: Quota, client: str) -> int:
-        return self._held.get((quota, client), 0)
+        return self._held[quota].get(client, 0)
 
     def check(self, quota: Quota, client: str) -> None:
         """Raise the quota's 429 if `client` holds its limit already."""
-        limit = self.limits.get(quota, 0)
-        if limit and self.held(quota, client) >= limit:
+        limit = self.limits[quota]
+        if limit and self._held[quota].get(client, 0) >= limit:
             raise PipeError(quota.value, {"max": limit}, (("Retry-After", RETRY_AFTER_SECONDS),))
 
     def take(self, quota: Quota, client: str) -> None:
@@ -45,13 +46,13 @@ class Quotas:
 
     def add(self, quota: Quota, client: str) -> None:
         """One more for `client`, limit or not (a transfer counts for every client in it)."""
-        key = (quota, client)
-        self._held[key] = self._held.get(key, 0) + 1
+        held = self._held[quota]
+        held[client] = held.get(client, 0) + 1
 
     def give(self, quota: Quota, client: str) -> None:
-        key = (quota, client)
-        held = self._held.get(key, 0)
-        if held <= 1:
-            self._held.pop(key, None)
+        held = self._held[quota]
+        count = held.get(client, 0)
+        if count <= 1:
+            held.pop(client, None)
         else:
-            self._held[key] = held - 1
+            held[client] = count - 1

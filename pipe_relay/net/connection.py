@@ -26,6 +26,9 @@ from ..core.routing import Request
 from ..errors import ErrorCode, PipeError, pipe_error
 
 READ_SIZE = 64 * 1024
+_COUNT_LINES_PAST = 2048
+"""A head this long has its lines counted before h11 parses it (h11 takes 10 ms for 7,000 tiny
+headers; under 2 KiB there are at most a few hundred, and check_head refuses them after h11)."""
 WRITE_TIMEOUT = 30.0
 LINGER_TIMEOUT = 2.0
 LINGER_LIMIT = 16 * 1024 * 1024
@@ -54,6 +57,8 @@ class HttpConnection:
         self._fresh = True  # nothing fed to h11 yet: asking it for an event would only say NEED_DATA
         self._peer: str | None = peer  # (the accept loop knows it: no getpeername)
         self._head_deadline = trio.current_time() + config.header_timeout  # (made at accept)
+        self.waiting_for_head = False
+        """Blocked until the next bytes of a request head come (a drain may end the wait)."""
 
     @property
     def peer(self) -> str:
@@ -101,7 +106,7 @@ class HttpConnection:
                 self._h11.receive_data(data)
                 self._fresh = False
                 self._fed += data  # (bounded: h11 stops past the head size)
-                if head_lines(self._fed) > MAX_HEADER_LINES + 1:  # (refused before h11 parses them)
+                if len(self._fed) > _COUNT_LINES_PAST and head_lines(self._fed) > MAX_HEADER_LINES + 1:
                     raise pipe_error(ErrorCode.TOO_MANY_HEADERS, max=MAX_HEADER_LINES)
                 continue
             if isinstance(event, h11.Request):
@@ -124,9 +129,15 @@ class HttpConnection:
                 return sock.recv(READ_SIZE)
             except BlockingIOError:
                 pass
-            with trio.move_on_at(deadline):
-                await trio.lowlevel.wait_readable(sock)
-                continue
+            self.waiting_for_head = True
+            try:
+                with trio.move_on_at(deadline):
+                    await trio.lowlevel.wait_readable(sock)
+                    continue
+            except trio.ClosedResourceError:
+                pass  # a drain woke this wait (`notify_closing`): the connection ends here
+            finally:
+                self.waiting_for_head = False
             return None
 
     def _request(self, event: h11.Request) -> Request:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import trio
 
@@ -28,7 +28,7 @@ class Gate:
         self.trusted = trusted
         self.open = 0
         self.draining = False
-        self._idle: dict[trio.CancelScope, HttpConnection] = {}  # connections waiting for a head
+        self._conns: set[HttpConnection] = set()
         self._empty: trio.Event | None = None  # made by `wait_empty`
 
     def __repr__(self) -> str:
@@ -71,25 +71,21 @@ class Gate:
         if self.open == 0 and self._empty is not None:
             self._empty.set()
 
-    @contextlib.contextmanager
-    def idle(self, conn: HttpConnection) -> Iterator[trio.CancelScope]:
-        """Around a connection's wait for its next request head: a drain cancels it at once if
-        nothing of that head has come yet (a head on its way is read and answered)."""
-        with trio.CancelScope() as scope:
-            if self.draining and conn.idle:
-                scope.cancel()
-            self._idle[scope] = conn
-            try:
-                yield scope
-            finally:
-                del self._idle[scope]
+    def enter(self, conn: HttpConnection) -> None:
+        """An admitted connection's task runs: it is closed at a drain while it waits for a head."""
+        self._conns.add(conn)
+
+    def exit(self, conn: HttpConnection, peer: str) -> None:
+        self._conns.discard(conn)
+        self.leave(peer)
 
     def drain(self) -> None:
-        """No connection waits for another request from now on; those idle now are closed."""
+        """No connection waits for another request from now on: each one that waits now for a
+        head of which nothing came is woken (its wait ends as if the socket closed) and closes."""
         self.draining = True
-        for scope, conn in self._idle.items():
-            if conn.idle:
-                scope.cancel()
+        for conn in self._conns:
+            if conn.waiting_for_head and conn.idle:
+                trio.lowlevel.notify_closing(conn.sock)
 
     async def wait_empty(self) -> None:
         while self.open:

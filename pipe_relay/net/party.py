@@ -2,7 +2,6 @@
 # Invariant: a napping party wakes when poked, at the next tick, or at once when its peer hangs up.
 from __future__ import annotations
 
-import contextlib
 import enum
 import select
 from dataclasses import dataclass
@@ -206,9 +205,11 @@ class Naps:
         self._parties.add(party)
         if self._epoll is not None:
             fd = party.conn.fd
-            with contextlib.suppress(OSError):  # (a socket trio no longer knows: the tick covers it)
+            try:
                 self._epoll.register(fd, _HANGUP | select.EPOLLONESHOT)
                 self._by_fd[fd] = party
+            except OSError:  # (a socket already gone: the tick covers it)
+                pass
         if self._idle is not None:
             self._idle.set()
             self._idle = None
@@ -218,8 +219,10 @@ class Naps:
         if self._epoll is not None:
             fd = party.conn.fd
             if self._by_fd.pop(fd, None) is not None:
-                with contextlib.suppress(OSError):
+                try:
                     self._epoll.unregister(fd)
+                except OSError:  # (hot path: no context manager)
+                    return
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:

@@ -313,6 +313,7 @@ def _ip(address: Any) -> str:
 
 async def handle_connection(sock: socket.socket, peer: str, hub: Hub, gate: Gate) -> None:
     conn = HttpConnection(sock, hub.config, peer)
+    gate.enter(conn)
     try:
         await _serve_requests(conn, hub, gate)
     except trio.Cancelled:
@@ -326,19 +327,20 @@ async def handle_connection(sock: socket.socket, peer: str, hub: Hub, gate: Gate
         conn.close_mode = CloseMode.ABORT
     finally:
         await conn.close()
-        gate.leave(peer)
+        gate.exit(conn, peer)
 
 
 async def _serve_requests(conn: HttpConnection, hub: Hub, gate: Gate) -> None:
     config = hub.config
     while True:
-        with gate.idle(conn) as waiting:
-            try:
-                request = await conn.read_request()
-            except PipeError as exc:
-                await conn.send_raw_error(exc)
-                return
-        if request is None or waiting.cancelled_caught:
+        if gate.draining and conn.idle:
+            return  # (a drain closes connections between requests)
+        try:
+            request = await conn.read_request()
+        except PipeError as exc:
+            await conn.send_raw_error(exc)
+            return
+        if request is None:
             return
         origin = request.header("origin")
         client = client_address(conn.peer, request.header("x-forwarded-for"), hub.trusted)
