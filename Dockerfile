@@ -7,4 +7,4 @@ RUN pip install --no-cache-dir . && useradd --system --no-create-home relay
 USER relay
 EXPOSE 8080
 ENTRYPOINT ["pipe-relay"]
-CMD ["--host", "0.0.0.0", "--http-port", "8080"]
+CMD ["--http-port", "8080"]
