@@ -33,8 +33,7 @@ import trio
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from loadtests.bench import make_source, parse_size
-from loadtests.harness import rss_mib, start_server, stop
+from loadtests.harness import make_source, parse_size, rss_mib, start_server, stop
 
 HOST = "127.0.0.1"
 HEAD = b"GET /slowloris HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 4096
@@ -62,20 +61,21 @@ async def transfer(port: int, source: Path, size: int) -> float:
     return size / seconds / 1e6
 
 
-async def trickler(port: int, results: list[tuple[float, bool]]) -> None:
-    """Send HEAD one byte a second until the server answers or closes: (seconds, answered 408)."""
-    stream = await trio.open_tcp_stream(HOST, port)
+async def trickle_head(host: str, port: int, head: bytes, interval: float) -> tuple[float, bytes]:
+    """Send `head` one byte every `interval` seconds until the server answers or closes; the
+    seconds that took and what the server sent (shared with tests/net/test_slowloris.py)."""
+    stream = await trio.open_tcp_stream(host, port)
     started = trio.current_time()
     received = b""
     async with stream, trio.open_nursery() as nursery:
 
         async def send() -> None:
-            for index in range(len(HEAD)):
+            for index in range(len(head)):
                 try:
-                    await stream.send_all(HEAD[index : index + 1])
+                    await stream.send_all(head[index : index + 1])
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     return
-                await trio.sleep(1.0)
+                await trio.sleep(interval)
 
         nursery.start_soon(send)
         while True:
@@ -87,7 +87,13 @@ async def trickler(port: int, results: list[tuple[float, bool]]) -> None:
                 break
             received += chunk
         nursery.cancel_scope.cancel()
-    results.append((trio.current_time() - started, received.startswith(b"HTTP/1.1 408 ")))
+    return trio.current_time() - started, received
+
+
+async def trickler(port: int, results: list[tuple[float, bool]]) -> None:
+    """One slowloris client at a byte a second: (seconds until the close, answered 408)."""
+    seconds, received = await trickle_head(HOST, port, HEAD, 1.0)
+    results.append((seconds, received.startswith(b"HTTP/1.1 408 ")))
 
 
 async def trickle(args: argparse.Namespace) -> int:

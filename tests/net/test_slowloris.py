@@ -7,6 +7,7 @@ from pathlib import Path
 
 import trio
 
+from loadtests.slowloris import trickle_head
 from tests.conftest import CurlResult, Payload, RawClient, StartRelay, curl, curl_into
 from tests.responses import assert_error, http, spawn
 
@@ -15,30 +16,8 @@ HEAD = b"GET /slow HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 100
 
 async def trickle(relay_port: int, host: str, closed: list[float], answers: list[bytes]) -> None:
     """Send HEAD one byte every 0.1 s until the server ends the connection; note when and what came."""
-    stream = await trio.open_tcp_stream(host, relay_port)
-    started = trio.current_time()
-    received = b""
-    async with stream, trio.open_nursery() as nursery:
-
-        async def send() -> None:
-            for index in range(len(HEAD)):
-                try:
-                    await stream.send_all(HEAD[index : index + 1])
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return
-                await trio.sleep(0.1)
-
-        nursery.start_soon(send)
-        while True:
-            try:
-                chunk = await stream.receive_some(65536)
-            except trio.BrokenResourceError:
-                break
-            if not chunk:
-                break
-            received += chunk
-        nursery.cancel_scope.cancel()
-    closed.append(trio.current_time() - started)
+    seconds, received = await trickle_head(host, relay_port, HEAD, 0.1)
+    closed.append(seconds)
     answers.append(received)
 
 
