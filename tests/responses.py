@@ -8,7 +8,7 @@ from pathlib import Path
 
 import trio
 
-from tests.conftest import Relay, curl, parse_head
+from tests.clients import Relay, curl, parse_head
 
 TEXT_PLAIN = "text/plain; charset=utf-8"
 

@@ -9,7 +9,7 @@ import trio
 from playwright.sync_api import Error as PlaywrightError
 
 from tests.browser.conftest import chromium_page, in_browser
-from tests.conftest import CurlResult, Relay, curl, curl_into
+from tests.clients import CurlResult, Relay, curl, curl_into
 
 PAGE = b"<html><head><title>shown</title></head><body><script>document.title='ran'</script>hi</body></html>"
 BOUNDARY = "b0undaryXx"

@@ -9,7 +9,7 @@ import trio
 from playwright.sync_api import sync_playwright
 
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, require_chromium
-from tests.conftest import CurlResult, Relay, curl, curl_into, parse_head
+from tests.clients import CurlResult, Relay, curl, curl_into, parse_head
 
 
 def _submit(url: str, *, text: str | None, file: Path | None, shot: Path) -> None:

@@ -11,7 +11,7 @@ import trio
 from playwright.sync_api import Error as PlaywrightError
 
 from tests.browser.conftest import chromium_page, in_browser
-from tests.conftest import CurlResult, Relay, curl
+from tests.clients import CurlResult, Relay, curl
 
 # (page, a selector that exists only once the page's script ran; None for script-free pages)
 PAGES = [

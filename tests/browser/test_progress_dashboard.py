@@ -8,7 +8,7 @@ import trio
 from playwright.sync_api import ConsoleMessage, sync_playwright
 
 from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, require_chromium
-from tests.conftest import RawClient, Relay
+from tests.clients import RawClient, Relay
 
 
 async def test_dashboard_shows_streaming_then_done(

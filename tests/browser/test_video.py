@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from tests.browser.conftest import chromium_page, in_browser, wait_for_value
-from tests.conftest import CurlResult, Relay, curl
+from tests.clients import CurlResult, Relay, curl
 
 DATA = Path(__file__).parent / "data"  # 3 s of test pattern, 160x120 (data/README.md)
 

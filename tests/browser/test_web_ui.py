@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from tests.browser.conftest import chromium_page, in_browser, wait_for_value
-from tests.conftest import CurlResult, Payload, RawClient, Relay, curl, curl_into, parse_head
+from tests.clients import CurlResult, Payload, RawClient, Relay, curl, curl_into, parse_head
 
 PASSPHRASE = "correct horse battery staple ✓"
 OPENSSL_DECRYPT = ["openssl", "aes-256-cbc", "-d", "-pbkdf2", "-iter", "100000", "-md", "sha256"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.conftest import RawClient, Relay, StartRelay, curl, raw_exchange
+from tests.clients import RawClient, Relay, StartRelay, curl, raw_exchange
 from tests.responses import http, split_response, transfer
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import trio
 
-from tests.conftest import curl
+from tests.clients import curl
 
 
 async def _cli(*args: str) -> trio.CompletedProcess[bytes]:

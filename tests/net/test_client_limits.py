@@ -6,7 +6,7 @@ import pytest
 import trio
 
 from pipe_relay.core.quotas import Quota
-from tests.conftest import RawClient, StartRelay, curl, parse_head
+from tests.clients import RawClient, StartRelay, curl, parse_head
 
 SQUATTER, OTHER = "127.0.0.2", "127.0.0.3"
 

@@ -8,7 +8,7 @@ import pytest
 import trio
 
 from pipe_relay.core.heads import kept_headers
-from tests.conftest import RawClient, StartRelay
+from tests.clients import RawClient, StartRelay
 
 HEADERS_PER_HEAD = 100
 HEAD_HEADERS = b"".join(b"X-Filler-%02d: %s\r\n" % (i, b"v" * 600) for i in range(HEADERS_PER_HEAD - 1))

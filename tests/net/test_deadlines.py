@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from pipe_relay.net import hub as hub_module
-from tests.conftest import CurlResult, Payload, RawClient, Relay, StartRelay, curl, curl_into
+from tests.clients import CurlResult, Payload, RawClient, Relay, StartRelay, curl, curl_into
 from tests.net.test_progress import Watcher, _states
 from tests.responses import TEXT_PLAIN, assert_error, spawn
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import pytest
 import trio
 
-from tests.conftest import (
+from tests.clients import (
     CurlResult,
     Payload,
     RawClient,

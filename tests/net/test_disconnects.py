@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 
 from pipe_relay.core.registry import PipeState
-from tests.conftest import (
+from tests.clients import (
     CurlResult,
     RawClient,
     Relay,

@@ -14,7 +14,7 @@ import trio
 
 from pipe_relay import Config, serve
 from pipe_relay.net.hub import Hub
-from tests.conftest import RawClient, Relay, parse_head, read_status_until
+from tests.clients import RawClient, Relay, parse_head, read_status_until
 from tests.responses import split_response
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.conftest import RawClient, Relay, StartRelay, parse_head, raw_exchange
+from tests.clients import RawClient, Relay, StartRelay, parse_head, raw_exchange
 from tests.responses import TEXT_PLAIN, assert_error, assert_raw_error, http, spawn, split_response
 
 PIPE_ALLOW = "GET, POST, PUT, OPTIONS"

@@ -14,7 +14,7 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.conftest import CurlResult, Payload, RawClient, Relay, StartRelay, curl, curl_into, sha256_file
+from tests.clients import CurlResult, Payload, RawClient, Relay, StartRelay, curl, curl_into, sha256_file
 from tests.fuzzing import Chunked, Form, chunked_bodies, forms, fuzz_settings, targets
 from tests.responses import split_response
 

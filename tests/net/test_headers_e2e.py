@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.conftest import RawClient, Relay, curl, parse_head
+from tests.clients import RawClient, Relay, curl, parse_head
 from tests.responses import Response, http, spawn, split_response, transfer
 
 METADATA_EXPOSE = "X-Piping, X-Hoody-Pipe"

@@ -19,7 +19,7 @@ from pipe_relay import Config, serve
 from pipe_relay.net.engine import BufferEngine
 from pipe_relay.net.server import ListenError
 from pipe_relay.net.splice import SpliceEngine
-from tests.conftest import (
+from tests.clients import (
     CurlResult,
     Payload,
     RawClient,

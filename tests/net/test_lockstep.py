@@ -17,7 +17,7 @@ import pytest
 import trio
 
 from pipe_relay import Config
-from tests.conftest import CurlResult, RawClient, Relay, StartRelay, curl, raw_pipe, read_status_until
+from tests.clients import CurlResult, RawClient, Relay, StartRelay, curl, raw_pipe, read_status_until
 
 MiB = 1 << 20
 BODY_SIZE = 64 * MiB

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import trio
 
-from tests.conftest import Relay
+from tests.clients import Relay
 
 LOCUSTFILE = Path(__file__).resolve().parents[2] / "loadtests" / "locustfile.py"
 

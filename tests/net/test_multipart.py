@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.conftest import Payload, RawClient, Relay, curl, parse_head, sha256_file
+from tests.clients import Payload, RawClient, Relay, curl, parse_head, sha256_file
 
 
 async def _send_form(

@@ -7,7 +7,7 @@ import re
 
 import trio
 
-from tests.conftest import CurlResult, RawClient, Relay, StartRelay, curl, curl_into, parse_head
+from tests.clients import CurlResult, RawClient, Relay, StartRelay, curl, curl_into, parse_head
 
 
 class Watcher:

@@ -7,7 +7,7 @@ import re
 import pytest
 import trio
 
-from tests.conftest import RawClient, Relay, curl, parse_head
+from tests.clients import RawClient, Relay, curl, parse_head
 from tests.responses import Response, http, spawn, split_response
 
 BODY = b"<svg onload=alert(1)><script>alert(2)</script></svg>\n"

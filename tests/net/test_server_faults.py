@@ -17,7 +17,7 @@ import trio
 from pipe_relay.core.routing import Decision, Request
 from pipe_relay.core.routing import route as real_route
 from pipe_relay.net import server as server_module
-from tests.conftest import CurlResult, Payload, RawClient, Relay, curl, curl_into
+from tests.clients import CurlResult, Payload, RawClient, Relay, curl, curl_into
 
 ROOT = Path(__file__).resolve().parents[2]
 FD_LIMIT = 40

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 import trio
 
-from tests.conftest import RawClient, Relay, parse_head, raw_exchange
+from tests.clients import RawClient, Relay, parse_head, raw_exchange
 from tests.responses import TEXT_PLAIN, Response, assert_error, assert_exact_length, http, split_response
 
 HTML = "text/html; charset=utf-8"

@@ -8,7 +8,7 @@ from pathlib import Path
 import trio
 
 from loadtests.slowloris import trickle_head
-from tests.conftest import CurlResult, Payload, RawClient, StartRelay, curl, curl_into
+from tests.clients import CurlResult, Payload, RawClient, StartRelay, curl, curl_into
 from tests.responses import assert_error, http, spawn
 
 HEAD = b"GET /slow HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 100

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from tests.conftest import RawClient, Relay, StartRelay, raw_exchange
+from tests.clients import RawClient, Relay, StartRelay, raw_exchange
 from tests.responses import assert_error, assert_raw_error, http, split_response
 
 

@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from pipe_relay.net.splice import SpliceEngine, splice_available
-from tests.conftest import (
+from tests.clients import (
     CurlResult,
     Payload,
     RawClient,
