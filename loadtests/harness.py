@@ -1,11 +1,11 @@
 # Shared pieces of the loadtests: sizes, ports, procfs figures, files, tool versions, server start/stop.
 # Invariant: standard library only; one of each helper; every wait has a deadline, every server is stoppable.
-"""Used by bench.py (and its large.py, small.py, report.py), memory.py and hostile_forms.py.
+"""Used by bench.py (and its large.py, small.py, report.py, concurrent.py), memory.py and hostile_forms.py.
 
-pipe-relay is started as ``python -m pipe_relay`` from the checkout root, so the code measured is
-this checkout's; the Node piping-server is installed with npm on demand and run with node directly,
-so the process measured is the server itself. Both write their output to a log file.
-"""
+pipe-relay is started as ``python -m pipe_relay`` from the checkout root, so the code measured is this
+checkout's; the Node piping-server (installed with npm on demand) is run with node directly, so the
+process measured is the server itself; the C reference relay is the binary cref.py builds. Each server
+writes its output to a log file."""
 
 from __future__ import annotations
 
@@ -42,14 +42,15 @@ DEFAULT_NODE_DIR = Path.home() / ".cache" / "pipe-relay-bench" / "node"
 
 RELAY = "pipe-relay"
 NODE = "node"
-LABELS = {RELAY: "pipe-relay", NODE: f"Node piping-server {NODE_VERSION}"}
+CREF_RW, CREF_SPLICE = "cref-rw", "cref-splice"
+CREFS = (CREF_RW, CREF_SPLICE)
+LABELS = {RELAY: RELAY, NODE: f"Node piping-server {NODE_VERSION}", CREF_RW: "C rw", CREF_SPLICE: "C splice"}
 
 
 class BenchError(Exception):
     """A failure that ends a benchmark with a message (wrong bytes, a server that would not start)."""
 
 
-# --------------------------------------------------------------------------------------------------
 # Sizes
 
 
@@ -71,7 +72,6 @@ def fmt_size(n: int) -> str:
     return f"{n} B"
 
 
-# --------------------------------------------------------------------------------------------------
 # Ports
 
 
@@ -98,7 +98,6 @@ def wait_for_tcp(port: int, deadline: float, proc: subprocess.Popen[bytes] | Non
         time.sleep(0.05)
 
 
-# --------------------------------------------------------------------------------------------------
 # procfs
 
 
@@ -177,7 +176,6 @@ class RssSampler:
         self._thread.join(timeout=5)
 
 
-# --------------------------------------------------------------------------------------------------
 # Files and tools
 
 
@@ -211,7 +209,6 @@ def tool_version(cmd: Sequence[str]) -> str:
     return out.strip().splitlines()[0] if out.strip() else "unknown"
 
 
-# --------------------------------------------------------------------------------------------------
 # Servers
 
 
@@ -333,22 +330,14 @@ def ensure_node_server(node_dir: Path) -> Path:
         if npm is None:
             raise BenchError("npm not found; install Node.js >= 18 or pass --no-node")
         node_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [
-            npm,
-            "install",
-            "--no-audit",
-            "--no-fund",
-            "--prefix",
-            str(node_dir),
-            f"{NODE_PACKAGE}@{NODE_VERSION}",
-        ]
+        cmd = [npm, "install", "--no-audit", "--no-fund", "--prefix", str(node_dir)]
+        cmd.append(f"{NODE_PACKAGE}@{NODE_VERSION}")
         print(f"# installing: {shlex.join(cmd)}", flush=True)
         try:
             subprocess.run(cmd, check=True, timeout=NPM_DEADLINE, stdin=subprocess.DEVNULL)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
             raise BenchError(f"npm install failed: {exc}") from exc
-    # The package's bin ("piping-server": "dist/src/index.js") is a node script; run it with node
-    # directly so the process we measure is the server itself.
+    # Its bin is a node script (dist/src/index.js), run with node directly: we measure the server itself.
     entry = pkg_dir / "dist" / "src" / "index.js"
     if not entry.exists():
         raise BenchError(f"{entry} is missing; remove {node_dir} and retry")
@@ -362,8 +351,17 @@ def start_node(workdir: Path, node_dir: Path) -> Server:
     if node is None:
         raise BenchError("node not found; install Node.js >= 18 or pass --no-node")
     port = free_port()
-    cmd = [node, str(entry), "--host", HOST, "--http-port", str(port)]
-    server = _spawn_server(NODE, cmd, port, workdir / "node.log")
+    return _start_listening(NODE, [node, str(entry), "--host", HOST, "--http-port", str(port)], port, workdir)
+
+
+def start_cref(workdir: Path, binary: Path, key: str) -> Server:
+    """Start the C reference relay (``binary``, from cref.py) as CREF_RW or CREF_SPLICE on a free port."""
+    port = free_port()
+    return _start_listening(key, [str(binary), "--" + key.removeprefix("cref-"), str(port)], port, workdir)
+
+
+def _start_listening(key: str, cmd: list[str], port: int, workdir: Path) -> Server:
+    server = _spawn_server(key, cmd, port, workdir / f"{key}.log")
     try:
         wait_for_tcp(port, time.monotonic() + SERVER_START_DEADLINE, server.proc)
     except BaseException:
