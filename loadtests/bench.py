@@ -1,8 +1,11 @@
-# The benchmark's command line: pipe-relay against the Node piping-server, large and small transfers.
-# Invariant: both servers are stopped and every curl killed on any exit (error, Ctrl-C, SIGTERM).
-"""Throughput benchmark: pipe-relay against the Node piping-server, side by side on 127.0.0.1.
+# The benchmark's command line: pipe-relay against the Node piping-server and a C reference relay.
+# Invariant: every server is stopped and every curl killed on any exit (error, Ctrl-C, SIGTERM).
+"""Throughput benchmark: pipe-relay against the Node piping-server, side by side on 127.0.0.1, with
+a minimal blocking C relay (``cref.c``, built with cc on first use) in two modes as the measuring
+stick: ``C rw`` (read/write through one 1 MiB buffer) and ``C splice`` (splice/tee; Content-Length
+bodies only, so it skips the chunked cases).
 
-Both servers are started idle. Large transfers are taken one at a time, round-robin between the
+The servers are started idle. Large transfers are taken one at a time, round-robin between the
 servers, with real curl processes:
 
 - ``file-n1``     ``curl -T FILE``, one receiver
@@ -20,10 +23,14 @@ medians over the rounds:
 - CPU s/GiB: the server process's utime+stime (/proc/PID/stat) per GiB of source bytes
 - peak RSS: the server's VmHWM over the case (reset via /proc/PID/clear_refs before it), else the
   largest sampled VmRSS
+- ÷ Node: MB/s and CPU s/GiB over Node's for the case; % of best C: MB/s over the faster C mode's
 
 The small-transfers mode runs 50 concurrent sender/receiver pairs of 1 KiB bodies for a bounded time
 (raw HTTP/1.1 over non-blocking sockets driven by one selector loop, every received body compared
-with the one sent) and reports transfers per second.
+with the one sent) and reports transfers per second (pipe-relay and Node only).
+
+``--concurrent`` runs the concurrency mode instead (concurrency.py: many transfers at once, pipe-relay
+and Node only, as the C relay serves one transfer at a time).
 
 Run:  .venv/bin/python loadtests/bench.py --size 256M --rounds 3
 Only the Python 3.11 standard library is used. Every curl has --max-time, every wait a deadline, and
@@ -42,7 +49,10 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from concurrency import Scenario, concurrent_report, run_concurrent  # type: ignore[import-not-found]
+from cref import CrefBuildError, build_cref  # type: ignore[import-not-found]
 from harness import (  # type: ignore[import-not-found]
+    CREFS,
     DEFAULT_NODE_DIR,
     GIB,
     NODE_PACKAGE,
@@ -52,6 +62,7 @@ from harness import (  # type: ignore[import-not-found]
     fmt_size,
     make_source,
     parse_size,
+    start_cref,
     start_node,
     start_relay,
     stop_server,
@@ -63,7 +74,8 @@ from small import SmallResult, run_small  # type: ignore[import-not-found]
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        description="Benchmark pipe-relay against the Node piping-server with curl on 127.0.0.1.",
+        description="Benchmark pipe-relay against the Node piping-server and a C reference relay with curl "
+        "on 127.0.0.1.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--size", type=parse_size, default=GIB, help="source file size (e.g. 1G, 256M, 65536)")
@@ -88,6 +100,16 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help=f"npm prefix where {NODE_PACKAGE}@{NODE_VERSION} is installed on demand",
     )
     p.add_argument("--no-node", action="store_true", help="skip the Node piping-server (no ratios)")
+    p.add_argument("--no-cref", action="store_true", help="skip the C reference relay (loadtests/cref.c)")
+    p.add_argument(
+        "--concurrent",
+        action="store_true",
+        help="run the concurrency mode (many transfers at once) instead of the large and small transfers",
+    )
+    p.add_argument("--concurrent-size", type=parse_size, default=64 << 20, help="size of each transfer")
+    p.add_argument("--concurrent-pairs", type=int, default=16, help="concurrent n=1 sender/receiver pairs")
+    p.add_argument("--concurrent-fanouts", type=int, default=8, help="concurrent n=3 fan-outs")
+    p.add_argument("--concurrent-rounds", type=int, default=3, help="timed rounds per scenario and server")
     p.add_argument("--skip-verify", action="store_true", help="skip the untimed sha256 transfer per case")
     args = p.parse_args(argv)
     cases = [c.strip() for c in args.cases.split(",") if c.strip() and c.strip() != "none"]
@@ -95,8 +117,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     if bad:
         p.error(f"unknown case(s) {', '.join(bad)}; choose from {', '.join(ALL_CASES)}")
     args.cases = cases
-    if args.rounds < 1 or args.small_rounds < 1 or args.small_pairs < 1:
-        p.error("--rounds, --small-rounds and --small-pairs must be at least 1")
+    counts = (args.rounds, args.small_rounds, args.small_pairs, args.concurrent_rounds)
+    if min(counts) < 1 or min(args.concurrent_pairs, args.concurrent_fanouts) < 0:
+        p.error("--rounds, --small-rounds, --small-pairs, --concurrent-rounds must be at least 1")
     if args.max_time <= 0 or args.small_seconds <= 0:
         p.error("--max-time and --small-seconds must be positive")
     return args
@@ -117,6 +140,92 @@ def terminate_as_interrupt() -> Iterator[None]:
             signal.signal(sig, h)
 
 
+def start_servers(args: argparse.Namespace, workdir: Path, servers: list[Server]) -> None:
+    """pipe-relay, then Node and the two C modes unless left out, appended to ``servers`` as they
+    start (so the caller stops every one that did). The C relay serves one transfer at a time: it
+    is not started for the concurrency mode."""
+    starts = [lambda: start_relay(workdir, args.engine)]
+    if not args.no_node:
+        starts.append(lambda: start_node(workdir, args.node_dir))
+    if not args.no_cref and not args.concurrent:
+        try:
+            binary = build_cref()
+        except CrefBuildError as exc:
+            raise BenchError(str(exc)) from exc
+        print(f"# C reference relay: {binary}", flush=True)
+        starts += [lambda key=key: start_cref(workdir, binary, key) for key in CREFS]
+    for start in starts:
+        servers.append(start())
+        print(f"# started {shlex.join(servers[-1].command)} (pid {servers[-1].pid})", flush=True)
+
+
+def run_large_and_small(args: argparse.Namespace, command: str, servers: list[Server], workdir: Path) -> int:
+    """The large cases (one transfer at a time, every server) and the small transfers (pipe-relay and
+    Node); prints the report; 1 if a small transfer failed."""
+    env = environment(args.engine, with_node=not args.no_node, with_cref=not args.no_cref)
+    results: dict[tuple[str, str], CaseResult] = {}
+    if args.cases:
+        print(f"# writing {fmt_size(args.size)} of random bytes", flush=True)
+        source = workdir / "source.bin"
+        source_sha = make_source(source, args.size)
+        runner = CurlRunner(source, args.size, source_sha, args.max_time, workdir)
+        try:
+            for case in args.cases:
+                per = run_case(runner, servers, case, args.rounds, verify=not args.skip_verify)
+                results.update({(case, key): result for key, result in per.items()})
+        finally:
+            runner.kill_all()
+        source.unlink()
+
+    small: dict[str, list[SmallResult]] = {}
+    if args.small:
+        for rnd in range(args.small_rounds):
+            for s in servers:
+                if s.key in CREFS:
+                    continue
+                r = run_small(s, args.small_pairs, args.small_seconds)
+                small.setdefault(s.key, []).append(r)
+                print(
+                    f"# small round {rnd + 1}/{args.small_rounds} {s.label}: "
+                    f"{r.per_second:.0f} transfers/s, {r.errors} error(s)",
+                    flush=True,
+                )
+
+    print()
+    print(report(args, command, servers, results, small, env), flush=True)
+    return 1 if sum(r.errors for runs in small.values() for r in runs) else 0
+
+
+def run_concurrency(args: argparse.Namespace, command: str, servers: list[Server], workdir: Path) -> int:
+    """The concurrency mode (concurrency.py) on pipe-relay and Node; prints its report."""
+    env = environment(args.engine, with_node=not args.no_node, with_cref=False)
+    size = args.concurrent_size
+    scenarios = [
+        Scenario("pairs", 1, args.concurrent_pairs),
+        Scenario("fan-outs", 3, args.concurrent_fanouts),
+    ]
+    scenarios = [sc for sc in scenarios if sc.transfers > 0]
+    print(f"# writing {fmt_size(size)} of random bytes", flush=True)
+    source = workdir / "source.bin"
+    sha = make_source(source, size)
+    results = run_concurrent(
+        servers,
+        scenarios,
+        args.concurrent_rounds,
+        source,
+        size,
+        sha,
+        args.max_time,
+        workdir,
+        not args.skip_verify,
+    )
+    source.unlink()
+    print()
+    print(report(args, command, servers, {}, {}, env))
+    print(concurrent_report(servers, scenarios, results, size, args.concurrent_rounds), flush=True)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
@@ -126,55 +235,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     servers: list[Server] = []
-    runner: CurlRunner | None = None
     workdir = Path(tempfile.mkdtemp(prefix="pipe-relay-bench-"))
     try:
         with terminate_as_interrupt():
             print(f"# {command}", flush=True)
             print(f"# work folder {workdir}", flush=True)
-            servers.append(start_relay(workdir, args.engine))
-            print(f"# started {shlex.join(servers[-1].command)} (pid {servers[-1].pid})", flush=True)
-            if not args.no_node:
-                servers.append(start_node(workdir, args.node_dir))
-                print(f"# started {shlex.join(servers[-1].command)} (pid {servers[-1].pid})", flush=True)
-            env = environment(args.engine, with_node=not args.no_node)
-
-            results: dict[tuple[str, str], CaseResult] = {}
-            if args.cases:
-                print(f"# writing {fmt_size(args.size)} of random bytes", flush=True)
-                source = workdir / "source.bin"
-                source_sha = make_source(source, args.size)
-                runner = CurlRunner(source, args.size, source_sha, args.max_time, workdir)
-                for case in args.cases:
-                    per = run_case(runner, servers, case, args.rounds, verify=not args.skip_verify)
-                    results.update({(case, key): result for key, result in per.items()})
-                source.unlink()
-
-            small: dict[str, list[SmallResult]] = {}
-            if args.small:
-                for rnd in range(args.small_rounds):
-                    for s in servers:
-                        r = run_small(s, args.small_pairs, args.small_seconds)
-                        small.setdefault(s.key, []).append(r)
-                        print(
-                            f"# small round {rnd + 1}/{args.small_rounds} {s.label}: "
-                            f"{r.per_second:.0f} transfers/s, {r.errors} error(s)",
-                            flush=True,
-                        )
-
-            print()
-            print(report(args, command, servers, results, small, env), flush=True)
-            small_errors = sum(r.errors for runs in small.values() for r in runs)
-            return 1 if small_errors else 0
+            start_servers(args, workdir, servers)
+            run = run_concurrency if args.concurrent else run_large_and_small
+            return run(args, command, servers, workdir)
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("bench: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"bench: interrupted {exc}".strip(), file=sys.stderr)
         return 130
     finally:
-        if runner is not None:
-            runner.kill_all()
         for s in servers:
             stop_server(s)
         shutil.rmtree(workdir, ignore_errors=True)

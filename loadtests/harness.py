@@ -1,6 +1,6 @@
 # Shared pieces of the loadtests: sizes, ports, procfs figures, files, tool versions, server start/stop.
 # Invariant: standard library only; one of each helper; every wait has a deadline, every server is stoppable.
-"""Used by bench.py (and its large.py, small.py, report.py, concurrent.py), memory.py and hostile_forms.py.
+"""Used by bench.py (and its large.py, small.py, report.py, concurrency.py), memory.py and hostile_forms.py.
 
 pipe-relay is started as ``python -m pipe_relay`` from the checkout root, so the code measured is this
 checkout's; the Node piping-server (installed with npm on demand) is run with node directly, so the

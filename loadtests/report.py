@@ -9,7 +9,9 @@ import os
 import platform
 import statistics
 
+from cref import compiler  # type: ignore[import-not-found]
 from harness import (  # type: ignore[import-not-found]
+    CREFS,
     GIB,
     LABELS,
     NODE,
@@ -24,7 +26,7 @@ from large import CaseResult  # type: ignore[import-not-found]
 from small import SMALL_BODY_SIZE, SmallResult  # type: ignore[import-not-found]
 
 
-def environment(engine: str | None, with_node: bool) -> list[str]:
+def environment(engine: str | None, with_node: bool, with_cref: bool) -> list[str]:
     """The versions and machine the figures come from, one line each."""
     env = [
         f"pipe-relay: {tool_version([*relay_command(), '--version'])}"
@@ -33,6 +35,9 @@ def environment(engine: str | None, with_node: bool) -> list[str]:
         f"Python {platform.python_version()}, {platform.system()} {platform.release()}, "
         f"{os.cpu_count()} CPU(s), load average at start " + " ".join(f"{x:.2f}" for x in os.getloadavg()),
     ]
+    if with_cref:
+        cc = compiler() or "cc"
+        env.insert(1, f"C reference relay: loadtests/cref.c, {tool_version([cc, '--version'])} -O2")
     if with_node:
         env.insert(1, f"Node piping-server {NODE_VERSION} on node {tool_version(['node', '--version'])}")
     return env
@@ -46,6 +51,38 @@ def ratio(a: float | None, b: float | None) -> str:
 
 def fmt(value: float | None, spec: str) -> str:
     return "–" if value is None else format(value, spec)
+
+
+def large_table(
+    args: argparse.Namespace, servers: list[Server], results: dict[tuple[str, str], CaseResult]
+) -> list[str]:
+    """One row per case and server: MB/s, CPU s/GiB, peak RSS, both over Node's, % of the best C mode."""
+    has_node = any(s.key == NODE for s in servers)
+    has_cref = any(s.key in CREFS for s in servers)
+    head = ["case", "server", "MB/s", "CPU s/GiB", "peak RSS MiB"]
+    head += ["MB/s ÷ Node", "CPU ÷ Node"] if has_node else []
+    head += ["% of best C"] if has_cref else []
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for case in args.cases:
+        med: dict[str, tuple[float, float, float]] = {}
+        for s in servers:
+            r = results.get((case, s.key))
+            if r and r.samples:
+                mbps = statistics.median(args.size / x.seconds / 1e6 for x in r.samples)
+                cpu = statistics.median(x.cpu_seconds / (args.size / GIB) for x in r.samples)
+                med[s.key] = (mbps, cpu, r.peak_rss_kib / 1024)
+        nod = med.get(NODE)
+        best_c = max((med[k][0] for k in CREFS if k in med), default=None)
+        for s in servers:
+            got = med.get(s.key)
+            row = [case, LABELS[s.key], fmt(got and got[0], ".0f"), fmt(got and got[1], ".2f")]
+            row += [fmt(got and got[2], ".0f")]
+            if has_node:
+                row += [ratio(got and got[0], nod and nod[0]), ratio(got and got[1], nod and nod[1])]
+            if has_cref:
+                row += [f"{100 * got[0] / best_c:.0f} %" if got and best_c else "–"]
+            out.append("| " + " | ".join(row) + " |")
+    return out
 
 
 def report(
@@ -71,37 +108,14 @@ def report(
             "RSS = server peak RSS during the case."
         )
         out.append("")
-        head = ["case", "pipe-relay MB/s"]
-        if has_node:
-            head += ["Node MB/s", "MB/s ratio"]
-        head += ["pipe-relay CPU s/GiB"]
-        if has_node:
-            head += ["Node CPU s/GiB", "CPU ratio"]
-        head += ["pipe-relay peak RSS MiB"]
-        if has_node:
-            head += ["Node peak RSS MiB"]
-        out.append("| " + " | ".join(head) + " |")
-        out.append("|" + "---|" * len(head))
-        for case in args.cases:
-            med: dict[str, tuple[float, float, float]] = {}
-            for key in keys:
-                r = results.get((case, key))
-                if r and r.samples:
-                    mbps = statistics.median(args.size / s.seconds / 1e6 for s in r.samples)
-                    cpu = statistics.median(s.cpu_seconds / (args.size / GIB) for s in r.samples)
-                    med[key] = (mbps, cpu, r.peak_rss_kib / 1024)
-            rel = med.get(RELAY)
-            nod = med.get(NODE)
-            row = [case, fmt(rel and rel[0], ".0f")]
-            if has_node:
-                row += [fmt(nod and nod[0], ".0f"), ratio(rel and rel[0], nod and nod[0])]
-            row += [fmt(rel and rel[1], ".2f")]
-            if has_node:
-                row += [fmt(nod and nod[1], ".2f"), ratio(rel and rel[1], nod and nod[1])]
-            row += [fmt(rel and rel[2], ".0f")]
-            if has_node:
-                row += [fmt(nod and nod[2], ".0f")]
-            out.append("| " + " | ".join(row) + " |")
+        if any(key in CREFS for key in keys):
+            out.append(
+                "C rw and C splice: loadtests/cref.c, a minimal blocking C relay, one transfer at a time "
+                "(rw: read/write through one 1 MiB buffer; splice: splice/tee, Content-Length bodies only, "
+                "so no chunked case: –). % of best C = MB/s over the faster C mode's in the case."
+            )
+            out.append("")
+        out += large_table(args, servers, results)
         out.append("")
         out.append("Per-round MB/s (sorted), for the spread:")
         out.append("")
