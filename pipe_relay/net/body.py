@@ -40,7 +40,7 @@ async def from_sender(fd: int, attempt: Callable[[], int], idle: float) -> int:
         await trio.lowlevel.checkpoint()  # never starve other tasks when data is always there
         return count
     while True:
-        if not await wait_ready(trio.lowlevel.wait_readable, fd, idle):
+        if not await wait_ready(partial(trio.lowlevel.wait_readable, fd), idle):
             raise TransferError(TransferFailure.SENDER_IDLE)
         count = _try_sender(attempt)
         if count is not None:
@@ -100,6 +100,15 @@ class SocketBody:
         return bool(self._prefix) or self.decoder.done
 
     @property
+    def splice_fd(self) -> int | None:
+        """The plain socket splice(2) may read the body from (None: not a plain socket)."""
+        return self.fd
+
+    def buffered_inside(self) -> bool:
+        """Are body bytes held above the socket, where epoll cannot see them (TLS)?"""
+        return False
+
+    @property
     def complete_in_prefix(self) -> bool:
         """Did the whole (Content-Length) body arrive with the head? Then no socket read is needed."""
         decoder = self.decoder
@@ -153,7 +162,7 @@ class SocketBody:
         if want != self._lowat:
             self._set_lowat(want)
         count = None
-        if self._lowat > 1:
+        if self._lowat > 1 and not self.buffered_inside():
             with trio.move_on_after(SENDER_PATIENCE):
                 await trio.lowlevel.wait_readable(fd)
             count = _try_sender(attempt)
@@ -220,7 +229,7 @@ class SeekBudget:
 class FormBody:
     """The streamed part of a multipart/form-data body, on top of the framed body."""
 
-    def __init__(self, raw: SocketBody, extractor: FormExtractor, budget: SeekBudget) -> None:
+    def __init__(self, raw: Source, extractor: FormExtractor, budget: SeekBudget) -> None:
         self.raw = raw
         self.extractor = extractor
         self.budget = budget

@@ -1,17 +1,18 @@
-# One client connection: h11 parses request heads and frames small replies; pipes take the raw socket.
+# One HTTP/1.1 client connection: h11 parses heads and frames small replies; as a party's Link, its bodies.
 # Invariant: the socket is closed exactly once, by `close()`, in the mode the last user asked for.
 from __future__ import annotations
 
-import enum
 import select
 import socket
 import struct
+from collections.abc import Callable
 from http import HTTPStatus
 
 import h11
 import trio
 
 from ..config import Config
+from ..core.framing import receiver_framing, render_head
 from ..core.heads import (
     MAX_HEADER_LINES,
     check_head,
@@ -21,9 +22,12 @@ from ..core.heads import (
     parser_reason,
     transfer_coding_error,
 )
-from ..core.replies import Reply, error_reply, refusal
+from ..core.replies import Reply, StreamedReply, error_reply, interim_continue, refusal
 from ..core.routing import Request
 from ..errors import ErrorCode, PipeError, pipe_error
+from .body import SocketBody, body_decoder
+from .engine import Sink, SocketWriter
+from .link import CloseMode, Headers
 
 READ_SIZE = 64 * 1024
 _COUNT_LINES_PAST = 2048
@@ -36,15 +40,10 @@ _POLLRDHUP = getattr(select, "POLLRDHUP", 0)
 _RESET = struct.pack("ii", 1, 0)
 
 
-class CloseMode(enum.Enum):
-    NORMAL = "normal"
-    LINGER = "linger"
-    """The peer may still be sending: half-close, read and drop for a while, then close."""
-    ABORT = "abort"
-    """Reset the connection: the peer must see the transfer fail, never a clean end."""
-
-
 class HttpConnection:
+    """One client's socket: its request heads and small replies; for a pipe party, the `Link`
+    (the HTTP/1.1 way to stream status lines, read a body, frame a receiver's response)."""
+
     def __init__(self, sock: socket.socket, config: Config, peer: str | None = None) -> None:
         self.sock = sock
         """A non-blocking stdlib socket: waits go through trio's epoll, never a trio stream object."""
@@ -234,6 +233,38 @@ class HttpConnection:
         poller.register(self.fd, select.POLLIN)
         return not poller.poll(0)
 
+    @property
+    def hangup_fd(self) -> int:
+        return self.sock.fileno()
+
+    async def wait_gone(self) -> None:
+        await trio.lowlevel.wait_readable(self.sock)
+
+    def open_stream(
+        self, request: Request, content_type: str, *, extra: Headers = (), answer_continue: bool = False
+    ) -> Http1Stream:
+        reply = StreamedReply(request.http_version)
+        opening = interim_continue(request.header("expect"), request.http_version) if answer_continue else b""
+        opening += reply.head(content_type, origin=request.header("origin"), extra=tuple(extra))
+        return Http1Stream(self, reply, opening)
+
+    def open_body(self, request: Request, *, buffer_size: int, idle_timeout: float) -> SocketBody:
+        return SocketBody(
+            self.sock,
+            body_decoder(request),
+            self.body_prefix,
+            buffer_size=buffer_size,
+            idle_timeout=idle_timeout,
+        )
+
+    def open_response(
+        self, request: Request, content_length: int | None, headers: Callable[[Headers], Headers]
+    ) -> Sink:
+        """Length, chunked or close-delimited, as `receiver_framing` decides for the receiver's version."""
+        framing = receiver_framing(content_length, request.http_version)
+        head = render_head(framing.http_version, 200, headers(framing.headers))
+        return Sink(SocketWriter(self.fd), framing.framing, head)
+
     def peer_closed(self) -> bool:
         """Has the peer closed or reset its side? (Linux: POLLRDHUP; elsewhere: unknown -> False)."""
         if not _POLLRDHUP:
@@ -271,6 +302,21 @@ class HttpConnection:
                 if not data:
                     return
                 received += len(data)
+
+
+class Http1Stream:
+    """A streamed 200 response on an HTTP/1.1 connection: chunked (HTTP/1.0: ended by the close)."""
+
+    def __init__(self, conn: HttpConnection, reply: StreamedReply, opening: bytes) -> None:
+        self._conn = conn
+        self._reply = reply
+        self._opening = opening  # the head (and interim 100), sent with the first data
+
+    async def send(self, data: bytes, *, end: bool = False) -> bool:
+        reply = self._reply
+        out = self._opening + (reply.frame(data) if data else b"") + (reply.end if end else b"")
+        self._opening = b""
+        return await self._conn.send_raw(out) if out else True
 
 
 def _head_error(exc: h11.RemoteProtocolError, max_head_size: int) -> PipeError:

@@ -1,4 +1,4 @@
-# Byte engine: moves a framed body from one socket to k sockets in lockstep, one buffer per transfer.
+# Byte engine: moves a framed body from one source to k receivers' writers in lockstep, one buffer each.
 # Invariant: a chunk is written to every live receiver before the next is read; memory ~ one buffer.
 from __future__ import annotations
 
@@ -45,22 +45,62 @@ class Source(Protocol):
         ...
 
 
-async def wait_ready(waiter: Callable[[int], Awaitable[None]], fd: int, idle: float) -> bool:
-    """Wait for fd readiness; False if `idle` seconds (0 = no limit) passed first."""
+async def wait_ready(waiter: Callable[[], Awaitable[None]], idle: float) -> bool:
+    """Wait for readiness; False if `idle` seconds (0 = no limit) passed first."""
     if idle <= 0:
-        await waiter(fd)
+        await waiter()
         return True
     with trio.move_on_after(idle):
-        await waiter(fd)
+        await waiter()
         return True
     return False
+
+
+class Writer(Protocol):
+    """Where one receiver's bytes go: a socket, a TLS socket, an HTTP/2 stream, memory."""
+
+    def write_now(self, pieces: list[Segment]) -> int:
+        """Write what can go without waiting; the byte count (> 0). BlockingIOError if nothing
+        can go now; another OSError if the receiver is gone."""
+        ...
+
+    async def wait_writable(self) -> None:
+        """Return when `write_now` may take bytes again."""
+        ...
+
+    @property
+    def splice_fd(self) -> int | None:
+        """A plain socket that splice(2) may write to, or None."""
+        ...
+
+
+class SocketWriter:
+    """A plain non-blocking socket: `writev`, waits through trio's epoll."""
+
+    __slots__ = ("fd",)
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __repr__(self) -> str:
+        return f"<SocketWriter fd={self.fd}>"
+
+    def write_now(self, pieces: list[Segment]) -> int:
+        return os.writev(self.fd, pieces)
+
+    async def wait_writable(self) -> None:
+        await trio.lowlevel.wait_writable(self.fd)
+
+    @property
+    def splice_fd(self) -> int:
+        return self.fd
 
 
 @dataclass(eq=False)
 class Sink:
     """One receiver's side of a transfer: where bytes go and how they are framed."""
 
-    fd: int
+    writer: Writer
     framing: Framing
     head: bytes
     """The response head, sent in front of the first bytes."""
@@ -142,7 +182,7 @@ async def broadcast(
         if not pieces:
             continue
         try:
-            rest = _advance(pieces, os.writev(sink.fd, pieces))
+            rest = _advance(pieces, sink.writer.write_now(pieces))
         except BlockingIOError:
             rest = pieces
         except OSError:
@@ -200,11 +240,12 @@ async def report_drops(sinks: Sequence[Sink], dropped: list[Sink], events: Relay
 
 async def _write_rest(sink: Sink, pieces: list[Segment], dropped: list[Sink], idle: float) -> None:
     """Write the rest to one slow receiver; drop it if it fails or stalls past the idle limit."""
+    writer = sink.writer
     while pieces:
-        if not await wait_ready(trio.lowlevel.wait_writable, sink.fd, idle):
+        if not await wait_ready(writer.wait_writable, idle):
             break
         try:
-            pieces = _advance(pieces, os.writev(sink.fd, pieces))
+            pieces = _advance(pieces, writer.write_now(pieces))
         except BlockingIOError:
             continue
         except OSError:

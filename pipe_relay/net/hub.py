@@ -16,8 +16,8 @@ from ..core.registry import RETRY_AFTER_SECONDS, Closed, Established, Expired, R
 from ..core.routing import Receive, Request, Send
 from ..errors import ErrorCode, PipeError, pipe_error
 from .body import SeekBudget
-from .connection import CloseMode, HttpConnection
 from .engine import BufferEngine, ByteEngine
+from .link import CloseMode, Link
 from .party import ABORTED, POLL_INTERVAL, Naps, Party, Receiver, Sender
 from .progress import Boards, watch
 from .relay import run_transfer
@@ -175,17 +175,15 @@ class Hub:
 
     # senders -----------------------------------------------------------------------------
 
-    async def serve_sender(
-        self, conn: HttpConnection, request: Request, decision: Send, client: str = ""
-    ) -> None:
-        party = Sender(conn, request, decision, self.naps, client)
+    async def serve_sender(self, link: Link, request: Request, decision: Send, client: str = "") -> None:
+        party = Sender(link, request, decision, self.naps, client)
         origin = request.header("origin")
         try:
             result = self._join(party)
         except PipeError as exc:
-            await conn.send_error(exc, origin, last=True)
+            await link.send_error(exc, origin, last=True)
             return
-        conn.close_mode = CloseMode.LINGER
+        link.close_mode = CloseMode.LINGER
         ended = TransferState.ABORTED  # unless the transfer says otherwise
         try:
             party.start_status_stream()
@@ -224,12 +222,12 @@ class Hub:
             count_line = party.count_line()
             if count_line or beat_line:
                 ok = await party.say(count_line, beat_line)
-            if party.conn.peer_closed():
+            if party.link.peer_closed():
                 ok = False
             if ok:
                 await party.nap()  # until something happens, or the next tick (<= the heartbeat)
         if party.outcome is None:
-            party.conn.close_mode = CloseMode.ABORT  # gone: `_sender_done` unregisters it
+            party.link.close_mode = CloseMode.ABORT  # gone: `_sender_done` unregisters it
             return False
         return True  # settled; if the sender is gone too, the transfer finds out and fails
 
@@ -250,56 +248,54 @@ class Hub:
 
     # watchers ----------------------------------------------------------------------------
 
-    async def serve_watcher(self, conn: HttpConnection, request: Request, key: str, client: str = "") -> None:
+    async def serve_watcher(self, link: Link, request: Request, key: str, client: str = "") -> None:
         """`?progress` as an event stream, within `--max-watchers` and the client's quota."""
         try:
             if self.watchers >= self.config.max_watchers:
                 raise pipe_error(ErrorCode.TOO_MANY_WATCHERS, ("Retry-After", RETRY_AFTER_SECONDS))
             self.quotas.take(Quota.WATCHERS, client)
         except PipeError as exc:
-            await conn.send_error(exc, request.header("origin"), last=True)
+            await link.send_error(exc, request.header("origin"), last=True)
             return
         self.watchers += 1
         try:
-            await watch(self.boards, conn, request, key, ttl=self.config.pending_ttl)
+            await watch(self.boards, link, request, key, ttl=self.config.pending_ttl)
         finally:
             self.watchers -= 1
             self.quotas.give(Quota.WATCHERS, client)
 
     # receivers ---------------------------------------------------------------------------
 
-    async def serve_receiver(
-        self, conn: HttpConnection, request: Request, decision: Receive, client: str = ""
-    ) -> None:
-        party = Receiver(conn, request, decision, self.naps, client)
+    async def serve_receiver(self, link: Link, request: Request, decision: Receive, client: str = "") -> None:
+        party = Receiver(link, request, decision, self.naps, client)
         origin = request.header("origin")
         try:
             result = self._join(party)
         except PipeError as exc:
-            await conn.send_error(exc, origin, last=True)
+            await link.send_error(exc, origin, last=True)
             return
         try:
             if isinstance(result, Waiting):
                 _count_changed(result.sender, result.receivers)
-                while party.outcome is None and not conn.peer_closed():
+                while party.outcome is None and not link.peer_closed():
                     await party.nap()
                 if party.outcome is None:
                     return  # gone while waiting: the finally unregisters it
             if isinstance(party.outcome, Expired):
-                await conn.send_error(pipe_error(ErrorCode.TTL_EXPIRED), origin, last=True)
+                await link.send_error(pipe_error(ErrorCode.TTL_EXPIRED), origin, last=True)
                 return
             if isinstance(party.outcome, Closed):
-                await conn.send_error(pipe_error(ErrorCode.SHUTTING_DOWN), origin, last=True)
+                await link.send_error(pipe_error(ErrorCode.SHUTTING_DOWN), origin, last=True)
                 return
-            # The sender's task streams into this socket now; wait until it is done with it.
+            # The sender's task streams into this response now; wait until it is done with it.
             if not party.released.is_set():  # (set already: no need to yield once more)
                 await party.released.wait()
             end = party.end
             assert end is not None
             if end.error is not None:
-                await conn.send_error(end.error, origin, last=True)
+                await link.send_error(end.error, origin, last=True)
             else:
-                conn.close_mode = end.close_mode
+                link.close_mode = end.close_mode
         finally:
             if party.outcome is None:
                 left = self.registry.leave(party.key, party)

@@ -1,4 +1,4 @@
-# Parties: a sender or receiver connection taking part in a pipe, and how the waiting ones nap.
+# Parties: a sender or a receiver taking part in a pipe (over any Link), and how the waiting ones nap.
 # Invariant: a napping party wakes when poked, at the next tick, or at once when its peer hangs up.
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import trio
 
 from ..core import status
 from ..core.registry import Closed, Established, Expired
-from ..core.replies import TEXT_PLAIN, StreamedReply, interim_continue
+from ..core.replies import TEXT_PLAIN
 from ..core.routing import Receive, Request, Send
 from ..errors import PipeError
-from .connection import CloseMode, HttpConnection
+from .link import CloseMode, Link, Stream
 
 POLL_INTERVAL = 0.5
 """How often a waiting party looks at its heartbeat (and, where hang-ups are not watched, its socket)."""
@@ -24,18 +24,18 @@ Outcome = Established["Party"] | Expired["Party"] | Closed["Party"]
 
 
 class Party:
-    """A sender or receiver connection taking part in a pipe: what it asked, how its wait ended
-    (`outcome`, set once), and its nap while it waits."""
+    """A sender or receiver taking part in a pipe: its connection (`link`), what it asked, how its
+    wait ended (`outcome`, set once), and its nap while it waits."""
 
     def __init__(
         self,
-        conn: HttpConnection,
+        link: Link,
         request: Request,
         decision: Send | Receive,
         naps: Naps,
         client: str = "",
     ) -> None:
-        self.conn = conn
+        self.link = link
         self.request = request
         self.decision = decision
         self.client = client
@@ -95,38 +95,33 @@ class Party:
 class Sender(Party):
     """The sending party: its body is the transfer's source; it reads a status stream meanwhile."""
 
-    def __init__(
-        self, conn: HttpConnection, request: Request, decision: Send, naps: Naps, client: str = ""
-    ) -> None:
-        super().__init__(conn, request, decision, naps, client)
+    def __init__(self, link: Link, request: Request, decision: Send, naps: Naps, client: str = "") -> None:
+        super().__init__(link, request, decision, naps, client)
         self.receivers_now = 0
         """Receivers connected now; `receivers_told`, the count last said to the sender."""
         self.receivers_told = 0
         self._unsent = b""
-        self._status_stream = StreamedReply(request.http_version)
+        self._status_stream: Stream | None = None
 
     def count_changed(self, receivers: int) -> None:
         self.receivers_now = receivers
         self.poke()
 
     def start_status_stream(self) -> None:
-        """Answer `Expect: 100-continue` and open the 200 status stream (sent with the first line)."""
-        request = self.request
-        continue_ = interim_continue(request.header("expect"), request.http_version)
-        self._unsent = continue_ + self._status_stream.head(TEXT_PLAIN, origin=request.header("origin"))
+        """Open the 200 status stream (its head goes with the first line), answering
+        `Expect: 100-continue` where the protocol has it: the body is wanted."""
+        self._status_stream = self.link.open_stream(self.request, TEXT_PLAIN, answer_continue=True)
 
     async def say(self, *lines: str, end: bool = False) -> bool:
         """Status lines to the sender in one write (`end`: and close the stream). False if it is gone."""
+        assert self._status_stream is not None, "say before start_status_stream"
         self.defer(*lines)
-        data = self._unsent + (self._status_stream.end if end else b"")
-        self._unsent = b""
-        return await self.conn.send_raw(data)
+        text, self._unsent = self._unsent, b""
+        return await self._status_stream.send(text, end=end)
 
     def defer(self, *lines: str) -> None:
         """Status lines that go out with the next `say` (in the same write, ahead of its lines)."""
-        text = "".join(line + "\n" for line in lines if line).encode("utf-8")
-        if text:
-            self._unsent += self._status_stream.frame(text)
+        self._unsent += "".join(line + "\n" for line in lines if line).encode("utf-8")
 
     def count_line(self) -> str:
         """`J of K receiver(s) connected.` if the count changed since last told (fan-out only)."""
@@ -164,22 +159,20 @@ ABORTED = ReceiverEnd(Ending.ABORTED)
 
 
 class Receiver(Party):
-    """A receiving party: the sender's task writes into its socket, then says how it ended."""
+    """A receiving party: the sender's task writes its response body, then says how it ended."""
 
-    def __init__(
-        self, conn: HttpConnection, request: Request, decision: Receive, naps: Naps, client: str = ""
-    ) -> None:
-        super().__init__(conn, request, decision, naps, client)
+    def __init__(self, link: Link, request: Request, decision: Receive, naps: Naps, client: str = "") -> None:
+        super().__init__(link, request, decision, naps, client)
         self.end: ReceiverEnd | None = None
         self.released = trio.Event()
-        """Set (with `end`) when the sender's task no longer uses this socket."""
+        """Set (with `end`) when the sender's task no longer writes to this receiver."""
 
     def __repr__(self) -> str:
         end = f" {self.end.ending.value}" if self.end else ""
         return super().__repr__()[:-1] + end + ">"
 
     def release(self, end: ReceiverEnd) -> None:
-        """The sender's task is done with this socket, for this reason (said once)."""
+        """The sender's task is done with this receiver, for this reason (said once)."""
         if self.end is None:
             self.end = end
             self.released.set()
@@ -203,8 +196,8 @@ class Naps:
 
     def add(self, party: Party) -> None:
         self._parties.add(party)
-        if self._epoll is not None:
-            fd = party.conn.fd
+        fd = party.link.hangup_fd
+        if self._epoll is not None and fd is not None:
             try:
                 self._epoll.register(fd, _HANGUP | select.EPOLLONESHOT)
                 self._by_fd[fd] = party
@@ -216,13 +209,12 @@ class Naps:
 
     def discard(self, party: Party) -> None:
         self._parties.discard(party)
-        if self._epoll is not None:
-            fd = party.conn.fd
-            if self._by_fd.pop(fd, None) is not None:
-                try:
-                    self._epoll.unregister(fd)
-                except OSError:  # (hot path: no context manager)
-                    return
+        fd = party.link.hangup_fd
+        if self._epoll is not None and fd is not None and self._by_fd.pop(fd, None) is not None:
+            try:
+                self._epoll.unregister(fd)
+            except OSError:  # (hot path: no context manager)
+                return
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         try:

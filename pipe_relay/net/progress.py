@@ -19,11 +19,10 @@ from ..core.progress import (
     sse_open,
 )
 from ..core.registry import PipeSnapshot
-from ..core.replies import StreamedReply
 from ..core.routing import Request
 
 if TYPE_CHECKING:
-    from .connection import HttpConnection
+    from .link import Link
 
 
 class Board:
@@ -137,38 +136,35 @@ def _idle(expected: int = 0) -> Snapshot:
     return Snapshot(TransferState.IDLE, 0, None, 0, expected, 0.0, 0.0)
 
 
-async def watch(boards: Boards, conn: HttpConnection, request: Request, key: str, *, ttl: float) -> None:
+async def watch(boards: Boards, link: Link, request: Request, key: str, *, ttl: float) -> None:
     """An event stream of `key`'s progress until the transfer ends, the pipe TTL passes idle, the
     server drains, or the watcher hangs up (seen at once)."""
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_until_hang_up, conn, nursery.cancel_scope)
-        await _watch(boards, conn, request, key, ttl)
+        nursery.start_soon(_until_hang_up, link, nursery.cancel_scope)
+        await _watch(boards, link, request, key, ttl)
         nursery.cancel_scope.cancel()
 
 
-async def _until_hang_up(conn: HttpConnection, scope: trio.CancelScope) -> None:
-    """A watcher sends nothing after its head: its socket turns readable only when it leaves."""
-    await trio.lowlevel.wait_readable(conn.sock)
+async def _until_hang_up(link: Link, scope: trio.CancelScope) -> None:
+    """A watcher sends nothing after its head: anything from it means it left."""
+    await link.wait_gone()
     scope.cancel()
 
 
-async def _watch(boards: Boards, conn: HttpConnection, request: Request, key: str, ttl: float) -> None:
-    stream = StreamedReply(request.http_version)
-    frame = stream.frame
-    head = stream.head(
-        "text/event-stream; charset=utf-8",
-        origin=request.header("origin"),
-        extra=(("X-Accel-Buffering", "no"),),
+async def _watch(boards: Boards, link: Link, request: Request, key: str, ttl: float) -> None:
+    stream = link.open_stream(
+        request, "text/event-stream; charset=utf-8", extra=(("X-Accel-Buffering", "no"),)
     )
+    send = stream.send
     board = boards.get(key)
-    if not await conn.send_raw(head + frame(sse_open())):
+    if not await send(sse_open()):
         return
     idle_until = trio.current_time() + ttl
     sample = (trio.current_time(), board.bytes if board else 0)
     last_sent = trio.current_time()
     first = board.snapshot(0.0) if board else _idle()
     last_event, last_state, last_bytes = sse_event(first), first.state, first.bytes
-    ok = await conn.send_raw(frame(last_event))
+    ok = await send(last_event)
     while ok:
         now = trio.current_time()
         keepalive_at = last_sent + KEEPALIVE_INTERVAL
@@ -186,7 +182,7 @@ async def _watch(boards: Boards, conn: HttpConnection, request: Request, key: st
         now = trio.current_time()
         if board is None:
             if now >= keepalive_at:
-                ok = await conn.send_raw(frame(sse_keepalive()))
+                ok = await send(sse_keepalive())
                 last_sent = now
             continue
         current = (now, board.bytes)
@@ -194,7 +190,7 @@ async def _watch(boards: Boards, conn: HttpConnection, request: Request, key: st
         sample = current
         event = sse_event(snapshot)
         unchanged = event == last_event or (snapshot.state is last_state and current[1] == last_bytes)
-        ok = await conn.send_raw(frame(sse_keepalive() if unchanged else event))
+        ok = await send(sse_keepalive() if unchanged else event)
         last_event, last_state, last_bytes = event, snapshot.state, current[1]
         last_sent = now
         if snapshot.state.final:
@@ -202,6 +198,6 @@ async def _watch(boards: Boards, conn: HttpConnection, request: Request, key: st
         if boards.get(key) is not board:  # the pipe went away (its parties left): idle again
             board = None
             idle_until = now + ttl
-            ok = ok and await conn.send_raw(frame(sse_event(_idle())))
+            ok = ok and await send(sse_event(_idle()))
     if ok:
-        await conn.send_raw(stream.end)
+        await send(b"", end=True)

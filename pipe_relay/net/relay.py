@@ -12,15 +12,14 @@ import trio
 from ..config import Config
 from ..core import status
 from ..core.forms import FormExtractor
-from ..core.framing import receiver_framing, render_head
 from ..core.headers import BodyInfo, body_info, is_multipart_form, receiver_headers
 from ..core.progress import TransferState
 from ..core.registry import Established
 from ..core.routing import Receive
 from ..errors import ErrorCode, PipeError, TransferError, TransferFailure, pipe_error
-from .body import FormBody, Prepend, SeekBudget, SocketBody, body_decoder
-from .connection import CloseMode
+from .body import FormBody, Prepend, SeekBudget
 from .engine import ByteEngine, Sink, Source
+from .link import CloseMode, Headers
 from .party import ABORTED, COMPLETED, Ending, Receiver, ReceiverEnd, Sender
 
 if TYPE_CHECKING:
@@ -66,21 +65,19 @@ def pipe_tag(key: str) -> str:
 
 def _sink_for(receiver: Receiver, info: BodyInfo) -> Sink:
     request = receiver.request
-    framing = receiver_framing(info.content_length, request.http_version)
     decision = receiver.decision
     assert isinstance(decision, Receive)
-    headers = receiver_headers(
-        info,
-        origin=request.header("origin"),
-        download=decision.download,
-        filename=decision.filename,
-        framing_headers=framing.headers,
-    )
-    return Sink(
-        fd=receiver.conn.fd,
-        framing=framing.framing,
-        head=render_head(framing.http_version, 200, headers),
-    )
+
+    def headers(framing_headers: Headers) -> Headers:
+        return receiver_headers(
+            info,
+            origin=request.header("origin"),
+            download=decision.download,
+            filename=decision.filename,
+            framing_headers=framing_headers,
+        )
+
+    return receiver.link.open_response(request, info.content_length, headers)
 
 
 async def run_transfer(
@@ -97,14 +94,7 @@ async def run_transfer(
     receivers = tuple(r for r in established.receivers if isinstance(r, Receiver))
     assert isinstance(sender, Sender) and len(receivers) == established.n
     request = sender.request
-    conn = sender.conn
-    raw = SocketBody(
-        conn.sock,
-        body_decoder(request),
-        conn.body_prefix,
-        buffer_size=config.buffer_size,
-        idle_timeout=config.idle_timeout,
-    )
+    raw = sender.link.open_body(request, buffer_size=config.buffer_size, idle_timeout=config.idle_timeout)
     lines = (sender.count_line(), status.streaming(established.n))
     if raw.complete_in_prefix:
         sender.defer(*lines)  # the body is all here: these go out with the final lines, in one write
@@ -143,7 +133,7 @@ async def run_transfer(
         receiver.release(COMPLETED if sink.alive else ABORTED)
     if multipart:
         await raw.drain(limit=DRAIN_LIMIT, seconds=DRAIN_TIMEOUT)
-    conn.close_mode = CloseMode.NORMAL if raw.done else CloseMode.LINGER
+    sender.link.close_mode = CloseMode.NORMAL if raw.done else CloseMode.LINGER
     await sender.say(status.UPLOAD_COMPLETE, status.TRANSFER_COMPLETE, end=True)
     return TransferState.DONE
 
@@ -161,7 +151,7 @@ async def _fail(
         else:
             receiver.release(ABORTED)
     if exc.failure is TransferFailure.SENDER_GONE:
-        sender.conn.close_mode = CloseMode.ABORT
+        sender.link.close_mode = CloseMode.ABORT
         return
-    sender.conn.close_mode = CloseMode.LINGER
+    sender.link.close_mode = CloseMode.LINGER
     await sender.say(status.transfer_failed(exc.failure, exc.detail), end=True)

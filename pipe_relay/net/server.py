@@ -18,10 +18,11 @@ from ..core.clients import client_address
 from ..core.replies import preflight_reply
 from ..core.routing import Play, Preflight, Receive, Send, ServePage, Watch, route
 from ..errors import PipeError
-from .connection import CloseMode, HttpConnection
+from .connection import HttpConnection
 from .gate import Gate
 from .hub import Hub
 from .libc import tune_malloc
+from .link import CloseMode
 from .service import page_reply, progress_page_reply, video_page_reply
 
 log = logging.getLogger("pipe_relay")

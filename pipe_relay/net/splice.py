@@ -105,13 +105,17 @@ class SpliceEngine:
         return f"<SpliceEngine pipe_size={self.pipe_size} fallback={self.fallback!r}>"
 
     def can_carry(self, source: Source, sinks: Sequence[Sink]) -> bool:
-        """A Content-Length body of at least `min_body` bytes going out unframed (no chunked receiver)."""
+        """A Content-Length body of at least `min_body` bytes from a plain socket, going out unframed
+        (no chunked receiver) to plain sockets."""
         return (
             splice_available()
             and isinstance(source, SocketBody)
+            and source.splice_fd is not None
             and isinstance(source.decoder, LengthDecoder)
             and source.decoder.remaining >= max(self.min_body, 1)
-            and all(sink.framing is not Framing.CHUNKED for sink in sinks)
+            and all(
+                sink.framing is not Framing.CHUNKED and sink.writer.splice_fd is not None for sink in sinks
+            )
         )
 
     async def relay(self, source: Source, sinks: Sequence[Sink], events: RelayEvents) -> None:
@@ -202,9 +206,11 @@ class SpliceEngine:
     @staticmethod
     def _drain_now(sink: Sink, pipe: _Pipe, dropped: list[Sink]) -> bool:
         """Splice what the socket takes without waiting. True when the pipe is empty or dropped."""
+        fd = sink.writer.splice_fd
+        assert fd is not None  # (can_carry)
         try:
             while pipe.held:
-                pipe.held -= os.splice(pipe.read_fd, sink.fd, pipe.held, flags=_MOVE | _NONBLOCK)
+                pipe.held -= os.splice(pipe.read_fd, fd, pipe.held, flags=_MOVE | _NONBLOCK)
         except BlockingIOError:
             return False
         except OSError:
@@ -215,7 +221,7 @@ class SpliceEngine:
     async def _drain(self, sink: Sink, pipe: _Pipe, dropped: list[Sink]) -> None:
         """Empty one receiver's pipe into its socket, waiting for room; drop it on failure or stall."""
         while pipe.held:
-            if not await wait_ready(trio.lowlevel.wait_writable, sink.fd, self.idle_timeout):
+            if not await wait_ready(sink.writer.wait_writable, self.idle_timeout):
                 sink.alive = False
                 dropped.append(sink)
                 return

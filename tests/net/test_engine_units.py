@@ -14,7 +14,7 @@ import trio
 from pipe_relay.core.framing import ChunkedDecoder, Framing, LengthDecoder
 from pipe_relay.errors import TransferError, TransferFailure
 from pipe_relay.net.body import SocketBody
-from pipe_relay.net.engine import BufferEngine, Sink, broadcast
+from pipe_relay.net.engine import BufferEngine, Sink, SocketWriter, broadcast
 from pipe_relay.net.splice import SpliceEngine, splice_available
 
 
@@ -75,7 +75,7 @@ async def _drain(sock: socket.socket, into: bytearray) -> None:
 
 async def test_broadcast_waits_only_for_the_slow_and_drops_one_stalled_past_the_idle_limit() -> None:
     with trio.fail_after(10), _pairs(2) as pairs:
-        sinks = [Sink(fd=ours.fileno(), framing=Framing.CLOSE, head=b"") for ours, _ in pairs]
+        sinks = [Sink(SocketWriter(ours.fileno()), framing=Framing.CLOSE, head=b"") for ours, _ in pairs]
         events = _Events()
         step = [os.urandom(4 << 20)]  # more than a socketpair buffers: the stalled one must block
         got = bytearray()
@@ -95,7 +95,7 @@ async def test_broadcast_with_every_receiver_gone_raises_receivers_gone() -> Non
     with trio.fail_after(10), _pairs(2) as pairs:
         for _, theirs in pairs:
             theirs.close()
-        sinks = [Sink(fd=ours.fileno(), framing=Framing.CLOSE, head=b"") for ours, _ in pairs]
+        sinks = [Sink(SocketWriter(ours.fileno()), framing=Framing.CLOSE, head=b"") for ours, _ in pairs]
         with pytest.raises(TransferError) as info:
             await broadcast(sinks, lambda sink: [b"x" * 1000], _Events(), idle=1)
     assert info.value.failure is TransferFailure.RECEIVERS_GONE
@@ -109,7 +109,9 @@ async def test_an_engine_moves_a_length_body_in_lockstep_to_three(engine: str) -
     body = os.urandom(3 << 20)
     with trio.fail_after(20), _pairs(1, tcp=True) as (sender,), _pairs(3, tcp=True) as receivers:
         source = SocketBody(sender[0], LengthDecoder(len(body)), b"", buffer_size=1 << 20, idle_timeout=5)
-        sinks = [Sink(fd=ours.fileno(), framing=Framing.LENGTH, head=b"HEAD") for ours, _ in receivers]
+        sinks = [
+            Sink(SocketWriter(ours.fileno()), framing=Framing.LENGTH, head=b"HEAD") for ours, _ in receivers
+        ]
         relay = BufferEngine(idle_timeout=5)
         if engine == "splice":
             relay = SpliceEngine(idle_timeout=5, fallback=relay)  # type: ignore[assignment]
@@ -162,7 +164,7 @@ async def test_the_splice_engine_drops_a_receiver_stalled_past_the_idle_limit() 
     body = os.urandom(8 << 20)
     with trio.fail_after(20), _pairs(1, tcp=True) as (sender,), _pairs(2, tcp=True) as receivers:
         source = SocketBody(sender[0], LengthDecoder(len(body)), b"", buffer_size=1 << 20, idle_timeout=5)
-        sinks = [Sink(fd=ours.fileno(), framing=Framing.LENGTH, head=b"") for ours, _ in receivers]
+        sinks = [Sink(SocketWriter(ours.fileno()), framing=Framing.LENGTH, head=b"") for ours, _ in receivers]
         engine = SpliceEngine(idle_timeout=0.3, fallback=BufferEngine(idle_timeout=0.3))
         got = bytearray()
         events = _Events()

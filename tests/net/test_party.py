@@ -8,7 +8,8 @@ import pytest
 from pipe_relay import Config
 from pipe_relay.core.routing import Receive, Request, route
 from pipe_relay.errors import ErrorCode, pipe_error
-from pipe_relay.net.connection import CloseMode, HttpConnection
+from pipe_relay.net.connection import HttpConnection
+from pipe_relay.net.link import CloseMode
 from pipe_relay.net.party import ABORTED, COMPLETED, Ending, Naps, Receiver, ReceiverEnd
 
 

@@ -1,0 +1,97 @@
+# The seam between the hub/relay and a front end: what a party's connection offers (Link, Stream, Body).
+# Invariant: hub, relay and progress reach a client only through these protocols, never through a socket.
+"""A front end (the HTTP/1.1 socket of `connection`, and the TLS socket or HTTP/2 stream to come, an
+in-memory one in the unit tests) makes parties by implementing `Link`; the hub and the relay do not
+change. Fast paths stay capabilities of one implementation: the splice engine takes a `SocketBody`
+source and sinks whose writer has a `splice_fd`, and falls back to the buffer engine otherwise."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from ..core.routing import Request
+from ..errors import PipeError
+from .engine import Sink, Source
+
+Headers = Sequence[tuple[str, str]]
+
+
+class CloseMode(enum.Enum):
+    """How a party's connection (or stream) ends once its task is done with it."""
+
+    NORMAL = "normal"
+    LINGER = "linger"
+    """The peer may still be sending: half-close, read and drop for a while, then close."""
+    ABORT = "abort"
+    """Reset: the peer must see the transfer fail, never a clean end."""
+
+
+class Stream(Protocol):
+    """A 200 response sent in pieces: a sender's status lines, a watcher's events."""
+
+    async def send(self, data: bytes, *, end: bool = False) -> bool:
+        """Send `data` (the response head goes first, with the first call); `end`: and finish the
+        response. False if the client is gone or stalls."""
+        ...
+
+
+class Body(Source, Protocol):
+    """A sender's request body as the relay reads it."""
+
+    @property
+    def complete_in_prefix(self) -> bool:
+        """Did the whole body come with the head (no wait for more)?"""
+        ...
+
+    def release(self) -> None:
+        """The transfer no longer reads the body (done or given up)."""
+        ...
+
+    async def drain(self, *, limit: int, seconds: float) -> None:
+        """Read and drop what is left of the body, within a byte and time budget."""
+        ...
+
+
+class Link(Protocol):
+    """A party's connection as the hub, the relay and the watchers see it."""
+
+    close_mode: CloseMode
+    """How it ends when its task lets go (the last writer decides: the hub or the relay)."""
+
+    @property
+    def hangup_fd(self) -> int | None:
+        """A descriptor whose hang-up epoll reports (EPOLLRDHUP) while the party waits, or None
+        (then waiting parties look at `peer_closed` on every tick)."""
+        ...
+
+    def peer_closed(self) -> bool:
+        """Has the client closed or reset its side?"""
+        ...
+
+    async def wait_gone(self) -> None:
+        """Return once the client sends anything or leaves (a watcher sends nothing after its head)."""
+        ...
+
+    async def send_error(self, error: PipeError, origin: str | None, *, last: bool = False) -> None:
+        """Reject the request with the error's status, `X-Pipe-Error` and `[ERROR]` line."""
+        ...
+
+    def open_stream(
+        self, request: Request, content_type: str, *, extra: Headers = (), answer_continue: bool = False
+    ) -> Stream:
+        """The streamed 200 response to `request` (`answer_continue`: first answer its
+        `Expect: 100-continue`, where the protocol has one)."""
+        ...
+
+    def open_body(self, request: Request, *, buffer_size: int, idle_timeout: float) -> Body:
+        """The request's body, read in steps of at most `buffer_size` (SENDER_IDLE after `idle_timeout`)."""
+        ...
+
+    def open_response(
+        self, request: Request, content_length: int | None, headers: Callable[[Headers], Headers]
+    ) -> Sink:
+        """A receiver's 200 response for a body of `content_length` (None: unknown), framed as this
+        protocol frames it; `headers(framing_headers)` makes its header list."""
+        ...
