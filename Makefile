@@ -21,10 +21,12 @@ $(MUTANTS_STAMP): $(STAMP) pyproject.toml
 	touch $(MUTANTS_STAMP)
 
 # Debian packages the tests drive as real clients: curl, and Chromium for the page tests
-# (Playwright drives Debian's /usr/bin/chromium; no browser is downloaded).
+# (Playwright drives Debian's /usr/bin/chromium; no browser is downloaded); gcc builds the benchmark's
+# C reference relay (loadtests/cref.c), which a test keeps honest.
 system-deps:
 	@missing=""; \
 	command -v curl >/dev/null 2>&1 || missing="$$missing curl"; \
+	command -v cc >/dev/null 2>&1 || missing="$$missing gcc"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing (apt-get)"; \
