@@ -14,11 +14,12 @@ from typing import NoReturn
 import trio
 
 from ._version import __version__
-from .config import ENGINES, Config
+from .config import ENGINES, HTTPS_PORT, Config
 from .net import serve
 from .net.hub import Hub
-from .net.server import ListenError, url_of
+from .net.listen import Listener, ListenError
 from .net.splice import splice_available
+from .net.tls import CertificateError
 
 log = logging.getLogger("pipe_relay")
 
@@ -46,6 +47,16 @@ def _parser() -> argparse.ArgumentParser:
         help=f"permission bits of the --unix socket file (default {defaults.unix_mode:04o})",
     )
     add("--http-port", type=int, default=defaults.port, help="port (default %(default)s; 0 = any)")
+    add("--no-http", action="store_true", help="no plain HTTP listener (HTTPS only: with --enable-https)")
+    add("--enable-https", action="store_true", help="also serve HTTPS (HTTP/1.1 over TLS 1.2+)")
+    add("--https-port", type=int, default=None, help="HTTPS port (default 8443; 0 = any)")
+    add(
+        "--crt-path",
+        default="",
+        metavar="PATH",
+        help="certificate chain (PEM) for HTTPS, re-read when it changes",
+    )
+    add("--key-path", default="", metavar="PATH", help="private key (PEM) of the certificate")
     add("--max-pending", type=int, default=defaults.max_pending, help="pipes waiting for parties")
     add("--max-active", type=int, default=defaults.max_active, help="transfers streaming at once")
     add(
@@ -129,11 +140,20 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, int]:
     args = parser.parse_args(argv)
     if args.unix_mode is not None and not args.unix:
         parser.error("--unix-mode needs --unix")
+    if not args.enable_https and args.https_port is not None:
+        parser.error("--https-port needs --enable-https")
+    if args.no_http and not args.enable_https:
+        parser.error("--no-http needs --enable-https (else there is nothing to listen on)")
+    https_port = (HTTPS_PORT if args.https_port is None else args.https_port) if args.enable_https else None
     defaults = Config()
     try:
         config = Config(
             hosts=tuple(args.host) if args.host else defaults.hosts,
             port=args.http_port,
+            http=not args.no_http,
+            https_port=https_port,
+            crt_path=args.crt_path,
+            key_path=args.key_path,
             unix_path=args.unix,
             unix_mode=defaults.unix_mode if args.unix_mode is None else args.unix_mode,
             max_pending=args.max_pending,
@@ -176,9 +196,11 @@ async def _run(config: Config) -> str | None:
             busy = exc.errno == errno.EADDRINUSE
             reason = "address already in use" if busy else exc.strerror or str(exc)
             return f"pipe-relay: error: cannot listen on {exc.address}: {reason}"
+        except CertificateError as exc:
+            return f"pipe-relay: error: cannot load the TLS certificate: {exc.strerror}"
         for listener in listeners:
-            url = url_of(listener.socket)
-            fell_back = url.startswith("http://0.0.0.0:") and "0.0.0.0" not in config.hosts
+            url = listener.url
+            fell_back = "://0.0.0.0:" in url and "0.0.0.0" not in config.hosts
             note = " (this host has no IPv6: IPv4 only)" if fell_back else ""
             print(f"pipe-relay {__version__} listening on {url}{note}", flush=True)
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -197,7 +219,7 @@ async def _serve_until_drained(
     hub: Hub,
     done: trio.CancelScope,
     *,
-    task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[list[Listener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     await serve(config, hub=hub, task_status=task_status)
     done.cancel()  # drained: the signal watcher ends too

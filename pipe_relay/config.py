@@ -12,6 +12,10 @@ UNIX_PATH_MAX = 107
 """Longest Unix socket path in bytes (Linux's sun_path holds 108, with its terminating NUL)."""
 
 
+HTTPS_PORT = 8443
+"""The HTTPS port when --enable-https is given without --https-port (as piping-server's default)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """Everything a running server needs to know, fixed at start-up."""
@@ -20,6 +24,12 @@ class Config:
     """Addresses (or names) to listen on, each on `port`. `::` is dual-stack (IPv4 clients too) unless
     an IPv4 host is listed as well; on a host without IPv6 it falls back to `0.0.0.0`."""
     port: int = 8080
+    http: bool = True
+    """Plain HTTP on `port` (off: HTTPS only)."""
+    https_port: int | None = None
+    """HTTPS on this port (None: no HTTPS), with the certificate chain `crt_path` and its key `key_path`."""
+    crt_path: str = ""
+    key_path: str = ""
     unix_path: str = ""
     """Also listen on this Unix domain socket ("" = none): for a reverse proxy on the same host."""
     unix_mode: int = 0o660
@@ -59,8 +69,14 @@ class Config:
 
     def __post_init__(self) -> None:
         self._check_listeners()
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"port must be 0..65535, not {self.port}")
+        for name in ("port", "https_port"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 65535:
+                raise ValueError(f"{name.replace('_', '-')} must be 0..65535, not {value}")
+        if self.https_port is not None and not (self.crt_path and self.key_path):
+            raise ValueError("HTTPS needs a certificate and its key (--crt-path, --key-path)")
+        if self.https_port is None and (self.crt_path or self.key_path):
+            raise ValueError("a certificate or key is given, but HTTPS is not enabled (--enable-https)")
         for name in ("max_pending", "max_active", "max_connections", "max_receivers", "max_path_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be at least 1")
@@ -97,6 +113,8 @@ class Config:
             raise ValueError(f"hosts must be a tuple of addresses, not {self.hosts!r}")
         if not self.hosts and not self.unix_path:
             raise ValueError("nothing to listen on: give a host or a unix socket")
+        if not self.http and self.https_port is None and not self.unix_path:
+            raise ValueError("nothing to listen on: plain HTTP is off and HTTPS is not enabled")
         for index, host in enumerate(self.hosts):
             if not host or host != host.strip() or "[" in host or "]" in host:
                 raise ValueError(f"host must be an address or a name without brackets, not {host!r}")

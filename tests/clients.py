@@ -21,6 +21,8 @@ class Relay:
     port: int
     hub: Hub
     host: str = "127.0.0.1"
+    tls_port: int | None = None
+    """The HTTPS listener's port, when the server has one."""
 
     async def wait_for_pipe(
         self, key: str, *, sender: bool | None = None, receivers: int | None = None
@@ -43,6 +45,11 @@ class Relay:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def tls_url(self) -> str:
+        assert self.tls_port is not None, "this server has no HTTPS listener"
+        return f"https://{self.host}:{self.tls_port}"
 
 
 StartRelay = Callable[..., Awaitable[Relay]]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import resource
+import socket
 from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
@@ -40,7 +41,11 @@ def start_relay(nursery: trio.Nursery, engine: str) -> StartRelay:
         config = Config(port=0, **overrides)
         hub = Hub(config)
         listeners = await nursery.start(partial(serve, config, hub=hub))
-        return Relay(config=config, port=listeners[0].socket.getsockname()[1], hub=hub)
+        ports: dict[bool, int] = {}
+        for listener in listeners:  # (the first TCP one of each kind)
+            if listener.socket.family != socket.AF_UNIX:
+                ports.setdefault(listener.tls, listener.socket.getsockname()[1])
+        return Relay(config=config, port=ports.get(False, 0), hub=hub, tls_port=ports.get(True))
 
     return start
 

@@ -7,6 +7,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
+from typing import Protocol
 
 import trio
 
@@ -60,12 +61,20 @@ def _try_sender(attempt: Callable[[], int]) -> int | None:
     return count
 
 
+class BodySocket(Protocol):
+    """What a body reads from: a plain socket, or one with TLS on it."""
+
+    def fileno(self) -> int: ...
+
+    def setsockopt(self, level: int, option: int, value: int, /) -> None: ...
+
+
 class SocketBody:
     """A framed request body read from a socket into one reusable buffer (the portable path)."""
 
     def __init__(
         self,
-        sock: socket.socket,
+        sock: BodySocket,
         decoder: BodyDecoder,
         prefix: bytes,
         *,

@@ -26,8 +26,9 @@ from ..core.replies import Reply, StreamedReply, error_reply, interim_continue, 
 from ..core.routing import Request
 from ..errors import ErrorCode, PipeError, pipe_error
 from .body import SocketBody, body_decoder
-from .engine import Sink, SocketWriter
+from .engine import Sink, SocketWriter, Writer
 from .link import CloseMode, Headers
+from .tls import TlsBody, TlsSocket, TlsWriter
 
 READ_SIZE = 64 * 1024
 _COUNT_LINES_PAST = 2048
@@ -44,9 +45,16 @@ class HttpConnection:
     """One client's socket: its request heads and small replies; for a pipe party, the `Link`
     (the HTTP/1.1 way to stream status lines, read a body, frame a receiver's response)."""
 
-    def __init__(self, sock: socket.socket, config: Config, peer: str | None = None) -> None:
+    def __init__(
+        self,
+        sock: socket.socket | TlsSocket,
+        config: Config,
+        peer: str | None = None,
+        *,
+        head_deadline: float | None = None,
+    ) -> None:
         self.sock = sock
-        """A non-blocking stdlib socket: waits go through trio's epoll, never a trio stream object."""
+        """A non-blocking stdlib socket, or one with TLS on it: waits go through trio's epoll."""
         self.config = config
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_head_size)
         self.close_mode = CloseMode.NORMAL
@@ -55,7 +63,9 @@ class HttpConnection:
         self._fed = bytearray()  # the bytes fed to h11 for the current head (and what came with it)
         self._fresh = True  # nothing fed to h11 yet: asking it for an event would only say NEED_DATA
         self._peer: str | None = peer  # (the accept loop knows it: no getpeername)
-        self._head_deadline = trio.current_time() + config.header_timeout  # (made at accept)
+        if head_deadline is None:  # (made at accept; a TLS handshake took its time from it already)
+            head_deadline = trio.current_time() + config.header_timeout
+        self._head_deadline = head_deadline
         self.waiting_for_head = False
         """Blocked until the next bytes of a request head come (a drain may end the wait)."""
 
@@ -227,7 +237,7 @@ class HttpConnection:
     @property
     def idle(self) -> bool:
         """Between requests, with no byte of the next one received (by us or by the kernel)?"""
-        if self._fed:
+        if self._fed or (isinstance(self.sock, TlsSocket) and self.sock.pending()):
             return False
         poller = select.poll()
         poller.register(self.fd, select.POLLIN)
@@ -249,8 +259,17 @@ class HttpConnection:
         return Http1Stream(self, reply, opening)
 
     def open_body(self, request: Request, *, buffer_size: int, idle_timeout: float) -> SocketBody:
+        sock = self.sock
+        if isinstance(sock, TlsSocket):
+            return TlsBody(
+                sock,
+                body_decoder(request),
+                self.body_prefix,
+                buffer_size=buffer_size,
+                idle_timeout=idle_timeout,
+            )
         return SocketBody(
-            self.sock,
+            sock,
             body_decoder(request),
             self.body_prefix,
             buffer_size=buffer_size,
@@ -263,7 +282,9 @@ class HttpConnection:
         """Length, chunked or close-delimited, as `receiver_framing` decides for the receiver's version."""
         framing = receiver_framing(content_length, request.http_version)
         head = render_head(framing.http_version, 200, headers(framing.headers))
-        return Sink(SocketWriter(self.fd), framing.framing, head)
+        sock = self.sock
+        writer: Writer = TlsWriter(sock) if isinstance(sock, TlsSocket) else SocketWriter(self.fd)
+        return Sink(writer, framing.framing, head)
 
     def peer_closed(self) -> bool:
         """Has the peer closed or reset its side? (Linux: POLLRDHUP; elsewhere: unknown -> False)."""

@@ -35,9 +35,11 @@ class Gate:
         state = " draining" if self.draining else ""
         return f"<Gate {self.open}/{self.limit}{state}>"
 
-    def admit(self, sock: socket.socket, peer: str) -> bool:
+    def admit(self, sock: socket.socket, peer: str, *, tls: bool = False) -> bool:
         """Count a new connection in; past a limit, answer it a 503 (or the client's 429) at once
-        and close it (what came with it is read first, so the close does not reset the reply)."""
+        and close it (what came with it is read first, so the close does not reset the reply). A
+        TLS client is closed without a word: a plaintext reply means nothing to it, and a handshake
+        is the very cost the limit saves."""
         refusal_bytes = _REFUSAL
         if self.open < self.limit:
             if self._proxy(peer):
@@ -53,7 +55,8 @@ class Gate:
             sock.setblocking(False)
             with contextlib.suppress(BlockingIOError):
                 sock.recv(65536)
-            sock.send(refusal_bytes)
+            if not tls:
+                sock.send(refusal_bytes)
         except OSError:
             pass
         finally:

@@ -2,13 +2,10 @@
 # Invariant: every connection task closes its socket in `finally`; all tasks live in serve's nursery.
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import math
-import os
 import socket
-import stat
 from typing import Any
 
 import trio
@@ -23,7 +20,9 @@ from .gate import Gate
 from .hub import Hub
 from .libc import tune_malloc
 from .link import CloseMode
+from .listen import Listener, defer_accept, listen_tcp, listen_unix, remove_unix
 from .service import page_reply, progress_page_reply, video_page_reply
+from .tls import Certificates, TlsSocket, handshake
 
 log = logging.getLogger("pipe_relay")
 
@@ -32,31 +31,40 @@ async def serve(
     config: Config,
     *,
     hub: Hub | None = None,
-    task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[list[Listener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run a pipe-relay server; `task_status.started(listeners)` once it accepts connections.
+    """Run a pipe-relay server; `task_status.started(listeners)` once it accepts connections (plain
+    HTTP ones first, then HTTPS, then the Unix socket).
 
     `hub` lets an embedding program (or a test) observe the rendezvous state. A listener that
-    cannot be made raises ListenError, and then nothing stays bound.
+    cannot be made raises ListenError, a certificate that cannot be loaded CertificateError, and
+    then nothing stays bound.
     """
     tune_malloc()
+    certificates = Certificates(config.crt_path, config.key_path) if config.https_port is not None else None
     # We bind (addresses, SO_REUSEADDR, backlog, dual-stack `::`) and accept from stdlib sockets.
-    sockets = await _listen_tcp(config)
+    plain = await listen_tcp(config, config.port) if config.http else []
+    secure: list[socket.socket] = []
+    sockets = plain
     unix_file: tuple[int, int] | None = None
     try:
+        if config.https_port is not None:
+            secure = await listen_tcp(config, config.https_port)
+            sockets = plain + secure
         if config.unix_path:
-            unix_sock, unix_file = _listen_unix(config.unix_path, config.unix_mode)
+            unix_sock, unix_file = listen_unix(config.unix_path, config.unix_mode)
             sockets.append(unix_sock)
         for sock in sockets:
-            _defer_accept(sock, config.header_timeout)
-        listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(sock)) for sock in sockets]
+            defer_accept(sock, config.header_timeout)
+        listeners = [Listener(trio.socket.from_stdlib_socket(sock), tls=sock in secure) for sock in sockets]
         hub = hub or Hub(config)
         gate = Gate(config.max_connections, hub.quotas, hub.trusted)
         async with trio.open_nursery() as nursery:
             await nursery.start(hub.run)
             async with trio.open_nursery() as accepting:  # (connections live in `nursery`)
                 for sock in sockets:
-                    accepting.start_soon(_accept_loop, sock, hub, gate, nursery)
+                    tls = certificates if sock in secure else None
+                    accepting.start_soon(_accept_loop, sock, hub, gate, nursery, tls)
                 task_status.started(listeners)
                 await hub.drain_started.wait()
                 accepting.cancel_scope.cancel()
@@ -66,172 +74,7 @@ async def serve(
         for sock in sockets:
             sock.close()
         if unix_file is not None:
-            _remove_unix(config.unix_path, unix_file)
-
-
-class ListenError(OSError):
-    """An address the server cannot listen on: `address` as the error line names it
-    (`127.0.0.1:8080`, `[::1]:8080`, `unix:/run/pipe-relay.sock`), the OS's errno and reason."""
-
-    def __init__(self, address: str, cause: OSError) -> None:
-        super().__init__(cause.errno, cause.strerror or str(cause))
-        self.address = address
-
-
-BACKLOG = 0xFFFF
-"""As trio's open_tcp_listeners: the kernel caps it at net.core.somaxconn."""
-PORT_DRAWS = 5
-"""Port 0 with several addresses: all get the port the first one drew; if one of the others has it
-taken, every socket is closed and a new port drawn, this many times at most."""
-_NO_IPV6 = {errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT}
-"""What socket() or bind() of `::` says on a host without IPv6: then `0.0.0.0` it is."""
-
-
-def url_of(sock: socket.socket | trio.socket.SocketType) -> str:
-    """A listening socket as the start-up line names it: `http://[::]:8080`, `unix:/path`."""
-    if sock.family == socket.AF_UNIX:
-        return f"unix:{sock.getsockname()}"
-    host, port = sock.getsockname()[:2]
-    return f"http://{_hostport(host, port)}"
-
-
-def _hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-async def _listen_tcp(config: Config) -> list[socket.socket]:
-    """A listening socket for every address of every host, all on one port."""
-    addresses: list[tuple[socket.AddressFamily, Any]] = []  # (family, sockaddr)
-    for host in config.hosts:
-        try:
-            found = await trio.socket.getaddrinfo(
-                host, config.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-            )
-        except OSError as exc:
-            raise ListenError(_hostport(host, config.port), exc) from None
-        for family, *_, sockaddr in found:
-            if (family, sockaddr) not in addresses:  # (a name may list an address twice)
-                addresses.append((family, sockaddr))
-    # `::` takes IPv4 too (as in Node), unless an IPv4 address is listed, which would then be taken
-    dual_stack = socket.AF_INET not in {family for family, _ in addresses}
-    for draw in range(1, PORT_DRAWS + 1):
-        try:
-            return _bind_tcp(addresses, config.port, dual_stack=dual_stack)
-        except _PortTaken as taken:
-            if draw == PORT_DRAWS:
-                raise taken.error from None
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-class _PortTaken(Exception):
-    """A port drawn for the first address is taken on a later one (only with port 0)."""
-
-    def __init__(self, error: ListenError) -> None:
-        self.error = error
-
-
-def _bind_tcp(
-    addresses: list[tuple[socket.AddressFamily, Any]], port: int, *, dual_stack: bool
-) -> list[socket.socket]:
-    sockets: list[socket.socket] = []
-    drawn = port == 0
-    try:
-        for family, sockaddr in addresses:
-            host = str(sockaddr[0])
-            wildcard = dual_stack and family == socket.AF_INET6 and host == "::"
-            try:
-                sock = _tcp_listener(family, (host, port, *sockaddr[2:]), dual_stack=wildcard)
-            except OSError as exc:
-                if not (wildcard and exc.errno in _NO_IPV6):
-                    error = ListenError(_hostport(host, port), exc)
-                    if drawn and sockets and exc.errno == errno.EADDRINUSE:
-                        raise _PortTaken(error) from None
-                    raise error from None
-                try:  # no IPv6 on this host: the IPv4 wildcard instead (the start-up line says so)
-                    sock = _tcp_listener(socket.AF_INET, ("0.0.0.0", port), dual_stack=False)
-                except OSError as exc4:
-                    raise ListenError(_hostport("0.0.0.0", port), exc4) from None
-            sockets.append(sock)
-            port = sock.getsockname()[1]
-    except BaseException:
-        for sock in sockets:
-            sock.close()
-        raise
-    return sockets
-
-
-def _tcp_listener(
-    family: socket.AddressFamily, sockaddr: tuple[Any, ...], *, dual_stack: bool
-) -> socket.socket:
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dual_stack else 1)
-        sock.bind(sockaddr)
-        sock.listen(BACKLOG)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def _listen_unix(path: str, mode: int) -> tuple[socket.socket, tuple[int, int]]:
-    """A listening Unix socket at `path` with `mode`, and the file's (device, inode) to remove it
-    by. A stale socket file there (nobody accepts on it) is replaced; a live one is an error."""
-    address = f"unix:{path}"
-    try:
-        existing = os.lstat(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise ListenError(address, exc) from None
-    else:
-        if not stat.S_ISSOCK(existing.st_mode):
-            raise ListenError(address, OSError(errno.EEXIST, "a file that is not a socket is there"))
-        if _answers(address, path):
-            raise ListenError(address, OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE)))
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(path)
-    except OSError as exc:
-        sock.close()
-        raise ListenError(address, exc) from None
-    try:
-        os.chmod(path, mode)  # before listen(): nobody connects while the mode is still the umask's
-        created = os.stat(path)
-        sock.listen(BACKLOG)
-    except OSError as exc:
-        sock.close()
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        raise ListenError(address, exc) from None
-    return sock, (created.st_dev, created.st_ino)
-
-
-def _answers(address: str, path: str) -> bool:
-    """Does a server accept on the socket file at `path`? (A non-blocking connect says at once.)"""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        probe.setblocking(False)
-        try:
-            probe.connect(path)
-        except (ConnectionRefusedError, FileNotFoundError):
-            return False
-        except BlockingIOError:
-            return True  # its backlog is full: alive and busy
-        except OSError as exc:
-            raise ListenError(address, exc) from None
-        return True
-
-
-def _remove_unix(path: str, created: tuple[int, int]) -> None:
-    """Remove our socket file, unless another server has put its own there since."""
-    with contextlib.suppress(OSError):
-        found = os.lstat(path)
-        if (found.st_dev, found.st_ino) == created:
-            os.unlink(path)
+            remove_unix(config.unix_path, unix_file)
 
 
 async def _drain(config: Config, gate: Gate, sockets: list[socket.socket]) -> None:
@@ -246,16 +89,6 @@ async def _drain(config: Config, gate: Gate, sockets: list[socket.socket]) -> No
         log.warning("drain timeout: cutting %d connection(s)", gate.open)
 
 
-def _defer_accept(sock: socket.socket, seconds: float) -> None:
-    """Linux: wake `accept` only once a connection's first bytes are in (its head is usually whole
-    by then), so a new connection costs no wait and no epoll registration before its first read.
-    Connections silent this long are accepted anyway and meet the head deadline as usual."""
-    option = getattr(socket, "TCP_DEFER_ACCEPT", None)
-    if option is not None and sock.family != socket.AF_UNIX:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, option, max(1, math.ceil(seconds)))
-
-
 ACCEPT_BATCH = 32
 """Connections accepted in a row before other tasks get a turn."""
 _ACCEPT_RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
@@ -264,7 +97,9 @@ ACCEPT_LOG_INTERVAL = 1.0
 """Accept failures (out of descriptors) are logged at most this often."""
 
 
-async def _accept_loop(listener: socket.socket, hub: Hub, gate: Gate, nursery: trio.Nursery) -> None:
+async def _accept_loop(
+    listener: socket.socket, hub: Hub, gate: Gate, nursery: trio.Nursery, tls: Certificates | None = None
+) -> None:
     """Accept connections (several per wake-up) and run each in its own task.
 
     A plain non-blocking socket rather than trio's stream objects: a connection costs one accept,
@@ -289,7 +124,7 @@ async def _accept_loop(listener: socket.socket, hub: Hub, gate: Gate, nursery: t
                 await trio.sleep(ACCEPT_BACKOFF)
             continue  # ECONNABORTED and the like: that client is gone already
         peer = unix_peer if unix else _ip(address)
-        if not gate.admit(sock, peer):
+        if not gate.admit(sock, peer, tls=tls is not None):
             continue
         try:
             sock.setblocking(False)
@@ -298,7 +133,7 @@ async def _accept_loop(listener: socket.socket, hub: Hub, gate: Gate, nursery: t
         except OSError:
             sock.close()
             continue
-        nursery.start_soon(handle_connection, sock, peer, hub, gate)
+        nursery.start_soon(handle_connection, sock, peer, hub, gate, tls)
         accepted += 1
         if accepted >= ACCEPT_BATCH:
             accepted = 0
@@ -312,8 +147,23 @@ def _ip(address: Any) -> str:
     return host[7:] if host.startswith("::ffff:") and "." in host else host
 
 
-async def handle_connection(sock: socket.socket, peer: str, hub: Hub, gate: Gate) -> None:
-    conn = HttpConnection(sock, hub.config, peer)
+async def handle_connection(
+    sock: socket.socket, peer: str, hub: Hub, gate: Gate, tls: Certificates | None = None
+) -> None:
+    """One connection's task: (its TLS handshake, under the head deadline,) its requests, its close."""
+    deadline = trio.current_time() + hub.config.header_timeout
+    conn_sock: socket.socket | TlsSocket = sock
+    if tls is not None:
+        secured = None
+        try:
+            secured = await handshake(sock, tls, deadline)
+        finally:
+            if secured is None:  # (the handshake closed the socket)
+                gate.leave(peer)
+        if secured is None:
+            return
+        conn_sock = secured
+    conn = HttpConnection(conn_sock, hub.config, peer, head_deadline=deadline)
     gate.enter(conn)
     try:
         await _serve_requests(conn, hub, gate)

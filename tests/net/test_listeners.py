@@ -17,7 +17,7 @@ import trio
 
 from pipe_relay import Config, serve
 from pipe_relay.net.engine import BufferEngine
-from pipe_relay.net.server import ListenError
+from pipe_relay.net.listen import ListenError
 from pipe_relay.net.splice import SpliceEngine
 from tests.clients import (
     CurlResult,
