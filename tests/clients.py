@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import ssl
+import struct
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
+import trustme
 
 from pipe_relay import Config
 from pipe_relay.net.hub import Hub
@@ -38,6 +41,16 @@ class Relay:
             )
 
         await self.hub.wait_for(ready)
+
+    async def wait_for_bytes(self, key: str, count: int) -> None:
+        """Wait until pipe `key`'s transfer has moved at least `count` bytes to its receivers (its
+        progress board is woken at every step; the caller's fail_after bounds the wait)."""
+        await self.wait_for_pipe(key)
+        while (board := self.hub.boards.get(key)) is None or board.bytes < count:
+            if board is None:
+                await self.wait_for_pipe(key)
+            else:
+                await board.changed(trio.current_time() + 1.0)
 
     async def wait_until_free(self, key: str) -> None:
         await self.hub.wait_for(lambda: self.hub.registry.snapshot(key) is None)
@@ -165,6 +178,11 @@ class RawClient:
     async def send(self, data: bytes) -> None:
         await self.stream.send_all(data)
 
+    async def reset(self) -> None:
+        """Leave with a reset (SO_LINGER 0), not a FIN."""
+        self.stream.socket.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_LINGER, struct.pack("ii", 1, 0))
+        await self.stream.aclose()
+
     async def read_until(self, marker: bytes) -> bytes:
         """Read until `marker` appears; return everything up to and including it."""
         while marker not in self.buffer:
@@ -270,3 +288,31 @@ async def raw_pipe(
         else:
             assert headers["content-length"] == str(length)
     return sender, receivers
+
+
+@dataclass
+class TlsFiles:
+    ca: trustme.CA
+    crt: Path
+    key: Path
+    ca_pem: Path
+
+    def issue(self, ca: trustme.CA) -> None:
+        """Replace the certificate and key on disk by ones from `ca` (as a renewal would)."""
+        cert = ca.issue_cert("127.0.0.1", "localhost")
+        for path, text in ((self.key, cert.private_key_pem.bytes()), (self.crt, _chain(cert))):
+            new = path.with_suffix(".new")
+            new.write_bytes(text)
+            new.replace(path)
+
+    def overrides(self) -> dict[str, object]:
+        return {"https_port": 0, "crt_path": str(self.crt), "key_path": str(self.key)}
+
+    def client_context(self, ca: trustme.CA | None = None) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        (ca or self.ca).configure_trust(context)
+        return context
+
+
+def _chain(cert: trustme.LeafCert) -> bytes:
+    return b"".join(blob.bytes() for blob in cert.cert_chain_pems)

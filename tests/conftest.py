@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 import trio
+import trustme
 
 from pipe_relay import Config, serve
 from pipe_relay.net.hub import Hub
 from pipe_relay.net.splice import splice_available
-from tests.clients import Payload, RawClient, Relay, StartRelay
+from tests.clients import Payload, RawClient, Relay, StartRelay, TlsFiles
 
 ENGINES = [
     "buffer",
@@ -92,3 +93,13 @@ async def raw_clients() -> AsyncIterator[list[RawClient]]:
     yield clients
     for client in clients:
         await client.aclose()
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> TlsFiles:
+    """A fresh CA and a certificate for 127.0.0.1 / localhost from it, on disk."""
+    ca = trustme.CA()
+    files = TlsFiles(ca, tmp_path / "server.crt", tmp_path / "server.key", tmp_path / "ca.pem")
+    ca.cert_pem.write_to_path(str(files.ca_pem))
+    files.issue(ca)
+    return files

@@ -69,13 +69,25 @@ def preflight_reply(*, origin: str | None, private_network: bool) -> Reply:
     return Reply(200, tuple(headers), b"")
 
 
+def streamed_headers(
+    content_type: str, origin: str | None, extra: tuple[tuple[str, str], ...] = ()
+) -> list[tuple[str, str]]:
+    """The headers of a streamed 200 response (status lines, events), framing aside."""
+    return [
+        ("Content-Type", content_type),
+        ("Cache-Control", "no-store"),
+        *extra,
+        *SAFETY_HEADERS,
+        *cors_headers(origin),
+    ]
+
+
 @functools.lru_cache(maxsize=256)
 def _streamed_head(
     http_version: str, content_type: str, origin: str | None, extra: tuple[tuple[str, str], ...]
 ) -> bytes:
     """A StreamedReply's head; the same few are rendered for nearly every sender (memoized)."""
-    headers = [("Content-Type", content_type), ("Cache-Control", "no-store"), *extra]
-    headers += [*SAFETY_HEADERS, *cors_headers(origin), ("Connection", "close")]
+    headers = [*streamed_headers(content_type, origin, extra), ("Connection", "close")]
     if http_version == "1.1":
         headers.append(("Transfer-Encoding", "chunked"))
     return render_head(http_version, 200, headers)

@@ -11,6 +11,7 @@ import enum
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from ..core.replies import Reply
 from ..core.routing import Request
 from ..errors import PipeError
 from .engine import Sink, Source
@@ -94,4 +95,12 @@ class Link(Protocol):
     ) -> Sink:
         """A receiver's 200 response for a body of `content_length` (None: unknown), framed as this
         protocol frames it; `headers(framing_headers)` makes its header list."""
+        ...
+
+
+class Responder(Link, Protocol):
+    """A front end's answer to any request: a party's Link, and small whole replies (pages, errors)."""
+
+    async def send_reply(self, reply: Reply) -> None:
+        """Send a complete small response (headers only, for a HEAD request)."""
         ...

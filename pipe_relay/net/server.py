@@ -2,24 +2,28 @@
 # Invariant: every connection task closes its socket in `finally`; all tasks live in serve's nursery.
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import math
 import socket
+import struct
 from typing import Any
 
 import trio
 
 from ..config import Config
 from ..core.clients import client_address
+from ..core.http2 import PREFACE, preface_seen
 from ..core.replies import preflight_reply
-from ..core.routing import Play, Preflight, Receive, Send, ServePage, Watch, route
+from ..core.routing import Play, Preflight, Receive, Request, Send, ServePage, Watch, route
 from ..errors import PipeError
 from .connection import HttpConnection
 from .gate import Gate
+from .http2 import Http2Connection, Http2Stream
 from .hub import Hub
 from .libc import tune_malloc
-from .link import CloseMode
+from .link import CloseMode, Responder
 from .listen import Listener, defer_accept, listen_tcp, listen_unix, remove_unix
 from .service import page_reply, progress_page_reply, video_page_reply
 from .tls import Certificates, TlsSocket, handshake
@@ -163,6 +167,12 @@ async def handle_connection(
         if secured is None:
             return
         conn_sock = secured
+        http2 = secured.alpn == "h2"
+    else:
+        http2 = await _sniff_http2(sock, deadline)
+    if http2:
+        await _serve_http2(conn_sock, peer, hub, gate, deadline)
+        return
     conn = HttpConnection(conn_sock, hub.config, peer, head_deadline=deadline)
     gate.enter(conn)
     try:
@@ -181,8 +191,53 @@ async def handle_connection(
         gate.exit(conn, peer)
 
 
+async def _sniff_http2(sock: socket.socket, deadline: float) -> bool:
+    """Does a plain connection open with the HTTP/2 preface (prior knowledge, h2c)? Its bytes are
+    peeked, not taken: an HTTP/1.1 request (even one saying `HTTP/2.0`) goes to h11 untouched."""
+    while True:
+        try:
+            seen = preface_seen(sock.recv(len(PREFACE), socket.MSG_PEEK))
+        except BlockingIOError:
+            seen = None
+        except OSError:
+            return False
+        if seen is not None:
+            return seen
+        with trio.move_on_at(deadline):
+            await trio.lowlevel.wait_readable(sock)
+            continue
+        return False  # (silent past the head deadline: the HTTP/1.1 path closes it)
+
+
+async def _serve_http2(
+    sock: socket.socket | TlsSocket, peer: str, hub: Hub, gate: Gate, deadline: float
+) -> None:
+    async def answer(stream: Http2Stream, request: Request) -> None:
+        await respond(stream, request, hub, peer)
+
+    connection = Http2Connection(sock, hub.config, peer, answer, head_deadline=deadline)
+    abort = False
+    try:
+        await connection.serve()
+        await connection.drain_out(2.0)
+    except trio.Cancelled:
+        abort = True  # the server stops: a cut transfer must never look complete
+        raise
+    except Exception:
+        log.exception("internal error on an HTTP/2 connection from %s", peer)
+        abort = True
+    finally:
+        with contextlib.suppress(OSError):
+            if abort:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+        sock.close()
+        gate.leave(peer)
+
+
+_RESET = struct.pack("ii", 1, 0)
+
+
 async def _serve_requests(conn: HttpConnection, hub: Hub, gate: Gate) -> None:
-    config = hub.config
     while True:
         if gate.draining and conn.idle:
             return  # (a drain closes connections between requests)
@@ -193,34 +248,39 @@ async def _serve_requests(conn: HttpConnection, hub: Hub, gate: Gate) -> None:
             return
         if request is None:
             return
-        origin = request.header("origin")
-        client = client_address(conn.peer, request.header("x-forwarded-for"), hub.trusted)
-        try:
-            decision = route(
-                request,
-                max_path_length=config.max_path_length,
-                max_receivers=config.max_receivers,
-            )
-        except PipeError as exc:
-            await conn.send_error(exc, origin)
-        else:
-            if isinstance(decision, Send):
-                await hub.serve_sender(conn, request, decision, client)
-                return
-            if isinstance(decision, Receive):
-                await hub.serve_receiver(conn, request, decision, client)
-                return
-            if isinstance(decision, Watch) and not decision.html:
-                await hub.serve_watcher(conn, request, decision.key, client)
-                return
-            if isinstance(decision, Preflight):
-                private = request.header("access-control-request-private-network") == "true"
-                await conn.send_reply(preflight_reply(origin=origin, private_network=private))
-            elif isinstance(decision, Watch):
-                await conn.send_reply(progress_page_reply(decision, request))
-            elif isinstance(decision, Play):
-                await conn.send_reply(video_page_reply(decision, request))
-            elif isinstance(decision, ServePage):
-                await conn.send_reply(page_reply(decision, request, conn.peer, draining=hub.draining))
+        if await respond(conn, request, hub, conn.peer):
+            return
         if gate.draining or not conn.next_cycle():
             return
+
+
+async def respond(front: Responder, request: Request, hub: Hub, peer: str) -> bool:
+    """Answer one request on any front end (an HTTP/1.1 connection, an HTTP/2 stream). True if a
+    pipe party or a watcher took it: then nothing more is read on an HTTP/1.1 connection."""
+    config = hub.config
+    origin = request.header("origin")
+    client = client_address(peer, request.header("x-forwarded-for"), hub.trusted)
+    try:
+        decision = route(request, max_path_length=config.max_path_length, max_receivers=config.max_receivers)
+    except PipeError as exc:
+        await front.send_error(exc, origin)
+        return False
+    if isinstance(decision, Send):
+        await hub.serve_sender(front, request, decision, client)
+        return True
+    if isinstance(decision, Receive):
+        await hub.serve_receiver(front, request, decision, client)
+        return True
+    if isinstance(decision, Watch) and not decision.html:
+        await hub.serve_watcher(front, request, decision.key, client)
+        return True
+    if isinstance(decision, Preflight):
+        private = request.header("access-control-request-private-network") == "true"
+        await front.send_reply(preflight_reply(origin=origin, private_network=private))
+    elif isinstance(decision, Watch):
+        await front.send_reply(progress_page_reply(decision, request))
+    elif isinstance(decision, Play):
+        await front.send_reply(video_page_reply(decision, request))
+    elif isinstance(decision, ServePage):
+        await front.send_reply(page_reply(decision, request, peer, draining=hub.draining))
+    return False

@@ -22,7 +22,7 @@ from .engine import Segment
 
 log = logging.getLogger("pipe_relay")
 
-ALPN = ("http/1.1",)
+ALPN = ("h2", "http/1.1")
 WRITE_JOIN = 256 * 1024
 """Pieces of one write up to this much in all are joined into one TLS write; past it, the first
 piece goes alone (an `ssl` write takes one buffer, and must be retried with the same one)."""
@@ -144,7 +144,7 @@ class TlsSocket:
         except _WOULD_BLOCK:
             raise BlockingIOError from None
 
-    def send(self, data: bytes | memoryview) -> int:
+    def send(self, data: bytes | bytearray | memoryview) -> int:
         try:
             return self.ssl.send(data)
         except _WOULD_BLOCK:

@@ -8,7 +8,6 @@ import ssl
 import subprocess
 import sys
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,46 +15,9 @@ import trio
 import trustme
 
 from pipe_relay.net.tls import CertificateError, Certificates
-from tests.clients import CurlResult, Payload, Relay, StartRelay, curl, curl_into, sha256_file
+from tests.clients import CurlResult, Payload, Relay, StartRelay, TlsFiles, curl, curl_into, sha256_file
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@dataclass
-class TlsFiles:
-    ca: trustme.CA
-    crt: Path
-    key: Path
-    ca_pem: Path
-
-    def issue(self, ca: trustme.CA) -> None:
-        """Replace the certificate and key on disk by ones from `ca` (as a renewal would)."""
-        cert = ca.issue_cert("127.0.0.1", "localhost")
-        for path, text in ((self.key, cert.private_key_pem.bytes()), (self.crt, _chain(cert))):
-            new = path.with_suffix(".new")
-            new.write_bytes(text)
-            new.replace(path)
-
-    def overrides(self) -> dict[str, object]:
-        return {"https_port": 0, "crt_path": str(self.crt), "key_path": str(self.key)}
-
-    def client_context(self, ca: trustme.CA | None = None) -> ssl.SSLContext:
-        context = ssl.create_default_context()
-        (ca or self.ca).configure_trust(context)
-        return context
-
-
-def _chain(cert: trustme.LeafCert) -> bytes:
-    return b"".join(blob.bytes() for blob in cert.cert_chain_pems)
-
-
-@pytest.fixture
-def tls_files(tmp_path: Path) -> TlsFiles:
-    ca = trustme.CA()
-    files = TlsFiles(ca, tmp_path / "server.crt", tmp_path / "server.key", tmp_path / "ca.pem")
-    ca.cert_pem.write_to_path(str(files.ca_pem))
-    files.issue(ca)
-    return files
 
 
 @pytest.fixture
@@ -184,7 +146,11 @@ async def test_the_handshake_offers_tls12_and_up_and_alpn_http11(
         context.set_alpn_protocols(["h2", "http/1.1"])
         with await _tls_connect(tls_relay, context) as client:
             assert client.version() in ("TLSv1.2", "TLSv1.3")
-            assert client.selected_alpn_protocol() == "http/1.1"  # (h2 is not served: never chosen)
+            assert client.selected_alpn_protocol() == "h2"
+        context = tls_files.client_context()
+        context.set_alpn_protocols(["http/1.1"])
+        with await _tls_connect(tls_relay, context) as client:
+            assert client.selected_alpn_protocol() == "http/1.1"
         assert (
             Certificates(str(tls_files.crt), str(tls_files.key)).context().minimum_version
             is ssl.TLSVersion.TLSv1_2
@@ -261,13 +227,24 @@ async def test_a_certificate_replaced_on_disk_serves_the_next_connection(
             assert client.version() is not None
 
 
-async def test_a_sender_cut_over_tls_never_looks_complete(tls_relay: Relay, tls_files: TlsFiles) -> None:
+# curl's exit codes: 18 a body short of its Content-Length, 56 a reset connection, 92 an HTTP/2
+# stream reset (RST_STREAM) rather than ended.
+@pytest.mark.parametrize(("protocol", "failures"), [("--http1.1", (18, 56)), ("--http2", (92,))])
+async def test_a_sender_cut_over_tls_never_looks_complete(
+    tls_relay: Relay, tls_files: TlsFiles, protocol: str, failures: tuple[int, ...]
+) -> None:
     """The sender announces 1 MiB, sends half and resets: a TLS receiver's curl reports the failure."""
     results: dict[str, CurlResult] = {}
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(
-                curl_into, results, "receiver", "--cacert", str(tls_files.ca_pem), tls_relay.tls_url + "/cut"
+                curl_into,
+                results,
+                "receiver",
+                protocol,
+                "--cacert",
+                str(tls_files.ca_pem),
+                tls_relay.tls_url + "/cut",
             )
             await tls_relay.wait_for_pipe("/cut", receivers=1)
             sender = await _tls_connect(tls_relay, tls_files.client_context())
@@ -278,13 +255,11 @@ async def test_a_sender_cut_over_tls_never_looks_complete(tls_relay: Relay, tls_
                 )
 
             await trio.to_thread.run_sync(send_half)
-            await tls_relay.hub.wait_for(
-                lambda: (b := tls_relay.hub.boards.get("/cut")) is not None and b.bytes > 0
-            )
+            await tls_relay.wait_for_bytes("/cut", 1)
             sender.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
             sender.close()
     receiver = results["receiver"]
-    assert receiver.returncode in (18, 56), receiver.stderr  # partial file / receive failure
+    assert receiver.returncode in failures, receiver.stderr
     assert len(receiver.stdout) < 1048576
 
 

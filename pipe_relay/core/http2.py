@@ -1,0 +1,63 @@
+# HTTP/2 heads, sans-IO: the connection preface, request pseudo-headers to a Request, response field lists.
+# Invariant: an HTTP/2 Request keeps the headers an HTTP/1.1 one would; no connection-specific field goes out.
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ..errors import ErrorCode, pipe_error
+from .headers import valid_content_length
+from .heads import kept_headers
+from .routing import Request
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+"""What an HTTP/2 client sends first (RFC 9113 3.4): `curl --http2-prior-knowledge` on the plain port."""
+CONNECTION_SPECIFIC = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"}
+)
+"""Fields HTTP/2 forbids (RFC 9113 8.2.2): our HTTP/1.1 replies carry some; they are left out."""
+
+
+def preface_seen(data: bytes) -> bool | None:
+    """Do the first bytes of a connection start with the HTTP/2 preface? None: too few to tell yet."""
+    if data.startswith(PREFACE):
+        return True
+    if PREFACE.startswith(data):
+        return None
+    return False
+
+
+def request_from_fields(fields: Iterable[tuple[bytes, bytes]]) -> Request:
+    """A request head from HTTP/2 header fields (h2 checked their form): `:authority` stands for
+    Host where there is none. Raises PipeError (400) for what our HTTP/1.1 checks refuse too."""
+    pseudo: dict[bytes, bytes] = {}
+    regular: list[tuple[bytes, bytes]] = []
+    for name, value in fields:
+        if name.startswith(b":"):
+            pseudo[name] = value
+        else:
+            regular.append((name, value))
+    method, path = pseudo.get(b":method"), pseudo.get(b":path")
+    if not method or not path:
+        raise pipe_error(ErrorCode.BAD_REQUEST, detail="no :method or :path")
+    if b":authority" in pseudo and not any(name == b"host" for name, _ in regular):
+        regular.append((b"host", pseudo[b":authority"]))
+    request = Request(
+        method=method.decode("ascii", "replace"),
+        target=path.decode("latin-1"),
+        headers=kept_headers(regular),
+        http_version="2",
+    )
+    length = request.header("content-length")
+    if length is not None and not valid_content_length(length):
+        raise pipe_error(ErrorCode.BAD_REQUEST, detail="invalid Content-Length")
+    return request
+
+
+def response_fields(status: int, headers: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    """A response head as HTTP/2 fields: `:status` first, names lower-case, no connection-specific one."""
+    fields = [(b":status", str(status).encode("ascii"))]
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered not in CONNECTION_SPECIFIC:
+            fields.append((lowered.encode("ascii"), value.encode("latin-1")))
+    return fields
