@@ -29,6 +29,10 @@ The small-transfers mode runs 50 concurrent sender/receiver pairs of 1 KiB bodie
 (raw HTTP/1.1 over non-blocking sockets driven by one selector loop, every received body compared
 with the one sent) and reports transfers per second (pipe-relay and Node only).
 
+``--tls`` runs the large cases over HTTPS HTTP/1.1 instead (tls.py: a self-signed certificate made
+with openssl, curl ``--cacert CRT --http1.1``), pipe-relay and Node only (the C relay has no TLS);
+the cases are labelled ``file-n1 (https/1.1)`` and so on. No small transfers with it.
+
 ``--concurrent`` runs the concurrency mode instead (concurrency.py: many transfers at once, pipe-relay
 and Node only, as the C relay serves one transfer at a time).
 
@@ -41,12 +45,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import shlex
 import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from concurrency import Scenario, concurrent_report, run_concurrent  # type: ignore[import-not-found]
@@ -70,6 +75,7 @@ from harness import (  # type: ignore[import-not-found]
 from large import ALL_CASES, CaseResult, CurlRunner, run_case  # type: ignore[import-not-found]
 from report import environment, report  # type: ignore[import-not-found]
 from small import SmallResult, run_small  # type: ignore[import-not-found]
+from tls import TRANSPORTS, make_cert, start_node_tls, start_relay_tls, tls_environment  # type: ignore[import-not-found]
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -88,7 +94,19 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--engine", default=None, help="pass --engine X to pipe-relay (not passed unless given)")
     p.add_argument("--max-time", type=float, default=300.0, help="curl --max-time per process, seconds")
     p.add_argument(
-        "--small", action=argparse.BooleanOptionalAction, default=True, help="small-transfers mode"
+        "--tls",
+        nargs="?",
+        const="http/1.1",
+        choices=list(TRANSPORTS),
+        default=None,
+        help="the large cases over HTTPS with this protocol (bare --tls: http/1.1); pipe-relay and Node "
+        "only, no small transfers",
+    )
+    p.add_argument(
+        "--small",
+        action=argparse.BooleanOptionalAction,
+        default=argparse.SUPPRESS,
+        help="small-transfers mode (default: on, off with --tls)",
     )
     p.add_argument("--small-seconds", type=float, default=10.0, help="duration of one small-transfers run")
     p.add_argument("--small-pairs", type=int, default=50, help="concurrent sender/receiver pairs")
@@ -117,6 +135,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     if bad:
         p.error(f"unknown case(s) {', '.join(bad)}; choose from {', '.join(ALL_CASES)}")
     args.cases = cases
+    args.transport = TRANSPORTS[args.tls] if args.tls else None
+    args.small = getattr(args, "small", not args.tls)
+    if args.tls and (args.small or args.concurrent):
+        p.error("--tls runs the large cases only (no --small, no --concurrent)")
     counts = (args.rounds, args.small_rounds, args.small_pairs, args.concurrent_rounds)
     if min(counts) < 1 or min(args.concurrent_pairs, args.concurrent_fanouts) < 0:
         p.error("--rounds, --small-rounds, --small-pairs, --concurrent-rounds must be at least 1")
@@ -143,17 +165,22 @@ def terminate_as_interrupt() -> Iterator[None]:
 def start_servers(args: argparse.Namespace, workdir: Path, servers: list[Server]) -> None:
     """pipe-relay, then Node and the two C modes unless left out, appended to ``servers`` as they
     start (so the caller stops every one that did). The C relay serves one transfer at a time: it
-    is not started for the concurrency mode."""
-    starts = [lambda: start_relay(workdir, args.engine)]
-    if not args.no_node:
-        starts.append(lambda: start_node(workdir, args.node_dir))
-    if not args.no_cref and not args.concurrent:
+    is not started for the concurrency mode; it has no TLS: not for ``--tls`` either. With ``--tls``
+    pipe-relay and Node serve HTTPS with ``args.cert`` (their URLs are https://)."""
+    starts: list[Callable[[], Server]]
+    if args.cert is None:
+        starts = [lambda: start_relay(workdir, args.engine)]
+        starts += [] if args.no_node else [lambda: start_node(workdir, args.node_dir)]
+    else:
+        starts = [lambda: start_relay_tls(workdir, args.engine, args.cert)]
+        starts += [] if args.no_node else [lambda: start_node_tls(workdir, args.node_dir, args.cert)]
+    if args.cert is None and not args.no_cref and not args.concurrent:
         try:
             binary = build_cref()
         except CrefBuildError as exc:
             raise BenchError(str(exc)) from exc
         print(f"# C reference relay: {binary}", flush=True)
-        starts += [lambda key=key: start_cref(workdir, binary, key) for key in CREFS]
+        starts += [functools.partial(start_cref, workdir, binary, key) for key in CREFS]
     for start in starts:
         servers.append(start())
         print(f"# started {shlex.join(servers[-1].command)} (pid {servers[-1].pid})", flush=True)
@@ -162,13 +189,18 @@ def start_servers(args: argparse.Namespace, workdir: Path, servers: list[Server]
 def run_large_and_small(args: argparse.Namespace, command: str, servers: list[Server], workdir: Path) -> int:
     """The large cases (one transfer at a time, every server) and the small transfers (pipe-relay and
     Node); prints the report; 1 if a small transfer failed."""
-    env = environment(args.engine, with_node=not args.no_node, with_cref=not args.no_cref)
+    with_cref = any(s.key in CREFS for s in servers)
+    env = environment(args.engine, with_node=not args.no_node, with_cref=with_cref)
+    curl_args: list[str] = []
+    if args.cert is not None:
+        env += tls_environment(servers, args.cert, args.transport)
+        curl_args = args.cert.curl_args(args.transport)
     results: dict[tuple[str, str], CaseResult] = {}
     if args.cases:
         print(f"# writing {fmt_size(args.size)} of random bytes", flush=True)
         source = workdir / "source.bin"
         source_sha = make_source(source, args.size)
-        runner = CurlRunner(source, args.size, source_sha, args.max_time, workdir)
+        runner = CurlRunner(source, args.size, source_sha, args.max_time, workdir, curl_args)
         try:
             for case in args.cases:
                 per = run_case(runner, servers, case, args.rounds, verify=not args.skip_verify)
@@ -240,6 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with terminate_as_interrupt():
             print(f"# {command}", flush=True)
             print(f"# work folder {workdir}", flush=True)
+            args.cert = make_cert(workdir) if args.transport else None
             start_servers(args, workdir, servers)
             run = run_concurrency if args.concurrent else run_large_and_small
             return run(args, command, servers, workdir)

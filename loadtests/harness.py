@@ -1,11 +1,10 @@
 # Shared pieces of the loadtests: sizes, ports, procfs figures, files, tool versions, server start/stop.
 # Invariant: standard library only; one of each helper; every wait has a deadline, every server is stoppable.
-"""Used by bench.py (and its large.py, small.py, report.py, concurrency.py), memory.py and hostile_forms.py.
-
-pipe-relay is started as ``python -m pipe_relay`` from the checkout root, so the code measured is this
-checkout's; the Node piping-server (installed with npm on demand) is run with node directly, so the
-process measured is the server itself; the C reference relay is the binary cref.py builds. Each server
-writes its output to a log file."""
+"""Used by bench.py (and its large.py, small.py, report.py, concurrency.py, tls.py), memory.py and
+hostile_forms.py. pipe-relay is started as ``python -m pipe_relay`` from the checkout root, so the
+code measured is this checkout's; the Node piping-server (installed with npm on demand) is run with
+node directly, so the process measured is the server itself; the C reference relay is the binary
+cref.py builds. Each server writes its output to a log file."""
 
 from __future__ import annotations
 
@@ -148,9 +147,8 @@ def established_to_port(port: int) -> int:
 
 
 class RssSampler:
-    """Samples VmRSS (KiB) of a process every ``interval`` seconds in a thread, first after one
-    interval: the peak, and every sample. The fallback when VmHWM cannot be reset, and the soak's
-    series."""
+    """VmRSS (KiB) of a process every ``interval`` s in a thread, first after one interval: the peak
+    and every sample. The fallback when VmHWM cannot be reset, and the soak's series."""
 
     def __init__(self, pid: int, interval: float = 0.05) -> None:
         self.pid = pid
@@ -220,6 +218,7 @@ class Server:
     log_path: Path
     log_file: IO[bytes]
     command: list[str] = field(default_factory=list)
+    scheme: str = "http"  # "https" for a TLS listener (tls.py)
 
     @property
     def label(self) -> str:
@@ -230,7 +229,7 @@ class Server:
         return self.proc.pid
 
     def url(self, path: str) -> str:
-        return f"http://{HOST}:{self.port}{path}"
+        return f"{self.scheme}://{HOST}:{self.port}{path}"
 
     def check_alive(self) -> None:
         if self.proc.poll() is not None:
@@ -344,14 +343,15 @@ def ensure_node_server(node_dir: Path) -> Path:
     return entry
 
 
-def start_node(workdir: Path, node_dir: Path) -> Server:
-    """Start the Node piping-server (installed on demand) on a free port; return once it listens."""
+def start_node(workdir: Path, node_dir: Path, extra: Sequence[str] = ()) -> Server:
+    """Start the Node piping-server (installed on demand) on a free HTTP port; return once it listens."""
     entry = ensure_node_server(node_dir)
     node = shutil.which("node")
     if node is None:
         raise BenchError("node not found; install Node.js >= 18 or pass --no-node")
     port = free_port()
-    return _start_listening(NODE, [node, str(entry), "--host", HOST, "--http-port", str(port)], port, workdir)
+    cmd = [node, str(entry), "--host", HOST, "--http-port", str(port), *extra]
+    return _start_listening(NODE, cmd, port, workdir)
 
 
 def start_cref(workdir: Path, binary: Path, key: str) -> Server:

@@ -10,6 +10,7 @@ import os
 import secrets
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,12 +47,22 @@ class CaseResult:
 
 
 class CurlRunner:
-    def __init__(self, source: Path, size: int, source_sha: str, max_time: float, workdir: Path) -> None:
+    def __init__(
+        self,
+        source: Path,
+        size: int,
+        source_sha: str,
+        max_time: float,
+        workdir: Path,
+        curl_args: Sequence[str] = (),
+    ) -> None:
+        """``curl_args`` go to every curl (tls.py's --cacert and HTTP version for --tls)."""
         self.source = source
         self.size = size
         self.source_sha = source_sha
         self.max_time = max_time
         self.workdir = workdir
+        self.curl_args = list(curl_args)
         self.live: set[subprocess.Popen[bytes]] = set()
 
     def _spawn(self, cmd: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
@@ -87,7 +98,7 @@ class CurlRunner:
         n = int(case.rsplit("-n", 1)[1])
         path = f"/bench-{case}-{secrets.token_hex(8)}" + (f"?n={n}" if n > 1 else "")
         url = server.url(path)
-        curl = ["curl", "-sS", "--max-time", f"{self.max_time:g}"]
+        curl = ["curl", "-sS", "--max-time", f"{self.max_time:g}", *self.curl_args]
         deadline = time.monotonic() + self.max_time + 30
         before_established = established_to_port(server.port)
         receivers: list[tuple[subprocess.Popen[bytes], Path | None]] = []

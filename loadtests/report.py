@@ -53,6 +53,12 @@ def fmt(value: float | None, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
 
+def case_label(args: argparse.Namespace, case: str) -> str:
+    """The case with its transport when not plain HTTP: ``file-n1 (https/1.1)``."""
+    transport = getattr(args, "transport", None)
+    return f"{case} ({transport.label})" if transport else case
+
+
 def large_table(
     args: argparse.Namespace, servers: list[Server], results: dict[tuple[str, str], CaseResult]
 ) -> list[str]:
@@ -75,7 +81,12 @@ def large_table(
         best_c = max((med[k][0] for k in CREFS if k in med), default=None)
         for s in servers:
             got = med.get(s.key)
-            row = [case, LABELS[s.key], fmt(got and got[0], ".0f"), fmt(got and got[1], ".2f")]
+            row = [
+                case_label(args, case),
+                LABELS[s.key],
+                fmt(got and got[0], ".0f"),
+                fmt(got and got[1], ".2f"),
+            ]
             row += [fmt(got and got[2], ".0f")]
             if has_node:
                 row += [ratio(got and got[0], nod and nod[0]), ratio(got and got[1], nod and nod[1])]
@@ -126,7 +137,8 @@ def report(
                     rounds = sorted(args.size / s.seconds / 1e6 for s in r.samples)
                     cpus = sorted(s.cpu_seconds / (args.size / GIB) for s in r.samples)
                     out.append(
-                        f"- {case} {LABELS[key]}: MB/s {', '.join(f'{x:.0f}' for x in rounds)}; "
+                        f"- {case_label(args, case)} {LABELS[key]}: "
+                        f"MB/s {', '.join(f'{x:.0f}' for x in rounds)}; "
                         f"CPU s/GiB {', '.join(f'{x:.2f}' for x in cpus)}; "
                         f"sha256 {'ok' if r.verified else 'not checked'}"
                     )
