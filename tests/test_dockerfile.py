@@ -301,6 +301,23 @@ async def test_stop_signal_drains_the_server_and_exits_0() -> None:
             assert await process.wait() == 0, "killed by the signal rather than drained"
 
 
+def test_readme_docker_commands_use_real_flags() -> None:
+    """The README's `docker run` lines: their pipe-relay flags parse, and they publish what they listen on."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Docker\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```sh\n(.*?)```", section, re.DOTALL)
+    runs = [shlex.split(line) for block in blocks for line in block.replace("\\\n", " ").splitlines()]
+    runs = [words for words in runs if words[:2] == ["docker", "run"]]
+    assert len(runs) >= 2, "the README shows no docker run (plain and HTTPS)"
+    for words in runs:
+        image = words.index("pipe-relay")
+        flags = words[image + 1 :] or last("CMD").words
+        config, _ = parse_args(flags)
+        published = {int(words[i + 1].split(":")[-1]) for i, word in enumerate(words[:image]) if word == "-p"}
+        listening = {config.port} | ({config.https_port} if config.https_port is not None else set())
+        assert published == listening, f"{shlex.join(words)}: publishes {published}, listens on {listening}"
+
+
 def _ignored(path: str, patterns: list[str]) -> bool:
     """.dockerignore's rule: the last pattern matching the path or one of its parents decides."""
     parents = [str(Path(*Path(path).parts[:n])) for n in range(1, len(Path(path).parts) + 1)]
