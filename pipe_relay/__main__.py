@@ -189,21 +189,23 @@ async def _run(config: Config) -> str | None:
     The first SIGTERM or SIGINT drains (no new connections or pipes, active transfers get
     `--drain-timeout`); a second one cuts what is left at once."""
     hub = Hub(config)
-    async with trio.open_nursery() as nursery:
-        try:
-            listeners = await nursery.start(_serve_until_drained, config, hub, nursery.cancel_scope)
-        except ListenError as exc:
-            busy = exc.errno == errno.EADDRINUSE
-            reason = "address already in use" if busy else exc.strerror or str(exc)
-            return f"pipe-relay: error: cannot listen on {exc.address}: {reason}"
-        except CertificateError as exc:
-            return f"pipe-relay: error: cannot load the TLS certificate: {exc.strerror}"
-        for listener in listeners:
-            url = listener.url
-            fell_back = "://0.0.0.0:" in url and "0.0.0.0" not in config.hosts
-            note = " (this host has no IPv6: IPv4 only)" if fell_back else ""
-            print(f"pipe-relay {__version__} listening on {url}{note}", flush=True)
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    # The signal handlers come first: a SIGTERM right after the start-up line must drain, not kill
+    # (in a container the server is PID 1, where a signal without a handler is ignored).
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            try:
+                listeners = await nursery.start(_serve_until_drained, config, hub, nursery.cancel_scope)
+            except ListenError as exc:
+                busy = exc.errno == errno.EADDRINUSE
+                reason = "address already in use" if busy else exc.strerror or str(exc)
+                return f"pipe-relay: error: cannot listen on {exc.address}: {reason}"
+            except CertificateError as exc:
+                return f"pipe-relay: error: cannot load the TLS certificate: {exc.strerror}"
+            for listener in listeners:
+                url = listener.url
+                fell_back = "://0.0.0.0:" in url and "0.0.0.0" not in config.hosts
+                note = " (this host has no IPv6: IPv4 only)" if fell_back else ""
+                print(f"pipe-relay {__version__} listening on {url}{note}", flush=True)
             async for signum in signals:
                 if hub.draining:
                     log.warning("%s again: cutting every connection now", signal.Signals(signum).name)
