@@ -8,8 +8,8 @@ and whose connections are counted). curl verifies the certificate (``--cacert``)
 transport's HTTP version; ``probe`` makes one request per server, checks the HTTP version curl got and
 reads the TLS version and cipher curl negotiated, for the report. The C reference relay has no TLS.
 
-A transport is one entry of ``TRANSPORTS``, named by its ALPN protocol id (``--tls http/1.1``); an
-HTTP/2 one would be ``Transport("h2", "https/2", ("--http2",), "2")`` once pipe-relay offers h2."""
+A transport is one entry of ``TRANSPORTS``, named by its ALPN protocol id: ``--tls http/1.1`` or
+``--tls h2`` (HTTP/2 over TLS, chosen by ALPN; curl ``--http2``)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,10 @@ class Transport:
     http_version: str  # what curl's %{http_version} must say
 
 
-TRANSPORTS = {"http/1.1": Transport("http/1.1", "https/1.1", ("--http1.1",), "1.1")}
+TRANSPORTS = {
+    "http/1.1": Transport("http/1.1", "https/1.1", ("--http1.1",), "1.1"),
+    "h2": Transport("h2", "https/2", ("--http2",), "2"),
+}
 
 
 @dataclass(frozen=True)
