@@ -9,6 +9,7 @@
 `idle` opens N receivers on N paths (each waits for a sender) and reports the server's RSS.
 `soak` streams SIZE bytes (generated, not stored) with `curl -T -` to ?n=2: one receiver at full
 speed, one with `curl --limit-rate`; the server's RSS is sampled every second; the peak is reported.
+`soak --http2`: every party over HTTP/2 (h2c, prior knowledge), so flow control does the pacing.
 `costs` opens COUNT idle connections, waiting pipes, ?progress watchers (a fresh server each) and
 reports the RSS each adds. The script starts its own server (`--engine` passes through, its log in
 a temporary folder) and stops it when done.
@@ -92,12 +93,13 @@ def soak(args: argparse.Namespace) -> int:
     with running_relay(args.engine, QUIET) as server:
         url = server.url("/soak?n=2")
         max_time = str(int(args.size / parse_size(args.limit_rate) * 1.5) + 60)
-        receive = ["curl", "-sS", "--max-time", max_time, "-o", "/dev/null", "-w", "%{size_download}"]
+        http2 = ["--http2-prior-knowledge"] if args.http2 else []
+        receive = ["curl", "-sS", *http2, "--max-time", max_time, "-o", "/dev/null", "-w", "%{size_download}"]
         receivers = [
             subprocess.Popen([*receive, url], stdout=subprocess.PIPE),
             subprocess.Popen([*receive, "--limit-rate", args.limit_rate, url], stdout=subprocess.PIPE),
         ]
-        send = ["curl", "-sS", "--max-time", max_time, "-T", "-", url]
+        send = ["curl", "-sS", *http2, "--max-time", max_time, "-T", "-", url]
         sender = subprocess.Popen(send, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
         started = time.monotonic()
         try:
@@ -121,7 +123,8 @@ def soak(args: argparse.Namespace) -> int:
     peak = sampler.peak / 1024
     first = samples[: max(1, len(samples) // 10)]
     print(
-        f"soak: {args.size} bytes to 2 receivers (one at {args.limit_rate}/s) in {seconds:.0f} s; "
+        f"soak{' (h2c)' if args.http2 else ''}: {args.size} bytes to 2 receivers "
+        f"(one at {args.limit_rate}/s) in {seconds:.0f} s; "
         f"received {sizes}; server RSS peak {peak:.1f} MiB (first 10%: {max(first):.1f} MiB, "
         f"last: {samples[-1]:.1f} MiB)"
     )
@@ -141,6 +144,7 @@ def main() -> int:
     soak_parser.add_argument("--size", type=parse_size, default=parse_size("10G"))
     soak_parser.add_argument("--limit-rate", default="20M", help="curl --limit-rate of the slow receiver")
     soak_parser.add_argument("--max-rss", type=float, default=64.0, help="MiB; exit 1 above it")
+    soak_parser.add_argument("--http2", action="store_true", help="every party over h2c (prior knowledge)")
     costs_parser = sub.add_parser("costs", help="RSS per idle connection, waiting pipe and watcher")
     costs_parser.add_argument("--count", type=int, default=2000)
     args = parser.parse_args()
