@@ -52,6 +52,7 @@ class HttpConnection:
         peer: str | None = None,
         *,
         head_deadline: float | None = None,
+        received: bytes = b"",
     ) -> None:
         self.sock = sock
         """A non-blocking stdlib socket, or one with TLS on it: waits go through trio's epoll."""
@@ -66,6 +67,7 @@ class HttpConnection:
         if head_deadline is None:  # (made at accept; a TLS handshake took its time from it already)
             head_deadline = trio.current_time() + config.header_timeout
         self._head_deadline = head_deadline
+        self._received = received  # (read before this connection was made: its first bytes)
         self.waiting_for_head = False
         """Blocked until the next bytes of a request head come (a drain may end the wait)."""
 
@@ -132,6 +134,9 @@ class HttpConnection:
 
     async def _receive(self, deadline: float) -> bytes | None:
         """Bytes from the client (b"" at its end), or None if `deadline` passes first."""
+        if self._received:
+            data, self._received = self._received, b""
+            return data
         sock = self.sock
         while True:
             try:  # most heads are already in the socket: read them without trio's wait path
@@ -156,6 +161,7 @@ class HttpConnection:
             target=event.target.decode("latin-1"),
             headers=kept_headers(event.headers.raw_items()),
             http_version=event.http_version.decode("ascii"),
+            secure=isinstance(self.sock, TlsSocket),
         )
         self._request_has_body = request.header("transfer-encoding") is not None or (
             request.header("content-length") not in (None, "0")

@@ -94,14 +94,17 @@ class Http2Connection:
     def __repr__(self) -> str:
         return f"<Http2Connection peer={self.peer!r} streams={len(self.streams)} closed={self.closed}>"
 
-    async def serve(self) -> None:
-        """Serve streams until the client goes, errs, or idles past the head deadline with none open."""
+    async def serve(self, first: bytes = b"") -> None:
+        """Serve streams until the client goes, errs, or idles past the head deadline with none open
+        (`first`: what was read of the connection already, its preface at least)."""
         self.h2.initiate_connection()
         self.h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._flusher)
                 self.flush()
+                if first:
+                    self._receive(first, nursery)
                 await self._read(nursery)
                 self._lost()
                 nursery.cancel_scope.cancel()  # (the flusher; streams ended with the connection)

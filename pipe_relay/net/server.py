@@ -14,11 +14,11 @@ import trio
 
 from ..config import Config
 from ..core.clients import client_address
-from ..core.http2 import PREFACE, preface_seen
+from ..core.http2 import preface_seen
 from ..core.replies import preflight_reply
 from ..core.routing import Play, Preflight, Receive, Request, Send, ServePage, Watch, route
 from ..errors import PipeError
-from .connection import HttpConnection
+from .connection import READ_SIZE, HttpConnection
 from .gate import Gate
 from .http2 import Http2Connection, Http2Stream
 from .hub import Hub
@@ -154,26 +154,31 @@ def _ip(address: Any) -> str:
 async def handle_connection(
     sock: socket.socket, peer: str, hub: Hub, gate: Gate, tls: Certificates | None = None
 ) -> None:
-    """One connection's task: (its TLS handshake, under the head deadline,) its requests, its close."""
+    """One connection's task: (its TLS handshake,) its protocol (ALPN, or the HTTP/2 preface on the
+    plain port), its requests, its close; all of it under the head deadline counted from the accept."""
     deadline = trio.current_time() + hub.config.header_timeout
     conn_sock: socket.socket | TlsSocket = sock
-    if tls is not None:
-        secured = None
-        try:
-            secured = await handshake(sock, tls, deadline)
-        finally:
-            if secured is None:  # (the handshake closed the socket)
-                gate.leave(peer)
-        if secured is None:
-            return
-        conn_sock = secured
-        http2 = secured.alpn == "h2"
-    else:
-        http2 = await _sniff_http2(sock, deadline)
+    first = b""
+    handed_over = False  # (then the protocol's own code closes the socket and leaves the gate)
+    try:
+        if tls is not None:
+            secured = await handshake(sock, tls, deadline)  # (closes the socket if it fails)
+            if secured is None:
+                return
+            conn_sock = secured
+            http2 = secured.alpn == "h2"
+        else:
+            first = await _first_bytes(sock, deadline)
+            http2 = preface_seen(first) is True
+        handed_over = True
+    finally:
+        if not handed_over:
+            conn_sock.close()
+            gate.leave(peer)
     if http2:
-        await _serve_http2(conn_sock, peer, hub, gate, deadline)
+        await _serve_http2(conn_sock, peer, hub, gate, deadline, first)
         return
-    conn = HttpConnection(conn_sock, hub.config, peer, head_deadline=deadline)
+    conn = HttpConnection(conn_sock, hub.config, peer, head_deadline=deadline, received=first)
     gate.enter(conn)
     try:
         await _serve_requests(conn, hub, gate)
@@ -191,26 +196,31 @@ async def handle_connection(
         gate.exit(conn, peer)
 
 
-async def _sniff_http2(sock: socket.socket, deadline: float) -> bool:
-    """Does a plain connection open with the HTTP/2 preface (prior knowledge, h2c)? Its bytes are
-    peeked, not taken: an HTTP/1.1 request (even one saying `HTTP/2.0`) goes to h11 untouched."""
+async def _first_bytes(sock: socket.socket, deadline: float) -> bytes:
+    """A plain connection's first bytes, enough to tell the HTTP/2 preface (prior knowledge, h2c)
+    from an HTTP/1.x head (one read, as a rule: TCP_DEFER_ACCEPT accepted it with its bytes in).
+    b"" at the client's end or past the deadline; the HTTP/1.1 path takes what came, as its own
+    first read, so an HTTP/1.1 request (even one saying `HTTP/2.0`) reaches h11 untouched."""
+    data = b""
     while True:
         try:
-            seen = preface_seen(sock.recv(len(PREFACE), socket.MSG_PEEK))
+            chunk = sock.recv(READ_SIZE)
         except BlockingIOError:
-            seen = None
+            chunk = None
         except OSError:
-            return False
-        if seen is not None:
-            return seen
+            return data
+        if chunk is not None:
+            data += chunk
+            if not chunk or preface_seen(data) is not None:
+                return data
         with trio.move_on_at(deadline):
             await trio.lowlevel.wait_readable(sock)
             continue
-        return False  # (silent past the head deadline: the HTTP/1.1 path closes it)
+        return data
 
 
 async def _serve_http2(
-    sock: socket.socket | TlsSocket, peer: str, hub: Hub, gate: Gate, deadline: float
+    sock: socket.socket | TlsSocket, peer: str, hub: Hub, gate: Gate, deadline: float, first: bytes
 ) -> None:
     async def answer(stream: Http2Stream, request: Request) -> None:
         await respond(stream, request, hub, peer)
@@ -218,7 +228,7 @@ async def _serve_http2(
     connection = Http2Connection(sock, hub.config, peer, answer, head_deadline=deadline)
     abort = False
     try:
-        await connection.serve()
+        await connection.serve(first)
         await connection.drain_out(2.0)
     except trio.Cancelled:
         abort = True  # the server stops: a cut transfer must never look complete
