@@ -46,6 +46,7 @@ def request_from_fields(fields: Iterable[tuple[bytes, bytes]]) -> Request:
         target=path.decode("latin-1"),
         headers=kept_headers(regular),
         http_version="2",
+        secure=pseudo.get(b":scheme") == b"https",
     )
     length = request.header("content-length")
     if length is not None and not valid_content_length(length):

@@ -17,6 +17,8 @@ class Request:
     target: str
     headers: Headers
     http_version: str = "1.1"
+    secure: bool = False
+    """It came over TLS (so our own URLs, as the pages show them, are https://)."""
     _first: dict[str, str] = field(init=False, repr=False, compare=False)
     """The first value of each header name (a request's heads are looked up a dozen times)."""
 

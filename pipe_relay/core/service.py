@@ -17,12 +17,13 @@ def version_line() -> str:
     return f"{SERVICE_NAME} {__version__}\n"
 
 
-def base_url(host: str | None, forwarded_proto: str | None) -> str:
-    """The server's own URL as a client sees it: Host (if it is a plain host[:port]) and scheme."""
+def base_url(host: str | None, forwarded_proto: str | None, *, secure: bool = False) -> str:
+    """The server's own URL as a client sees it: Host (if it is a plain host[:port]) and scheme
+    (https over our TLS listener, or behind a proxy that says so)."""
     shown = host.strip() if host else ""
     if not _HOST.match(shown):
         shown = "localhost"
-    scheme = "https" if (forwarded_proto or "").strip().lower() == "https" else "http"
+    scheme = "https" if secure or (forwarded_proto or "").strip().lower() == "https" else "http"
     return f"{scheme}://{shown}"
 
 

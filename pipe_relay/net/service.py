@@ -48,7 +48,7 @@ def _fd_count() -> int:
 
 def page_reply(decision: ServePage, request: Request, peer: str, *, draining: bool = False) -> Reply:
     origin = request.header("origin")
-    url = base_url(request.header("host"), request.header("x-forwarded-proto"))
+    url = base_url(request.header("host"), request.header("x-forwarded-proto"), secure=request.secure)
     page = decision.page
     prefixed = decision.target.prefixed
     if page is Reserved.INDEX:
@@ -105,7 +105,7 @@ def progress_page_reply(decision: Watch, request: Request) -> Reply:
 
 def video_page_reply(decision: Play, request: Request) -> Reply:
     target = decision.target
-    url = base_url(request.header("host"), request.header("x-forwarded-proto"))
+    url = base_url(request.header("host"), request.header("x-forwarded-proto"), secure=request.secure)
     body, headers = pages.video_page(url=url, path=target.shown_path, prefixed=target.prefixed)
     origin = request.header("origin")
     return reply(200, body.encode(), content_type=_HTML, origin=origin, extra=tuple(headers))

@@ -54,7 +54,7 @@ class PageLog:
 
 @contextmanager
 def chromium_page(
-    *, javascript: bool = True, width: int = 1000, height: int = 900
+    *, javascript: bool = True, width: int = 1000, height: int = 900, trust_any_certificate: bool = False
 ) -> Iterator[tuple[Page, PageLog]]:
     """A fresh headless Chromium page (its own browser), with CSP violations and errors recorded.
 
@@ -69,6 +69,7 @@ def chromium_page(
                 java_script_enabled=javascript,
                 viewport={"width": width, "height": height},
                 accept_downloads=True,
+                ignore_https_errors=trust_any_certificate,  # (a test server's own CA)
             )
             page = context.new_page()
 

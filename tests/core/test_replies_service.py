@@ -491,3 +491,9 @@ def test_transfer_error_text() -> None:
     error = TransferError(TransferFailure.SENDER_GONE, "12 of 100 bytes")
     assert str(error) == "the sender disconnected before the end of its body: 12 of 100 bytes"
     assert str(TransferError(TransferFailure.RECEIVERS_GONE)) == "all receivers disconnected"
+
+
+def test_base_url_over_our_own_tls_is_https() -> None:
+    assert base_url("relay.example:8443", None, secure=True) == "https://relay.example:8443"
+    assert base_url("relay.example:8443", "http", secure=True) == "https://relay.example:8443"
+    assert base_url("relay.example:8080", None, secure=False) == "http://relay.example:8080"

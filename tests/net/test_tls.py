@@ -357,3 +357,14 @@ async def test_https_only_prints_its_url_and_serves(tls_files: TlsFiles) -> None
     assert health.returncode == 0, health.stderr
     assert b'"status"' in health.stdout
     assert plain.returncode != 0  # (the port speaks TLS only)
+
+
+@pytest.mark.parametrize("protocol", ["--http1.1", "--http2"])
+async def test_the_help_over_tls_names_https_urls(
+    tls_relay: Relay, tls_files: TlsFiles, protocol: str
+) -> None:
+    with trio.fail_after(10):
+        got = await curl(protocol, "--cacert", str(tls_files.ca_pem), tls_relay.tls_url + "/help")
+        plain = await curl(tls_relay.url + "/help")
+    assert f"curl -T myfile {tls_relay.tls_url}/mypath".encode() in got.stdout
+    assert f"curl -T myfile {tls_relay.url}/mypath".encode() in plain.stdout
