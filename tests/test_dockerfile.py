@@ -27,8 +27,8 @@ from pipe_relay.config import HTTPS_PORT, Config
 from pipe_relay.core.paths import API_PREFIX, Reserved
 from pipe_relay.core.routing import Decision, Request, ServePage, route
 from pipe_relay.errors import PipeError
+from tests.clients import ROOT, cli_server
 
-ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -245,23 +245,10 @@ def stop_signal() -> signal.Signals:
 @asynccontextmanager
 async def cmd_server() -> AsyncIterator[tuple[trio.Process, int]]:
     """`python -m pipe_relay` with the CMD's flags, on a free port instead of the fixed one."""
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "pipe_relay", *_cmd_with_port_0()], stdout=-1, cwd=ROOT
-    )
-    try:
-        assert process.stdout is not None
-        line = b""
-        while not line.endswith(b"\n"):
-            chunk = await process.stdout.receive_some(1)
-            assert chunk, "the server exited before printing its address"
-            line += chunk
-        found = re.search(r"listening on http://\S+:(\d+)", line.decode())
+    async with cli_server(*_cmd_with_port_0()) as (process, line):
+        found = re.search(r"listening on http://\S+:(\d+)", line)
         assert found, line
         yield process, int(found[1])
-    finally:
-        if process.returncode is None:
-            process.kill()
-        await process.wait()
 
 
 async def _run_check(argv: list[str]) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import trio
 
-from tests.clients import curl
+from tests.clients import cli_server, curl
 
 
 async def _cli(*args: str) -> trio.CompletedProcess[bytes]:
@@ -20,35 +20,11 @@ async def _cli(*args: str) -> trio.CompletedProcess[bytes]:
 
 async def test_cli_starts_prints_its_address_and_serves() -> None:
     with trio.fail_after(20):
-        process = await trio.lowlevel.open_process(
-            [
-                sys.executable,
-                "-m",
-                "pipe_relay",
-                "--host",
-                "127.0.0.1",
-                "--http-port",
-                "0",
-                "--heartbeat",
-                "5",
-            ],
-            stdout=-1,
-        )
-        try:
-            assert process.stdout is not None
-            line = b""
-            while not line.endswith(b"\n"):
-                chunk = await process.stdout.receive_some(1)
-                assert chunk, "the server exited before printing its address"
-                line += chunk
-            text = line.decode()
+        async with cli_server("--host", "127.0.0.1", "--http-port", "0", "--heartbeat", "5") as (_, text):
             assert text.startswith("pipe-relay 0.1.0 listening on http://127.0.0.1:")
             port = int(text.rsplit(":", 1)[1])
             version = await curl(f"http://127.0.0.1:{port}/version")
             assert version.stdout == b"pipe-relay 0.1.0\n"
-        finally:
-            process.terminate()
-            await process.wait()
 
 
 async def test_bad_flag_value_is_one_line() -> None:

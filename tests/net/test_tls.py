@@ -15,9 +15,18 @@ import trio
 import trustme
 
 from pipe_relay.net.tls import CertificateError, Certificates
-from tests.clients import CurlResult, Payload, Relay, StartRelay, TlsFiles, curl, curl_into, sha256_file
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.clients import (
+    ROOT,
+    CurlResult,
+    Payload,
+    Relay,
+    StartRelay,
+    TlsFiles,
+    cli_server,
+    curl,
+    curl_into,
+    sha256_file,
+)
 
 
 @pytest.fixture
@@ -323,9 +332,6 @@ def test_tls_flags_that_do_not_fit_together(flags: list[str], message: str) -> N
 async def test_https_only_prints_its_url_and_serves(tls_files: TlsFiles) -> None:
     """`--no-http --enable-https`: one https:// start-up line, and a health check over TLS."""
     command = [
-        sys.executable,
-        "-m",
-        "pipe_relay",
         "--host",
         "127.0.0.1",
         "--no-http",
@@ -338,22 +344,11 @@ async def test_https_only_prints_its_url_and_serves(tls_files: TlsFiles) -> None
         str(tls_files.key),
     ]
     with trio.fail_after(20):
-        process = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE, cwd=ROOT)
-        try:
-            assert process.stdout is not None
-            line = b""
-            while not line.endswith(b"\n"):
-                chunk = await process.stdout.receive_some(1)
-                assert chunk, "the server exited before printing its address"
-                line += chunk
-            text = line.decode()
+        async with cli_server(*command) as (_, text):
             assert text.startswith("pipe-relay ") and " listening on https://127.0.0.1:" in text
             url = text.split(" listening on ")[1].strip()
             health = await curl("--cacert", str(tls_files.ca_pem), url + "/api/v1/pipe/health")
             plain = await curl(url.replace("https://", "http://") + "/api/v1/pipe/health")
-        finally:
-            process.terminate()
-            await process.wait()
     assert health.returncode == 0, health.stderr
     assert b'"status"' in health.stdout
     assert plain.returncode != 0  # (the port speaks TLS only)
