@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import itertools
 import socket
-import struct
 from dataclasses import dataclass
 
 import pytest
@@ -129,12 +128,6 @@ async def case(
     chunked = request.node.callspec.params["framing"] == "chunked"
     key = "/m-" + request.node.callspec.id.replace("[", "-").replace("]", "")
     return Case(relay, raw_clients, payload, payload.path.read_bytes(), key, chunked)
-
-
-async def _leave(client: RawClient, how: str) -> None:
-    if how == "reset":
-        client.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    await client.aclose()
 
 
 async def _receivers(case: Case, count: int, *, present: int = 0) -> list[RawClient]:
@@ -262,20 +255,20 @@ async def test_the_sender_leaves(case: Case, phase: str, framing: str, how: str)
             receivers = await _receivers(case, 2)
             sender = await case.connect()
             await sender.send(case.put_head()[:-2])
-            await _leave(sender, how)
+            await sender.leave(how)
         elif phase == "waiting":  # registered with the first body bytes, one receiver of two there
             receivers = await _receivers(case, 1)
             sender = await case.connect()
             await sender.send(case.put_head() + case.framed(0, FIRST))
             assert parse_head(await sender.read_until(b"\r\n\r\n"))[0] == 200
             assert await read_status_until(sender, ONE) == WAITING + ONE  # read all: a close is a FIN
-            await _leave(sender, how)
+            await sender.leave(how)
             await case.relay.wait_for_pipe(case.key, sender=False, receivers=1)
             receivers += await _receivers(case, 1, present=1)
         else:
             sender, receivers = await _streaming(case)
             await _move(case, sender, 0, PHASE_END[phase], receivers)
-            await _leave(sender, how)
+            await sender.leave(how)
             for receiver in receivers:
                 rest, clean = await receiver.read_to_end()
                 if phase == "after-last" and not case.chunked:
@@ -315,7 +308,7 @@ async def test_one_of_two_receivers_leaves(
             assert await read_status_until(sender, ONE) == ONE
             leaves = await case.connect()
             await leaves.send(case.get_head()[:-2])
-            await _leave(leaves, how)
+            await leaves.leave(how)
             got: dict[str, CurlResult] = {}
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(curl_into, got, "replacement", case.url)
@@ -332,12 +325,12 @@ async def test_one_of_two_receivers_leaves(
                 # it cannot see this one go (TCP tells it nothing) and the transfer is complete
                 await _move(case, sender, 0, BODY, [leaves, stays], short=(leaves,))
                 await _arrived(leaves, TAIL - len(leaves.buffer))
-                await _leave(leaves, how)
+                await leaves.leave(how)
                 assert await _status_to_end(sender, COMPLETE) == COMPLETE
             else:
                 start = PHASE_END[phase]
                 await _move(case, sender, 0, start, [leaves, stays])
-                await _leave(leaves, how)
+                await leaves.leave(how)
                 # the rest in RESTS rounds, each read before the next is sent: steps go on after the drop
                 cuts = [start + (BODY - start) * i // RESTS for i in range(RESTS + 1)]
                 for low, high in itertools.pairwise(cuts):
@@ -359,7 +352,7 @@ async def test_every_receiver_leaves(case: Case, phase: str, framing: str, how: 
             for _ in range(2):
                 leaves = await case.connect()
                 await leaves.send(case.get_head()[:-2])
-                await _leave(leaves, how)
+                await leaves.leave(how)
             got: dict[str, CurlResult] = {}
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(curl_into, got, "a", case.url)
@@ -372,21 +365,21 @@ async def test_every_receiver_leaves(case: Case, phase: str, framing: str, how: 
             assert await _status_to_end(sender, COMPLETE) == COMPLETE
         elif phase == "waiting":  # both registered, no sender yet: both go, the pipe goes with them
             for receiver in await _receivers(case, 2):
-                await _leave(receiver, how)
+                await receiver.leave(how)
         elif phase == "after-last" and not case.chunked:
             # every byte is in both sockets before they go: the server cannot know (see above)
             sender, receivers = await _streaming(case)
             await _move(case, sender, 0, BODY, receivers, short=tuple(receivers))
             for receiver in receivers:
                 await _arrived(receiver, TAIL - len(receiver.buffer))
-                await _leave(receiver, how)
+                await receiver.leave(how)
             assert await _status_to_end(sender, COMPLETE) == COMPLETE
         else:
             sender, receivers = await _streaming(case)
             start = PHASE_END[phase]
             await _move(case, sender, 0, start, receivers)
             for receiver in receivers:
-                await _leave(receiver, how)
+                await receiver.leave(how)
 
             async def rest() -> None:
                 with contextlib.suppress(trio.BrokenResourceError):  # it reads and drops a while, then resets
@@ -410,7 +403,7 @@ async def test_the_sender_leaves_before_its_first_payload_byte(case: Case, frami
         await sender.send(case.put_head() + b"10000\r\n")
         assert parse_head(await sender.read_until(b"\r\n\r\n"))[0] == 200
         assert await read_status_until(sender, STREAMING) == TWO + STREAMING
-        await _leave(sender, how)
+        await sender.leave(how)
         for receiver in receivers:
             response, clean = await receiver.read_to_end()
             assert clean
