@@ -188,6 +188,10 @@ class RawClient:
         self.stream.socket.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_LINGER, struct.pack("ii", 1, 0))
         await self.stream.aclose()
 
+    async def leave(self, how: str) -> None:
+        """Leave with a FIN (`close`) or a reset (`reset`)."""
+        await (self.reset() if how == "reset" else self.aclose())
+
     async def read_until(self, marker: bytes) -> bytes:
         """Read until `marker` appears; return everything up to and including it."""
         while marker not in self.buffer:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
-import struct
 from functools import partial
 
 import pytest
@@ -21,12 +19,6 @@ SEEN_WITHIN = 0.25
 async def relay(start_relay: StartRelay, monkeypatch: pytest.MonkeyPatch) -> Relay:
     monkeypatch.setattr(pipe_relay.net.hub, "POLL_INTERVAL", 30.0)  # only a hang-up can wake a party now
     return await start_relay(heartbeat=0)
-
-
-async def _leave(client: RawClient, how: str) -> None:
-    if how == "reset":
-        client.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    await client.aclose()
 
 
 async def _forgotten_within(relay: Relay, key: str, predicate_receivers: int | None) -> float:
@@ -49,7 +41,7 @@ async def test_a_waiting_receiver_that_leaves_is_forgotten_at_once(
         for client in (stays, leaves):
             await client.send(b"GET /leave-r?n=2 HTTP/1.1\r\nHost: x\r\n\r\n")
         await relay.wait_for_pipe("/leave-r", receivers=2)
-        await _leave(leaves, how)
+        await leaves.leave(how)
         seconds = await _forgotten_within(relay, "/leave-r", 1)
         assert seconds < SEEN_WITHIN
         got: dict[str, CurlResult] = {}
@@ -76,7 +68,7 @@ async def test_a_waiting_sender_that_leaves_is_forgotten_at_once(
         raw_clients.append(sender)
         await sender.send(b"PUT /leave-s HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nfirst")
         await relay.wait_for_pipe("/leave-s", sender=True)
-        await _leave(sender, how)
+        await sender.leave(how)
         assert await _forgotten_within(relay, "/leave-s", None) < SEEN_WITHIN
         await trio.sleep(0.05)
         got: dict[str, CurlResult] = {}

@@ -1,12 +1,10 @@
-# Where the server listens: dual-stack `::`, several hosts on one hub, a Unix socket, the fallback.
+# Where the server listens: dual-stack `::`, several hosts on one hub, a Unix socket, a busy address.
 # Real clients only (curl over 127.0.0.1, [::1] and --unix-socket); no fixed port is asked for.
 from __future__ import annotations
 
 import contextlib
 import errno
 import os
-import platform
-import shutil
 import socket
 import stat
 import sys
@@ -19,6 +17,7 @@ from pipe_relay import Config, serve
 from pipe_relay.net.engine import BufferEngine
 from pipe_relay.net.listen import ListenError
 from pipe_relay.net.splice import SpliceEngine
+from tests.cli_process import ROOT, open_cli, startup_lines, stop_cli
 from tests.clients import (
     CurlResult,
     Payload,
@@ -30,7 +29,6 @@ from tests.clients import (
     sha256_file,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
 ONE_ENGINE = pytest.mark.parametrize("engine", ["buffer"])  # (no byte moves: one engine is enough)
 
 
@@ -59,28 +57,6 @@ def _our_tcp_listeners() -> set[str]:
             if fields[3] == "0A":  # TCP_LISTEN
                 listening.add(f"socket:[{fields[9]}]")
     return ours & listening
-
-
-async def _open_cli(*args: str, prefix: tuple[str, ...] = ()) -> trio.Process:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [*prefix, sys.executable, "-m", "pipe_relay", *args]
-    return await trio.lowlevel.open_process(command, stdout=-1, stderr=-1, cwd=ROOT, env=env)
-
-
-async def _lines(process: trio.Process, count: int) -> list[str]:
-    """The first `count` lines the server prints (its start-up lines)."""
-    assert process.stdout is not None
-    data = b""
-    while data.count(b"\n") < count:
-        chunk = await process.stdout.receive_some(4096)
-        assert chunk, f"the server exited after printing {data!r}"
-        data += chunk
-    return data.decode().splitlines()
-
-
-async def _stop(process: trio.Process) -> int:
-    process.terminate()
-    return await process.wait()
 
 
 async def _cli_error(*args: str) -> tuple[int, bytes]:
@@ -279,9 +255,9 @@ async def test_the_start_up_lines_name_every_address_and_the_socket_file_goes_at
     unix_path = tmp_path / "cli.sock"
     with trio.fail_after(20):
         args = ("--host", "127.0.0.1", "--host", "::1", "--http-port", "0", "--unix", str(unix_path))
-        process = await _open_cli(*args)
+        process = await open_cli(*args)
         try:
-            lines = await _lines(process, 3)
+            lines = await startup_lines(process, 3)
             port = int(lines[0].rsplit(":", 1)[1])
             assert lines == [
                 f"pipe-relay 0.1.0 listening on http://127.0.0.1:{port}",
@@ -292,7 +268,7 @@ async def test_the_start_up_lines_name_every_address_and_the_socket_file_goes_at
             version = await curl("--unix-socket", str(unix_path), "http://localhost/version")
             assert version.stdout == b"pipe-relay 0.1.0\n", version.stderr
         finally:
-            code = await _stop(process)
+            code = await stop_cli(process)
     assert code == 0
     assert not unix_path.exists()
 
@@ -326,86 +302,3 @@ async def test_a_busy_address_among_several_is_one_line_and_nothing_stays_bound(
     with socket.socket() as again:
         again.bind(("127.0.0.1", port))  # (no SO_REUSEADDR: a socket left listening would refuse it)
     assert not unix_path.exists()
-
-
-# No IPv6 on the host --------------------------------------------------------------------------
-
-# Makes socket(AF_INET6, ...) fail with EAFNOSUPPORT, as on a kernel without IPv6, by a seccomp
-# filter on the server process only (x86_64: the syscall number and audit arch are that ABI's).
-_NO_IPV6_FILTER = [
-    (0x20, 0, 0, 4),  # ld [4]: seccomp_data.arch
-    (0x15, 0, 5, 0xC000003E),  # AUDIT_ARCH_X86_64, else allow
-    (0x20, 0, 0, 0),  # ld [0]: seccomp_data.nr
-    (0x15, 0, 3, 41),  # __NR_socket, else allow
-    (0x20, 0, 0, 16),  # ld [16]: args[0], the family
-    (0x15, 0, 1, int(socket.AF_INET6)),
-    (0x06, 0, 0, 0x00050000 | errno.EAFNOSUPPORT),  # SECCOMP_RET_ERRNO
-    (0x06, 0, 0, 0x7FFF0000),  # SECCOMP_RET_ALLOW
-]
-_WITHOUT_IPV6 = f"""
-import ctypes, sys
-class Insn(ctypes.Structure):
-    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8),
-                ("k", ctypes.c_uint32)]
-class Prog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Insn))]
-insns = (Insn * {len(_NO_IPV6_FILTER)})(*[Insn(*i) for i in {_NO_IPV6_FILTER!r}])
-libc = ctypes.CDLL(None, use_errno=True)
-assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
-assert libc.prctl(22, 2, ctypes.byref(Prog(len(insns), insns))) == 0, ctypes.get_errno()  # seccomp
-from pipe_relay.__main__ import main
-main(sys.argv[1:])
-"""
-
-
-@pytest.mark.skipif(
-    platform.machine() != "x86_64" or not sys.platform.startswith("linux"), reason="x86_64 seccomp"
-)
-async def test_without_ipv6_the_default_falls_back_to_ipv4_and_says_so() -> None:
-    with trio.fail_after(20):
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        command = [sys.executable, "-c", _WITHOUT_IPV6, "--http-port", "0"]
-        process = await trio.lowlevel.open_process(command, stdout=-1, stderr=-1, cwd=ROOT, env=env)
-        try:
-            (line,) = await _lines(process, 1)
-            port = int(line.split(" (")[0].rsplit(":", 1)[1])
-            assert (
-                line
-                == f"pipe-relay 0.1.0 listening on http://0.0.0.0:{port} (this host has no IPv6: IPv4 only)"
-            )
-            version = await curl(f"http://127.0.0.1:{port}/version")
-            assert version.stdout == b"pipe-relay 0.1.0\n", version.stderr
-        finally:
-            assert await _stop(process) == 0
-
-
-_NETNS = shutil.which("unshare") is not None and os.geteuid() == 0
-
-
-@pytest.mark.skipif(not _NETNS, reason="needs root and unshare(1) for a network namespace")
-async def test_with_ipv6_disabled_by_sysctl_the_dual_stack_socket_still_serves_ipv4() -> None:
-    """`disable_ipv6=1` (in a fresh network namespace) leaves AF_INET6 sockets working: `::` binds
-    and IPv4 clients reach it, so there is nothing to fall back from; `::1` has no address."""
-    setup = 'ip link set lo up && sysctl -qw net.ipv6.conf.all.disable_ipv6=1 && exec "$@"'
-    prefix = ("unshare", "-n", "sh", "-c", setup, "sh")
-    with trio.fail_after(20):
-        process = await _open_cli("--http-port", "0", prefix=prefix)
-        try:
-            (line,) = await _lines(process, 1)
-            port = int(line.rsplit(":", 1)[1])
-            assert line == f"pipe-relay 0.1.0 listening on http://[::]:{port}"
-            inside = ("nsenter", f"--net=/proc/{process.pid}/ns/net")
-            result = await trio.run_process(
-                [*inside, "curl", "-sS", "--max-time", "5", f"http://127.0.0.1:{port}/version"],
-                capture_stdout=True,
-                capture_stderr=True,
-                check=False,
-            )
-            assert result.stdout == b"pipe-relay 0.1.0\n", result.stderr
-        finally:
-            assert await _stop(process) == 0
-        failed = await _open_cli("--host", "::1", "--http-port", "0", prefix=prefix)
-        assert await failed.wait() == 1
-        assert failed.stderr is not None
-        stderr = await failed.stderr.receive_some(4096)
-    assert stderr == b"pipe-relay: error: cannot listen on [::1]:0: Cannot assign requested address\n"

@@ -1,33 +1,34 @@
-# Lockstep end to end: a stalled or slow receiver paces the sender; one stalled past --idle-timeout goes.
+# Lockstep end to end: a stalled or a rate-limited receiver paces the sender and the other receivers.
 # Invariant: the server holds about one step per transfer: it never races ahead of its slowest live receiver.
 from __future__ import annotations
 
 import hashlib
-import random
 import socket
-import struct
-import sys
 import tracemalloc
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
 
 from pipe_relay import Config
-from tests.clients import CurlResult, RawClient, Relay, StartRelay, curl, raw_pipe, read_status_until
+from tests.clients import CurlResult, RawClient, Relay, curl, raw_pipe, read_status_until
+from tests.lockstep_parties import (
+    BODY_SIZE,
+    COMPLETE,
+    SENDER_SNDBUF,
+    STALLED_RCVBUF,
+    Body,
+    MiB,
+    Reader,
+    Sender,
+    random_body,
+    streaming_lines,
+)
 
-MiB = 1 << 20
-BODY_SIZE = 64 * MiB
-PIECE = 256 * 1024
-"""The raw sender writes (and, chunked, frames) its body in pieces of this size."""
-STALLED_RCVBUF = 4096
-"""SO_RCVBUF of a stalled receiver, set before it connects (Linux doubles it: 8 KiB)."""
 RESUMED_RCVBUF = 4 * MiB
-"""...and once it reads again: the window opens, so the rest of the body comes fast."""
-SENDER_SNDBUF = 64 * 1024
+"""A stalled receiver's SO_RCVBUF once it reads again (STALLED_RCVBUF before): the window opens,
+so the rest of the body comes fast."""
 QUIET = 0.5
 """A receiver that got no byte for this long is stuck (behind the stalled one)."""
 STEP = Config().buffer_size
@@ -55,19 +56,9 @@ MEMORY_BOUND = 16 * MiB
 """Growth of the process (RSS) and of its Python heap while the transfer is stuck."""
 
 
-@dataclass(frozen=True)
-class Body:
-    data: bytes
-    sha256: str
-
-    def prefix(self, size: int) -> Body:
-        return Body(self.data[:size], hashlib.sha256(self.data[:size]).hexdigest())
-
-
 @pytest.fixture(scope="module")
 def body() -> Body:
-    data = random.Random(0x10C57E9).randbytes(BODY_SIZE)
-    return Body(data, hashlib.sha256(data).hexdigest())
+    return random_body()
 
 
 def rss() -> int:
@@ -97,95 +88,6 @@ class HeapWatch:
             tracemalloc.stop()
 
 
-def receive_queue(local: tuple[str, int], remote: tuple[str, int]) -> int:
-    """Bytes in the receive queue of the IPv4 TCP socket `local` -> `remote` (/proc/net/tcp)."""
-
-    def hexaddr(addr: tuple[str, int]) -> str:
-        packed = int.from_bytes(socket.inet_aton(addr[0]), sys.byteorder)
-        return f"{packed:08X}:{addr[1]:04X}"
-
-    want = [hexaddr(local), hexaddr(remote)]
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[1:3] == want:
-            return int(fields[4].split(":")[1], 16)
-    raise AssertionError(f"no TCP socket {local} -> {remote}")
-
-
-def not_sent(sock: trio.socket.SocketType) -> int:
-    """Bytes written to `sock` that have not gone out yet: tcpi_notsent_bytes, at byte 144 of
-    Linux's struct tcp_info (which only grows at its end)."""
-    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
-    return int(struct.unpack_from("I", info, 144)[0])
-
-
-@dataclass
-class Reader:
-    """A raw receiver's body, hashed as it comes (never held), with its progress."""
-
-    client: RawClient
-    got: int = 0
-    moved_at: float = field(default_factory=trio.current_time)
-    longest_gap: float = 0.0
-    digest: Any = field(default_factory=hashlib.sha256)
-
-    async def _payload(self, count: int) -> None:
-        while count:
-            piece = await self.client.read_some(min(count, MiB))
-            now = trio.current_time()
-            if self.got:
-                self.longest_gap = max(self.longest_gap, now - self.moved_at)
-            self.digest.update(piece)
-            self.got += len(piece)
-            self.moved_at = now
-            count -= len(piece)
-
-    async def read_body(self, length: int, *, chunked: bool) -> None:
-        """The whole body (`length` payload bytes), then a clean close right after its end."""
-        client = self.client
-        if chunked:
-            while size := int(await client.read_until(b"\r\n"), 16):
-                await self._payload(size)
-                assert await client.read_exactly(2) == b"\r\n"
-            assert await client.read_exactly(2) == b"\r\n"
-        else:
-            await self._payload(length)
-        assert self.got == length
-        assert await client.read_to_end() == (b"", True)
-
-
-@dataclass
-class Sender:
-    """A raw sender that counts the bytes its socket took."""
-
-    client: RawClient
-    sent: int = 0
-
-    async def _send(self, data: bytes | memoryview) -> None:
-        sock = self.client.stream.socket
-        view = memoryview(data)
-        while view:
-            count = await sock.send(view)
-            self.sent += count
-            view = view[count:]
-
-    async def send_body(self, data: bytes, *, chunked: bool) -> None:
-        view = memoryview(data)
-        for start in range(0, len(data), PIECE):
-            piece = view[start : start + PIECE]
-            await self._send(b"".join((b"%x\r\n" % len(piece), piece, b"\r\n")) if chunked else piece)
-        if chunked:
-            await self._send(b"0\r\n\r\n")
-
-    def server_read(self, relay: Relay) -> int:
-        """Bytes of the body that the server process has read: what left this socket, less what
-        waits in the server's receive queue. (Not what this socket took less what it holds: on
-        loopback, bytes not acked yet are already in the server's queue, and would count twice.)"""
-        sock = self.client.stream.socket
-        here = sock.getsockname()
-        return self.sent - not_sent(sock) - receive_queue((relay.host, relay.port), here)
-
-
 async def wait_until_quiet(readers: list[Reader], quiet: float) -> None:
     """Until every reader has bytes and none got more for `quiet` seconds."""
     while True:
@@ -193,17 +95,6 @@ async def wait_until_quiet(readers: list[Reader], quiet: float) -> None:
         now = trio.current_time()
         if all(r.got for r in readers) and now - max(r.moved_at for r in readers) >= quiet:
             return
-
-
-def streaming_lines(n: int) -> bytes:
-    """The sender's status lines up to streaming (receivers came first)."""
-    count = b"[INFO] %d of %d receiver(s) connected.\n" % (n, n) if n > 1 else b""
-    return count + b"[INFO] Streaming to %d receiver(s)...\n" % n
-
-
-COMPLETE = b"[INFO] Upload complete.\n[INFO] Transfer complete.\n"
-DROPPED = b"[WARN] A receiver disconnected; streaming to 1 receiver(s).\n"
-ALL_GONE = b"[ERROR] All receivers disconnected.\n"
 
 
 # Under the splice engine a chunked body goes through the buffer engine; a Content-Length one is
@@ -328,87 +219,3 @@ async def test_rate_limited_curl_receiver_paces_the_other(
     assert 0.5 * (SLOW_SIZE - LEAD_BOUND) / SLOW_RATE <= fast <= slow + 1, (
         f"fast {fast:.2f} s, slow {slow:.2f} s"
     )
-
-
-IDLE = 1.0
-DROP_SIZE = 16 * MiB
-"""Well above what a stalled receiver's socket buffers take (LEAD_BOUND): the server must wait."""
-
-
-def assert_cut_short(cut: bytes, clean: bool, part: Body, *, chunked: bool) -> None:
-    """A dropped receiver's body: never complete, and it ends in a reset, not a clean close."""
-    assert not clean
-    if chunked:
-        assert not cut.endswith(b"0\r\n\r\n")
-    else:
-        assert len(cut) < len(part.data)
-        assert cut == part.data[: len(cut)]
-
-
-@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
-async def test_stalled_receiver_is_dropped_at_the_idle_timeout(
-    start_relay: StartRelay, raw_clients: list[RawClient], body: Body, chunked: bool
-) -> None:
-    """n=2, the last receiver stops reading for good: the other one waits for it for the idle
-    timeout, then the stalled one is dropped and the transfer goes on without it."""
-    relay = await start_relay(idle_timeout=IDLE)
-    part = body.prefix(DROP_SIZE)
-    with trio.fail_after(15):
-        client, (healthy, stalled) = await raw_pipe(
-            relay,
-            raw_clients,
-            f"/drop-{int(chunked)}",
-            2,
-            length=None if chunked else DROP_SIZE,
-            rcvbufs=[None, STALLED_RCVBUF],
-            sndbuf=SENDER_SNDBUF,
-        )
-        await client.read_until(b"\r\n\r\n")
-        sender = Sender(client)
-        reader = Reader(healthy)
-        async with trio.open_nursery() as nursery:
-            start = trio.current_time()
-            nursery.start_soon(partial(sender.send_body, part.data, chunked=chunked))
-            nursery.start_soon(partial(reader.read_body, DROP_SIZE, chunked=chunked))
-            status = await read_status_until(client, DROPPED)
-            dropped = trio.current_time() - start
-        status += await read_status_until(client, COMPLETE)
-        assert await client.read_to_end() == (b"0\r\n\r\n", True)
-        cut, clean = await stalled.read_to_end()
-    assert status == streaming_lines(2) + DROPPED + COMPLETE
-    assert reader.digest.hexdigest() == part.sha256
-    assert_cut_short(cut, clean, part, chunked=chunked)
-    assert 0.8 * IDLE <= dropped <= 3 * IDLE + 2, f"dropped after {dropped:.2f} s"
-    # until the drop, the stalled receiver held the healthy one back (lockstep)
-    assert 0.8 * IDLE <= reader.longest_gap <= 3 * IDLE + 2, f"longest wait {reader.longest_gap:.2f} s"
-
-
-@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
-async def test_stalled_only_receiver_ends_the_transfer_at_the_idle_timeout(
-    start_relay: StartRelay, raw_clients: list[RawClient], body: Body, chunked: bool
-) -> None:
-    """n=1 and it stops reading: at the idle timeout the sender hears that no receiver is left."""
-    relay = await start_relay(idle_timeout=IDLE)
-    part = body.prefix(DROP_SIZE)
-    with trio.fail_after(15):
-        client, (stalled,) = await raw_pipe(
-            relay,
-            raw_clients,
-            f"/drop-all-{int(chunked)}",
-            length=None if chunked else DROP_SIZE,
-            rcvbufs=[STALLED_RCVBUF],
-            sndbuf=SENDER_SNDBUF,
-        )
-        await client.read_until(b"\r\n\r\n")
-        sender = Sender(client)
-        async with trio.open_nursery() as nursery:
-            start = trio.current_time()
-            nursery.start_soon(partial(sender.send_body, part.data, chunked=chunked))
-            status = await read_status_until(client, ALL_GONE)
-            ended = trio.current_time() - start
-            nursery.cancel_scope.cancel()  # the sender is still blocked on its body
-        assert await client.read_exactly(5) == b"0\r\n\r\n"
-        cut, clean = await stalled.read_to_end()
-    assert status == streaming_lines(1) + ALL_GONE
-    assert_cut_short(cut, clean, part, chunked=chunked)
-    assert 0.8 * IDLE <= ended <= 3 * IDLE + 2, f"ended after {ended:.2f} s"

@@ -1,0 +1,33 @@
+# The server as a process: `python -m pipe_relay` of this checkout, its start-up lines, its stop.
+# Invariant: each read waits on the process's own output (no sleeps); a server that exits early fails it.
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import trio
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+async def open_cli(*args: str, prefix: tuple[str, ...] = ()) -> trio.Process:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [*prefix, sys.executable, "-m", "pipe_relay", *args]
+    return await trio.lowlevel.open_process(command, stdout=-1, stderr=-1, cwd=ROOT, env=env)
+
+
+async def startup_lines(process: trio.Process, count: int) -> list[str]:
+    """The first `count` lines the server prints (its start-up lines)."""
+    assert process.stdout is not None
+    data = b""
+    while data.count(b"\n") < count:
+        chunk = await process.stdout.receive_some(4096)
+        assert chunk, f"the server exited after printing {data!r}"
+        data += chunk
+    return data.decode().splitlines()
+
+
+async def stop_cli(process: trio.Process) -> int:
+    process.terminate()
+    return await process.wait()
