@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import trio
 
 ROOT = Path(__file__).resolve().parents[1]
+"""The checkout: `python -m pipe_relay` run from here serves this checkout's code."""
 
 
 async def open_cli(*args: str, prefix: tuple[str, ...] = ()) -> trio.Process:
@@ -31,3 +34,17 @@ async def startup_lines(process: trio.Process, count: int) -> list[str]:
 async def stop_cli(process: trio.Process) -> int:
     process.terminate()
     return await process.wait()
+
+
+@asynccontextmanager
+async def cli_server(*flags: str) -> AsyncIterator[tuple[trio.Process, str]]:
+    """`python -m pipe_relay FLAGS` as a user starts it: the process and its first start-up line
+    (`pipe-relay X listening on URL`), once it listens. Killed after, if still running."""
+    process = await open_cli(*flags)
+    try:
+        line = (await startup_lines(process, 1))[0]
+        yield process, line
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()

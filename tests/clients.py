@@ -5,9 +5,7 @@ from __future__ import annotations
 import hashlib
 import ssl
 import struct
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,9 +14,6 @@ import trustme
 
 from pipe_relay import Config
 from pipe_relay.net.hub import Hub
-
-ROOT = Path(__file__).resolve().parent.parent
-"""The checkout: `python -m pipe_relay` run from here serves this checkout's code."""
 
 
 @dataclass
@@ -325,24 +320,3 @@ class TlsFiles:
 
 def _chain(cert: trustme.LeafCert) -> bytes:
     return b"".join(blob.bytes() for blob in cert.cert_chain_pems)
-
-
-@asynccontextmanager
-async def cli_server(*flags: str) -> AsyncIterator[tuple[trio.Process, str]]:
-    """`python -m pipe_relay FLAGS` from the checkout, as a user starts it: the process and its first
-    start-up line (`pipe-relay X listening on URL`), read once it listens. Killed after."""
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "pipe_relay", *flags], stdout=-1, cwd=ROOT
-    )
-    try:
-        assert process.stdout is not None
-        line = b""
-        while not line.endswith(b"\n"):
-            chunk = await process.stdout.receive_some(1)
-            assert chunk, "the server exited before printing its address"
-            line += chunk
-        yield process, line.decode()
-    finally:
-        if process.returncode is None:
-            process.kill()
-        await process.wait()

@@ -27,7 +27,7 @@ from pipe_relay.config import HTTPS_PORT, Config
 from pipe_relay.core.paths import API_PREFIX, Reserved
 from pipe_relay.core.routing import Decision, Request, ServePage, route
 from pipe_relay.errors import PipeError
-from tests.clients import ROOT, cli_server
+from tests.cli_process import ROOT, cli_server
 
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"

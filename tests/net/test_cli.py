@@ -9,7 +9,8 @@ from pathlib import Path
 
 import trio
 
-from tests.clients import cli_server, curl
+from tests.cli_process import cli_server
+from tests.clients import curl
 
 
 async def _cli(*args: str) -> trio.CompletedProcess[bytes]:

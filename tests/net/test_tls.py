@@ -15,14 +15,13 @@ import trio
 import trustme
 
 from pipe_relay.net.tls import CertificateError, Certificates
+from tests.cli_process import ROOT, cli_server
 from tests.clients import (
-    ROOT,
     CurlResult,
     Payload,
     Relay,
     StartRelay,
     TlsFiles,
-    cli_server,
     curl,
     curl_into,
     sha256_file,
