@@ -27,15 +27,13 @@ from ..core.routing import Request
 from ..errors import ErrorCode, PipeError, pipe_error
 from .body import SocketBody, body_decoder
 from .engine import Sink, SocketWriter, Writer
-from .link import CloseMode, Headers
+from .link import LINGER_TIMEOUT, WRITE_TIMEOUT, CloseMode, Headers
 from .tls import TlsBody, TlsSocket, TlsWriter
 
 READ_SIZE = 64 * 1024
 _COUNT_LINES_PAST = 2048
 """A head this long has its lines counted before h11 parses it (h11 takes 10 ms for 7,000 tiny
 headers; under 2 KiB there are at most a few hundred, and check_head refuses them after h11)."""
-WRITE_TIMEOUT = 30.0
-LINGER_TIMEOUT = 2.0
 LINGER_LIMIT = 16 * 1024 * 1024
 _POLLRDHUP = getattr(select, "POLLRDHUP", 0)
 _RESET = struct.pack("ii", 1, 0)

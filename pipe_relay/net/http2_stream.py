@@ -23,7 +23,7 @@ from ..core.replies import Reply, error_reply, streamed_headers
 from ..core.routing import Request
 from ..errors import PipeError, TransferError, TransferFailure
 from .engine import Segment, Sink, wait_ready
-from .link import CloseMode, Headers
+from .link import WRITE_TIMEOUT, CloseMode, Headers
 
 log = logging.getLogger("pipe_relay")
 
@@ -170,7 +170,7 @@ class Http2StatusStream:
         if stream.is_gone:
             return False
         stream.pending_head = (200, self._headers)
-        with trio.move_on_after(self._stream.connection.config.idle_timeout or float("inf")):
+        with trio.move_on_after(WRITE_TIMEOUT):
             return await stream.send_all(data, end=end)
         return False
 
@@ -220,7 +220,7 @@ class Http2Stream:
     async def send_reply(self, reply: Reply) -> None:
         self.pending_head = (reply.status, reply.headers)
         body = b"" if self._head_request else reply.body
-        with trio.move_on_after(30):
+        with trio.move_on_after(WRITE_TIMEOUT):
             await self.send_all(body, end=True)
 
     def open_stream(

@@ -17,6 +17,10 @@ from ..errors import PipeError
 from .engine import Sink, Source
 
 Headers = Sequence[tuple[str, str]]
+WRITE_TIMEOUT = 30.0
+"""A reply or a status line that cannot go out within this many seconds: its client is given up on."""
+LINGER_TIMEOUT = 2.0
+"""How long a closing connection may still flush or read and drop before it closes."""
 
 
 class CloseMode(enum.Enum):

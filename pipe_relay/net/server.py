@@ -23,7 +23,7 @@ from .gate import Gate
 from .http2 import Http2Connection, Http2Stream
 from .hub import Hub
 from .libc import tune_malloc
-from .link import CloseMode, Responder
+from .link import LINGER_TIMEOUT, CloseMode, Responder
 from .listen import Listener, defer_accept, listen_tcp, listen_unix, remove_unix
 from .service import page_reply, progress_page_reply, video_page_reply
 from .tls import Certificates, TlsSocket, handshake
@@ -229,7 +229,7 @@ async def _serve_http2(
     abort = False
     try:
         await connection.serve(first)
-        await connection.drain_out(2.0)
+        await connection.drain_out(LINGER_TIMEOUT)
     except trio.Cancelled:
         abort = True  # the server stops: a cut transfer must never look complete
         raise
