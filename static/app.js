@@ -312,10 +312,22 @@
   });
 
   // ---- receive --------------------------------------------------------------------------------
+  // Where the File System Access API exists (Chromium), the user picks the file first and each
+  // chunk is written (decrypted on the fly) as it arrives; a cut or cancelled transfer aborts the
+  // write, so no complete-looking file is left. Elsewhere a plain receive goes to the browser's own
+  // downloads (`?download`), and only an encrypted one is held in the page's memory.
 
   const recvView = progressView("recv");
   let receiving = null; // AbortController while a receive runs
   let savedUrl = null;
+  const WRITE_BATCH = 1 << 20; // bytes gathered before each write to disk
+  const MEMORY_WARNING =
+    "This browser cannot write to disk as the bytes arrive: the decrypted file is held in this " +
+    "page's memory until the end. Keep it to a few hundred MiB, or use curl | openssl.";
+
+  function canSaveToDisk() {
+    return typeof window.showSaveFilePicker === "function" && typeof FileSystemWritableFileStream === "function";
+  }
 
   function recvBusy(busy) {
     $("recv-start").disabled = busy;
@@ -340,7 +352,125 @@
     }
   }
 
-  async function startReceive() {
+  /** The first `limit` bytes pushed, for the text preview: never more is kept. */
+  function headKeeper(limit) {
+    const parts = [];
+    let size = 0;
+    return {
+      add(bytes) {
+        if (size >= limit || !bytes.length) return;
+        const part = bytes.slice(0, limit - size);
+        parts.push(part);
+        size += part.length;
+      },
+      bytes: () => Bytes.concat(parts),
+    };
+  }
+
+  /**
+   * A response body in pieces. With a BYOB reader: whole WRITE_BATCH views of one reused buffer, each
+   * valid only until the next is asked for, so a long receive makes no garbage to collect.
+   */
+  async function* pieces(body) {
+    let reader = null;
+    try {
+      reader = body.getReader({ mode: "byob" });
+    } catch {
+      const plain = body.getReader(); // not a byte stream here
+      for (;;) {
+        const { done, value } = await plain.read();
+        if (done) return;
+        yield value;
+      }
+    }
+    let buffer = new ArrayBuffer(WRITE_BATCH);
+    let filled = 0;
+    for (;;) {
+      const { done, value } = await reader.read(new Uint8Array(buffer, filled, buffer.byteLength - filled));
+      if (value) {
+        buffer = value.buffer; // the read hands the (transferred) buffer back
+        filled += value.length;
+      }
+      if (done || filled === buffer.byteLength) {
+        if (filled) yield new Uint8Array(buffer, 0, filled);
+        filled = 0;
+        if (done) return;
+      }
+    }
+  }
+
+  /** Writes into the file the user picked, in batches; discard() leaves no partial file. */
+  function diskSink(handle) {
+    let writable = null;
+    let pending = [];
+    let pendingSize = 0;
+    let size = 0;
+    async function flush() {
+      if (!pendingSize) return;
+      const batch = pending.length === 1 ? pending[0] : Bytes.concat(pending);
+      pending = [];
+      pendingSize = 0;
+      await writable.write(batch);
+    }
+    return {
+      async open() {
+        writable = await handle.createWritable({ keepExistingData: false });
+      },
+      async write(bytes) {
+        if (!bytes.length) return;
+        size += bytes.length;
+        if (!pendingSize && bytes.length >= WRITE_BATCH) {
+          await writable.write(bytes); // straight from the caller's buffer
+          return;
+        }
+        pending.push(bytes.slice()); // the caller may reuse `bytes`
+        pendingSize += bytes.length;
+        if (pendingSize >= WRITE_BATCH) await flush();
+      },
+      async close() {
+        await flush();
+        await writable.close(); // only now does the file get its content
+        return { size, name: handle.name };
+      },
+      /** Abort the write (the browser drops what was written) and remove the file if empty. */
+      async discard() {
+        pending = [];
+        if (writable) await writable.abort().catch(() => {});
+        try {
+          // the save picker empties the chosen file: an empty one is removed, anything else kept
+          if (typeof handle.remove === "function" && (await handle.getFile()).size === 0) {
+            await handle.remove();
+            return "The partial file was discarded: " + handle.name + " was removed.";
+          }
+        } catch {
+          // the file is already gone, or may not be touched
+        }
+        return "The partial file was discarded: nothing was written to " + handle.name + ".";
+      },
+    };
+  }
+
+  /** Holds the file in memory (no File System Access API and a passphrase); resolves to a Blob. */
+  function memorySink() {
+    let parts = [];
+    return {
+      async open() {},
+      async write(bytes) {
+        if (bytes.length) parts.push(bytes.slice()); // the caller may reuse `bytes`
+      },
+      async close(type) {
+        const blob = new Blob(parts, { type });
+        parts = [];
+        return { blob, size: blob.size };
+      },
+      async discard() {
+        parts = [];
+        return "";
+      },
+    };
+  }
+
+  function startReceive() {
     const path = $("recv-path").value.trim().replace(/^\/+/, "");
     recvView.reset();
     recvMessage("", false);
@@ -351,16 +481,67 @@
       recvView.state("error", "choose a path");
       return;
     }
+    const url = pipeUrl(path, receivers($("recv-n")));
+    const passphrase = $("recv-pass").value;
+    const fallback = safeFileName(path.split("/").filter(Boolean).pop(), "download");
+    if (canSaveToDisk()) {
+      // called in the click itself: the picker needs the user's gesture
+      const picked = window.showSaveFilePicker({ suggestedName: fallback });
+      receive(url, passphrase, fallback, picked);
+    } else if (!passphrase) {
+      handToDownloads(url);
+    } else {
+      receive(url, passphrase, fallback, null);
+    }
+  }
+
+  /** No File System Access API: the browser's own download manager streams the file to disk. */
+  function handToDownloads(url) {
+    const link = document.createElement("a");
+    link.href = url + (url.includes("?") ? "&" : "?") + "download";
+    link.download = ""; // the name comes from the response's Content-Disposition
+    link.hidden = true;
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+    recvView.state("done", "in your downloads");
+    recvMessage(
+      "Handed to the browser's downloads (this browser cannot write a file from the page as it " +
+        "arrives): follow or cancel it there. A text arrives as a file too.",
+      false,
+    );
+  }
+
+  async function pickFile(picked) {
+    recvView.state("waiting", "choose where to save");
+    try {
+      return await picked;
+    } catch (error) {
+      if (error.name === "AbortError") return null; // the user closed the picker
+      throw error;
+    }
+  }
+
+  async function receive(url, passphrase, fallback, picked) {
     const controller = new AbortController();
     receiving = controller;
     recvBusy(true);
-    recvView.state("waiting", "waiting for the sender");
-    const passphrase = $("recv-pass").value;
+    let sink = null;
     try {
-      const response = await fetch(pipeUrl(path, receivers($("recv-n"))), {
-        signal: controller.signal,
-        cache: "no-store",
-      });
+      if (picked) {
+        const handle = await pickFile(picked);
+        if (!handle) {
+          recvView.state("ready", "no file chosen");
+          return;
+        }
+        sink = diskSink(handle);
+        await sink.open();
+      } else {
+        sink = memorySink();
+        recvMessage(MEMORY_WARNING, false);
+      }
+      recvView.state("waiting", "waiting for the sender");
+      const response = await fetch(url, { signal: controller.signal, cache: "no-store" });
       if (!response.ok) {
         const text = await response.text();
         throw new Error(lastLine(text, "[ERROR]") || "HTTP " + response.status);
@@ -368,38 +549,43 @@
       const length = response.headers.get("content-length");
       const total = length === null ? null : Number(length);
       const type = response.headers.get("content-type") || "application/octet-stream";
-      const fallback = path.split("/").filter(Boolean).pop() || "download";
-      const name = safeFileName(dispositionName(response.headers.get("content-disposition")), fallback);
+      const named = dispositionName(response.headers.get("content-disposition"));
+      const name = safeFileName(named, fallback);
       const decryptor = passphrase ? new OpensslAes.Decryptor(passphrase) : null;
-      const parts = [];
+      const head = headKeeper(TEXT_PREVIEW_LIMIT + 1);
       let received = 0;
       recvView.state("receiving", "receiving");
       recvView.show(0, total);
-      const reader = response.body.getReader();
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
+      for await (const value of pieces(response.body)) {
         received += value.length;
         recvView.show(received, total);
-        parts.push(decryptor ? await decryptor.push(value) : value);
+        const plain = decryptor ? await decryptor.push(value.slice()) : value;
+        head.add(plain);
+        await sink.write(plain);
       }
       if (decryptor) {
         recvView.state("receiving", "decrypting");
-        parts.push(await decryptor.finish());
+        const last = await decryptor.finish();
+        head.add(last);
+        await sink.write(last);
       }
-      const blob = new Blob(parts, { type: decryptor ? "application/octet-stream" : type });
+      const saved = await sink.close(decryptor ? "application/octet-stream" : type);
+      sink = null; // complete: nothing to discard any more
       recvView.finish(true);
       recvView.state("done");
-      if (decryptor) recvMessage("Received " + Fmt.size(received) + ", decrypted to " + Fmt.size(blob.size) + ".", false);
-      await showResult(blob, name, decryptor ? null : type);
+      if (decryptor) recvMessage("Received " + Fmt.size(received) + ", decrypted to " + Fmt.size(saved.size) + ".", false);
+      showResult(saved, named ? name : null, fallback, head.bytes(), decryptor ? null : type);
     } catch (error) {
       recvView.finish(false);
+      const discarded = sink ? await sink.discard() : "";
       if (controller.signal.aborted) {
         recvView.state("aborted", "cancelled");
+        recvMessage(discarded, true);
       } else {
         recvView.state("error", "failed");
         // a network error here means the transfer was cut short: never offer a partial file
-        recvMessage(error instanceof TypeError ? "The transfer was cut short." : error.message, true);
+        const why = error instanceof TypeError ? "The transfer was cut short." : error.message;
+        recvMessage(discarded ? why + " " + discarded : why, true);
       }
     } finally {
       recvBusy(false);
@@ -407,22 +593,37 @@
     }
   }
 
-  async function showResult(blob, name, type) {
-    savedUrl = URL.createObjectURL(blob);
+  /**
+   * `saved` is { size, name } for a file on disk, { size, blob } for one held in memory; `named` is
+   * the sender's file name (or null), else the file is named after the path.
+   */
+  function showResult(saved, named, fallback, head, type) {
+    const name = named || fallback;
     const save = $("recv-save");
+    const text = asText(head, type);
+    $("recv-text-box").hidden = text === null;
+    $("recv-text").value = text === null ? "" : text;
+    $("recv-result").hidden = false;
+    save.hidden = !saved.blob;
+    if (!saved.blob) {
+      const note = named && named !== saved.name ? " (the sender named it " + named + ")" : "";
+      $("recv-name").textContent = "Saved " + saved.name + ", " + Fmt.size(saved.size) + note + ".";
+      return;
+    }
+    savedUrl = URL.createObjectURL(saved.blob);
     save.href = savedUrl;
     save.download = name;
     save.textContent = "Save " + name;
-    $("recv-name").textContent = Fmt.size(blob.size);
-    $("recv-result").hidden = false;
-    const text = asText(new Uint8Array(await blob.slice(0, TEXT_PREVIEW_LIMIT + 1).arrayBuffer()), type);
-    $("recv-text-box").hidden = text === null;
-    $("recv-text").value = text === null ? "" : text;
+    $("recv-name").textContent = Fmt.size(saved.size);
     if (text === null) save.click(); // a file: save it at once, as a plain download would
   }
 
   $("recv-start").addEventListener("click", startReceive);
   $("recv-cancel").addEventListener("click", () => receiving && receiving.abort());
+  $("recv-how").textContent = canSaveToDisk()
+    ? "Receive asks where to save first, then writes the file as it arrives (decrypted on the fly with a passphrase)."
+    : "Receive hands the file to your browser's downloads; with a passphrase it is decrypted in this page's " +
+      "memory instead (keep that to a few hundred MiB).";
 
   // ---- start ------------------------------------------------------------------------------------
 

@@ -2,13 +2,14 @@
 # server under test keeps running in the test's own event loop. No browser is downloaded.
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 import trio
@@ -41,6 +42,15 @@ def require_chromium() -> None:
         pytest.fail(f"Chromium not found at {CHROMIUM}: run `make test` (it installs Debian's chromium)")
 
 
+NO_SAVE_PICKER = "delete Window.prototype.showSaveFilePicker; delete window.showSaveFilePicker;"
+"""An init script: the page behaves as in a browser without the File System Access API."""
+
+OPFS_SAVE_PICKER = """window.showSaveFilePicker = async () =>
+  (await navigator.storage.getDirectory()).getFileHandle("out.bin", { create: true });"""
+"""An init script: the save picker (which headless Chromium cannot show) answers at once with
+out.bin in the origin-private file system, a real file written by the real FileSystemWritableFileStream."""
+
+
 @dataclass
 class PageLog:
     """What a page reported while a test drove it."""
@@ -54,23 +64,45 @@ class PageLog:
 
 @contextmanager
 def chromium_page(
-    *, javascript: bool = True, width: int = 1000, height: int = 900, trust_any_certificate: bool = False
+    *,
+    javascript: bool = True,
+    width: int = 1000,
+    height: int = 900,
+    init_script: str | None = None,
+    profile: Path | None = None,
+    trust_any_certificate: bool = False,
 ) -> Iterator[tuple[Page, PageLog]]:
     """A fresh headless Chromium page (its own browser), with CSP violations and errors recorded.
 
-    Call from a worker thread (`in_browser`): Playwright's sync API runs its own event loop.
+    `init_script` runs before each document's own scripts. With `profile` (a new folder) the browser
+    keeps its storage there, on disk, rather than in memory with a small quota. Call from a worker
+    thread (`in_browser`): Playwright's sync API runs its own event loop.
     """
     require_chromium()
     log = PageLog()
+    options: dict[str, Any] = {
+        "java_script_enabled": javascript,
+        "viewport": {"width": width, "height": height},
+        "accept_downloads": True,
+        "ignore_https_errors": trust_any_certificate,  # (a test server's own CA)
+    }
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(
-                java_script_enabled=javascript,
-                viewport={"width": width, "height": height},
-                accept_downloads=True,
-                ignore_https_errors=trust_any_certificate,  # (a test server's own CA)
+        if profile is None:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            close = browser.close
+        else:
+            # no speculative connections (a profile on disk predicts them): they would idle unused
+            (profile / "Default").mkdir(parents=True)
+            prefs = {"net": {"network_prediction_options": 2}}
+            (profile / "Default" / "Preferences").write_text(json.dumps(prefs))
+            persistent = playwright.chromium.launch_persistent_context(
+                profile, executable_path=CHROMIUM, args=CHROMIUM_ARGS, **options
             )
+            close = persistent.close
+        try:
+            context = browser.new_context(**options) if profile is None else persistent
+            if init_script is not None:
+                context.add_init_script(init_script)
             page = context.new_page()
 
             def on_console(message: ConsoleMessage) -> None:
@@ -82,7 +114,7 @@ def chromium_page(
             page.on("download", lambda download: log.downloads.append(download))
             yield page, log
         finally:
-            browser.close()
+            close()
 
 
 async def in_browser(work: Callable[[], T], *, limit: float = 60) -> T:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import trio
 
-from tests.browser.conftest import chromium_page, in_browser
+from tests.browser.conftest import NO_SAVE_PICKER, chromium_page, in_browser
 from tests.clients import CurlResult, StartRelay, TlsFiles, curl, curl_into
 
 PROTOCOL = "performance.getEntriesByType('navigation')[0].nextHopProtocol"
@@ -59,6 +59,7 @@ async def test_the_ui_over_https_receives_a_file_curl_sent_over_tls(
     sent: dict[str, CurlResult] = {}
 
     async def send() -> None:
+        await relay.wait_for_pipe("/ui-tls-recv", receivers=1)
         sent["s"] = await curl(
             "--cacert",
             str(tls_files.ca_pem),
@@ -70,17 +71,15 @@ async def test_the_ui_over_https_receives_a_file_curl_sent_over_tls(
             stdin=data,
         )
 
-    def receive() -> tuple[str, list[str]]:
-        with chromium_page(trust_any_certificate=True) as (page, log):
+    def receive() -> tuple[str, list[str]]:  # (the browser's own download: headless has no save picker)
+        with chromium_page(trust_any_certificate=True, init_script=NO_SAVE_PICKER) as (page, log):
             page.goto(f"{relay.tls_url}/")
             protocol = page.evaluate(PROTOCOL)
             page.click("#tab-receive")
             page.fill("#recv-path", "ui-tls-recv")
             with page.expect_download() as download:
                 page.click("#recv-start")
-                page.wait_for_selector("#recv-state.waiting")
-                trio.from_thread.run(send)
-                page.wait_for_selector("#recv-state.done")
+                trio.from_thread.run(send)  # (the browser's download manager takes the body)
             download.value.save_as(saved)
             page.screenshot(path=str(screenshots / "ui-https-receive-done.png"), full_page=True)
             return protocol, log.csp + log.errors

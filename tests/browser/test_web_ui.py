@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.browser.conftest import chromium_page, in_browser, wait_for_value
+from tests.browser.conftest import NO_SAVE_PICKER, OPFS_SAVE_PICKER, chromium_page, in_browser, wait_for_value
 from tests.clients import CurlResult, Payload, RawClient, Relay, curl, curl_into, parse_head
 
 PASSPHRASE = "correct horse battery staple ✓"
@@ -198,34 +198,39 @@ async def test_ui_cancel_mid_transfer_never_looks_complete(
 
 
 async def test_ui_receives_a_file_curl_sent(relay: Relay, screenshots: Path, tmp_path: Path) -> None:
+    """Without the File System Access API the page hands `?download` to the browser's downloads."""
     data = os.urandom((2 << 20) + 123)
     got: dict[str, CurlResult] = {}
     saved = tmp_path / "saved.bin"
 
     async def send() -> None:
+        await relay.wait_for_pipe("/ui-recv", receivers=1)
         disposition = "Content-Disposition: attachment; filename=data.bin"
         got["s"] = await curl("-T", "-", "-H", disposition, f"{relay.url}/ui-recv", stdin=data)
 
-    def receive() -> tuple[str, str | None, list[str]]:
-        with chromium_page() as (page, log):
+    def receive() -> tuple[str, str, str | None, list[str]]:
+        with chromium_page(init_script=NO_SAVE_PICKER) as (page, log):
             page.goto(f"{relay.url}/")
             page.click("#tab-receive")
             page.fill("#recv-path", "ui-recv")
             with page.expect_download() as download:
                 page.click("#recv-start")
-                page.wait_for_selector("#recv-state.waiting")
-                page.screenshot(path=str(screenshots / "ui-receive-waiting.png"), full_page=True)
-                trio.from_thread.run(send)  # returns once the page has taken every byte
-                page.wait_for_selector("#recv-state.done")
+                trio.from_thread.run(send)  # returns once the browser has taken every byte
             download.value.save_as(saved)
-            page.screenshot(path=str(screenshots / "ui-receive-done.png"), full_page=True)
-            return download.value.suggested_filename, page.text_content("#recv-bytes"), log.csp + log.errors
+            page.screenshot(path=str(screenshots / "ui-receive-to-downloads.png"), full_page=True)
+            return (
+                download.value.suggested_filename,
+                download.value.url,
+                page.text_content("#recv-state"),
+                log.csp + log.errors,
+            )
 
-    name, shown, problems = await in_browser(receive, limit=90)
+    name, url, state, problems = await in_browser(receive, limit=90)
     assert got["s"].returncode == 0
     assert sha(saved.read_bytes()) == sha(data)
     assert name == "data.bin"
-    assert shown == "2.0 MiB"  # a chunked upload: no total known
+    assert url == f"{relay.url}/ui-recv?download"
+    assert state == "in your downloads"
     assert problems == []
 
 
@@ -243,7 +248,7 @@ async def test_ui_receives_text_and_shows_it(relay: Relay, screenshots: Path) ->
         )
 
     def receive() -> tuple[str, CurlResult, list[str]]:
-        with chromium_page() as (page, log):
+        with chromium_page(init_script=OPFS_SAVE_PICKER) as (page, log):
             page.goto(f"{relay.url}/?path=ui-note")  # ?path= opens the receive tab, filled in
             page.click("#recv-start")
             page.wait_for_selector("#recv-state.waiting")
@@ -255,7 +260,7 @@ async def test_ui_receives_text_and_shows_it(relay: Relay, screenshots: Path) ->
     shown, sent, problems = await in_browser(receive, limit=90)
     assert sent.returncode == 0
     assert shown == text
-    assert problems == []  # shown, not downloaded
+    assert problems == []  # shown (and written to the picked file), not downloaded
 
 
 async def test_ui_receive_reports_a_cut_short_transfer(relay: Relay, raw_clients: list[RawClient]) -> None:
@@ -269,7 +274,7 @@ async def test_ui_receive_reports_a_cut_short_transfer(relay: Relay, raw_clients
         await sender.aclose()
 
     def receive() -> tuple[str | None, str | None, bool, list[str]]:
-        with chromium_page() as (page, log):
+        with chromium_page(init_script=OPFS_SAVE_PICKER) as (page, log):
             page.goto(f"{relay.url}/?path=ui-cut")
             page.click("#recv-start")
             page.wait_for_selector("#recv-state.waiting")
@@ -283,7 +288,7 @@ async def test_ui_receive_reports_a_cut_short_transfer(relay: Relay, raw_clients
             )
 
     message, state, offered, problems = await in_browser(receive)
-    assert message == "The transfer was cut short."
+    assert message == "The transfer was cut short. The partial file was discarded: out.bin was removed."
     assert state == "failed"
     assert not offered
     assert problems == []
@@ -339,7 +344,7 @@ async def test_e2e_openssl_encrypts_browser_decrypts(relay: Relay, tmp_path: Pat
         return await curl("-T", "-", f"{relay.url}/ui-e2e-in", stdin=cipher)
 
     def receive() -> tuple[CurlResult, str | None, list[str]]:
-        with chromium_page() as (page, log):
+        with chromium_page(init_script=NO_SAVE_PICKER) as (page, log):  # decrypted in memory
             page.goto(f"{relay.url}/?path=ui-e2e-in")
             page.click("#recv-e2e summary")
             page.fill("#recv-pass", PASSPHRASE)
@@ -371,7 +376,7 @@ async def test_e2e_wrong_passphrase_is_reported(relay: Relay) -> None:
         return await curl("-T", "-", f"{relay.url}/ui-e2e-bad", stdin=cipher)
 
     def receive() -> tuple[str | None, bool, list[str]]:
-        with chromium_page() as (page, log):
+        with chromium_page(init_script=NO_SAVE_PICKER) as (page, log):
             page.goto(f"{relay.url}/?path=ui-e2e-bad")
             page.click("#recv-e2e summary")
             page.fill("#recv-pass", "not the passphrase")
