@@ -12,21 +12,12 @@ import pytest
 import trio
 
 from tests.browser.conftest import NO_SAVE_PICKER, OPFS_SAVE_PICKER, chromium_page, in_browser, wait_for_value
+from tests.browser.recipe import PASSPHRASE, WRONG_PASSPHRASE, decrypt, encrypt, rejected_cipher
 from tests.clients import CurlResult, Payload, RawClient, Relay, curl, curl_into, parse_head
-
-PASSPHRASE = "correct horse battery staple ✓"
-OPENSSL_DECRYPT = ["openssl", "aes-256-cbc", "-d", "-pbkdf2", "-iter", "100000", "-md", "sha256"]
-OPENSSL_ENCRYPT = ["openssl", "aes-256-cbc", "-pbkdf2", "-iter", "100000", "-md", "sha256"]
 
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-async def openssl(*command: str, data: bytes) -> bytes:
-    with trio.fail_after(30):
-        result = await trio.run_process(list(command), stdin=data, capture_stdout=True, check=True)
-    return result.stdout
 
 
 def split_response(result: CurlResult) -> tuple[int, dict[str, str], bytes]:
@@ -326,7 +317,7 @@ async def test_e2e_browser_encrypts_openssl_decrypts(
     assert body[:8] == b"Salted__"
     assert headers["content-type"] == "application/octet-stream"
     assert "content-disposition" not in headers  # the file name does not leave the browser
-    plain = await openssl(*OPENSSL_DECRYPT, "-pass", f"pass:{PASSPHRASE}", data=body)
+    plain = await decrypt(body)
     assert sha(plain) == sha(upload.read_bytes())
     assert command == (
         f"curl {relay.url}/ui-e2e | openssl aes-256-cbc -d -pbkdf2 -iter 100000 -md sha256 > secret.bin"
@@ -337,7 +328,7 @@ async def test_e2e_browser_encrypts_openssl_decrypts(
 @pytest.mark.parametrize("size", [0, (1 << 20) + 48, (3 << 20) + 7], ids=["empty", "one-step", "three-steps"])
 async def test_e2e_openssl_encrypts_browser_decrypts(relay: Relay, tmp_path: Path, size: int) -> None:
     data = os.urandom(size)
-    cipher = await openssl(*OPENSSL_ENCRYPT, "-pass", f"pass:{PASSPHRASE}", data=data)
+    cipher = await encrypt(data)
     saved = tmp_path / "plain.bin"
 
     async def send() -> CurlResult:
@@ -364,13 +355,7 @@ async def test_e2e_openssl_encrypts_browser_decrypts(relay: Relay, tmp_path: Pat
 
 
 async def test_e2e_wrong_passphrase_is_reported(relay: Relay) -> None:
-    # A fixed salt and plaintext make the wrong key's outcome deterministic (here: bad padding).
-    # With -S, OpenSSL 3 leaves out the "Salted__" + salt header, so it is put in front here.
-    data = b"attack at dawn\n" * 1000
-    salt = "0102030405060708"
-    body = await openssl(*OPENSSL_ENCRYPT, "-S", salt, "-pass", f"pass:{PASSPHRASE}", data=data)
-    cipher = b"Salted__" + bytes.fromhex(salt) + body
-    assert await openssl(*OPENSSL_DECRYPT, "-pass", f"pass:{PASSPHRASE}", data=cipher) == data
+    cipher = await rejected_cipher(b"attack at dawn\n" * 1000)
 
     async def send() -> CurlResult:
         return await curl("-T", "-", f"{relay.url}/ui-e2e-bad", stdin=cipher)
@@ -379,7 +364,7 @@ async def test_e2e_wrong_passphrase_is_reported(relay: Relay) -> None:
         with chromium_page(init_script=NO_SAVE_PICKER) as (page, log):
             page.goto(f"{relay.url}/?path=ui-e2e-bad")
             page.click("#recv-e2e summary")
-            page.fill("#recv-pass", "not the passphrase")
+            page.fill("#recv-pass", WRONG_PASSPHRASE)
             page.click("#recv-start")
             page.wait_for_selector("#recv-state.waiting")
             trio.from_thread.run(send)
