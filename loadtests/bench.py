@@ -71,6 +71,7 @@ from harness import (  # type: ignore[import-not-found]
     start_node,
     start_relay,
     stop_server,
+    variant_key,
 )
 from large import ALL_CASES, CaseResult, CurlRunner, run_case  # type: ignore[import-not-found]
 from report import environment, report  # type: ignore[import-not-found]
@@ -92,6 +93,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="comma list of " + ", ".join(ALL_CASES) + "; none: only the small-transfers mode",
     )
     p.add_argument("--engine", default=None, help="pass --engine X to pipe-relay (not passed unless given)")
+    p.add_argument(
+        "--also-engine",
+        action="append",
+        default=[],
+        choices=["auto", "splice", "buffer"],
+        help="one more pipe-relay with --engine X in the same round-robin (repeatable; large cases only)",
+    )
     p.add_argument("--max-time", type=float, default=300.0, help="curl --max-time per process, seconds")
     p.add_argument(
         "--tls",
@@ -170,6 +178,10 @@ def start_servers(args: argparse.Namespace, workdir: Path, servers: list[Server]
     starts: list[Callable[[], Server]]
     if args.cert is None:
         starts = [lambda: start_relay(workdir, args.engine)]
+        starts += [
+            functools.partial(start_relay, workdir, engine, key=variant_key(engine))
+            for engine in args.also_engine
+        ]
         starts += [] if args.no_node else [lambda: start_node(workdir, args.node_dir)]
     else:
         starts = [lambda: start_relay_tls(workdir, args.engine, args.cert)]
@@ -213,7 +225,7 @@ def run_large_and_small(args: argparse.Namespace, command: str, servers: list[Se
     if args.small:
         for rnd in range(args.small_rounds):
             for s in servers:
-                if s.key in CREFS:
+                if s.key in CREFS or s.key in map(variant_key, args.also_engine):
                     continue
                 r = run_small(s, args.small_pairs, args.small_seconds)
                 small.setdefault(s.key, []).append(r)

@@ -31,13 +31,13 @@ from pathlib import Path
 from harness import (  # type: ignore[import-not-found]
     CLK_TCK,
     GIB,
-    LABELS,
     NODE,
     BenchError,
     Server,
     cpu_ticks,
     established_to_port,
     fmt_size,
+    label,
     sha256_file,
 )
 
@@ -251,7 +251,7 @@ def concurrent_report(
             rates = [x for rnd in r.rounds for x in rnd.rates]
             row = [
                 f"{sc.transfers} x n={sc.n}",
-                LABELS[s.key],
+                label(s.key),
                 f"{mbps:.0f}",
                 f"{mbps * sc.n:.0f}",
                 f"{cpu:.2f}",
@@ -267,10 +267,7 @@ def concurrent_report(
                 )
             out.append("| " + " | ".join(row) + " |")
     checked = [
-        f"{sc.name} {LABELS[s.key]}"
-        for sc in scenarios
-        for s in servers
-        if results[(sc.name, s.key)].verified
+        f"{sc.name} {label(s.key)}" for sc in scenarios for s in servers if results[(sc.name, s.key)].verified
     ]
     out += ["", "sha256 checked in an untimed round: " + (", ".join(checked) if checked else "none"), ""]
     return "\n".join(out)

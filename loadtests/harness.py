@@ -46,6 +46,15 @@ CREFS = (CREF_RW, CREF_SPLICE)
 LABELS = {RELAY: RELAY, NODE: f"Node piping-server {NODE_VERSION}", CREF_RW: "C rw", CREF_SPLICE: "C splice"}
 
 
+def variant_key(engine: str) -> str:
+    """The key (and label) of an extra pipe-relay in the same run, with another byte engine."""
+    return f"{RELAY} --engine {engine}"
+
+
+def label(key: str) -> str:
+    return LABELS.get(key, key)
+
+
 class BenchError(Exception):
     """A failure that ends a benchmark with a message (wrong bytes, a server that would not start)."""
 
@@ -222,7 +231,7 @@ class Server:
 
     @property
     def label(self) -> str:
-        return LABELS[self.key]
+        return label(self.key)
 
     @property
     def pid(self) -> int:
@@ -278,13 +287,13 @@ def relay_command() -> list[str]:
     return [sys.executable, "-m", "pipe_relay"]
 
 
-def start_relay(workdir: Path, engine: str | None, extra: Sequence[str] = ()) -> Server:
+def start_relay(workdir: Path, engine: str | None, extra: Sequence[str] = (), key: str = RELAY) -> Server:
     """Start pipe-relay on a free port with its log in ``workdir``; return once it listens."""
     port = free_port()
     cmd = [*relay_command(), "--host", HOST, "--http-port", str(port), *extra]
     if engine is not None:
         cmd += ["--engine", engine]
-    server = _spawn_server(RELAY, cmd, port, workdir / "pipe-relay.log")
+    server = _spawn_server(key, cmd, port, workdir / (key.replace(" ", "").replace("--", "-") + ".log"))
     try:
         deadline = time.monotonic() + SERVER_START_DEADLINE
         # pipe-relay prints "pipe-relay X listening on http://127.0.0.1:PORT" when ready.

@@ -13,12 +13,12 @@ from cref import compiler  # type: ignore[import-not-found]
 from harness import (  # type: ignore[import-not-found]
     CREFS,
     GIB,
-    LABELS,
     NODE,
     NODE_VERSION,
     RELAY,
     Server,
     fmt_size,
+    label,
     relay_command,
     tool_version,
 )
@@ -83,7 +83,7 @@ def large_table(
             got = med.get(s.key)
             row = [
                 case_label(args, case),
-                LABELS[s.key],
+                label(s.key),
                 fmt(got and got[0], ".0f"),
                 fmt(got and got[1], ".2f"),
             ]
@@ -137,7 +137,7 @@ def report(
                     rounds = sorted(args.size / s.seconds / 1e6 for s in r.samples)
                     cpus = sorted(s.cpu_seconds / (args.size / GIB) for s in r.samples)
                     out.append(
-                        f"- {case_label(args, case)} {LABELS[key]}: "
+                        f"- {case_label(args, case)} {label(key)}: "
                         f"MB/s {', '.join(f'{x:.0f}' for x in rounds)}; "
                         f"CPU s/GiB {', '.join(f'{x:.2f}' for x in cpus)}; "
                         f"sha256 {'ok' if r.verified else 'not checked'}"
@@ -167,7 +167,7 @@ def report(
             mid = sorted(runs, key=lambda r: r.per_second)[len(runs) // 2]
             per_k = mid.cpu_seconds / mid.transfers * 1000 if mid.transfers else None
             row = [
-                LABELS[key],
+                label(key),
                 f"{med_tps[key]:.0f}",
                 ratio(med_tps.get(RELAY), med_tps.get(NODE)) if key == RELAY and has_node else "",
                 fmt(per_k, ".3f"),
@@ -180,6 +180,6 @@ def report(
         for key in keys:
             for run in small.get(key, []):
                 if run.first_error:
-                    out.append(f"- {LABELS[key]} first error: {run.first_error}")
+                    out.append(f"- {label(key)} first error: {run.first_error}")
         out.append("")
     return "\n".join(out)
