@@ -150,6 +150,9 @@ class MemoryLink:
     def peer_closed(self) -> bool:
         return self.left
 
+    def on_gone(self, callback: Callable[[], None]) -> None:
+        """(Never called: like a link that cannot tell, a party notices `leave` at the next tick.)"""
+
     async def wait_gone(self) -> None:
         await self._gone.wait()
 

@@ -251,6 +251,9 @@ class HttpConnection:
     def hangup_fd(self) -> int:
         return self.sock.fileno()
 
+    def on_gone(self, callback: Callable[[], None]) -> None:
+        """(A socket's hang-up reaches a waiting party through `hangup_fd`.)"""
+
     async def wait_gone(self) -> None:
         await trio.lowlevel.wait_readable(self.sock)
 

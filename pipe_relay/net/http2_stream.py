@@ -190,6 +190,7 @@ class Http2Stream:
         self.head_sent = False
         self.ended = False
         self._gone = trio.Event()
+        self._on_gone: Callable[[], None] | None = None
         self._head_request = False
 
     def __repr__(self) -> str:
@@ -200,9 +201,13 @@ class Http2Stream:
         return self.connection.peer
 
     def gone(self) -> None:
+        """The client reset the stream (or the connection ended): whoever waits on it hears at once."""
         self.is_gone = True
         self._gone.set()
         self.body.wake()
+        callback, self._on_gone = self._on_gone, None
+        if callback is not None:
+            callback()
 
     # the Link ---------------------------------------------------------------------------------
 
@@ -211,6 +216,9 @@ class Http2Stream:
 
     async def wait_gone(self) -> None:
         await self._gone.wait()
+
+    def on_gone(self, callback: Callable[[], None]) -> None:
+        self._on_gone = callback
 
     async def send_error(self, error: PipeError, origin: str | None, *, last: bool = False) -> None:
         await self.send_reply(error_reply(error, origin=origin))

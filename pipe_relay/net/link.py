@@ -75,6 +75,11 @@ class Link(Protocol):
         """Has the client closed or reset its side?"""
         ...
 
+    def on_gone(self, callback: Callable[[], None]) -> None:
+        """Have `callback` called once the link learns by itself that its client left (an HTTP/2
+        reset); a link with a `hangup_fd` leaves that to epoll and may never call it."""
+        ...
+
     async def wait_gone(self) -> None:
         """Return once the client sends anything or leaves (a watcher sends nothing after its head)."""
         ...

@@ -46,6 +46,7 @@ class Party:
         self._naps = naps
         self._poked = False
         self._napper: trio.lowlevel.Task | None = None  # the party's task, while it naps
+        link.on_gone(self.poke)  # (a link that hears its client leave wakes the nap at once)
 
     def __repr__(self) -> str:
         state = type(self.outcome).__name__ if self.outcome else "waiting"

@@ -260,3 +260,24 @@ async def curl_result(url: str, client: H2Client, put: int) -> CurlResult:
         nursery.start_soon(curl_into, results, "receiver", url)
         await client.send_body(put, b"hello")
     return results["receiver"]
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT"], ids=["receiver", "sender"])
+async def test_a_waiting_h2_party_that_resets_is_forgotten_at_once(relay: Relay, method: str) -> None:
+    """A waiting party whose stream is reset leaves the registry at once: not at the hub's next tick
+    (set to an hour here), and the path is free for a new party of the same role."""
+    relay.hub.naps.interval = 3600.0  # (no party naps yet: the ticker reads it when one does)
+    headers = (("content-length", "5"),) if method == "PUT" else ()
+    role = {"sender": True} if method == "PUT" else {"receivers": 1}
+    with trio.fail_after(10):
+        client = await H2Client.connect(relay.host, relay.port)
+        try:
+            sid = await client.request(method, "/h2-leaves", *headers, end=method == "GET")
+            await relay.wait_for_pipe("/h2-leaves", **role)
+            await client.reset(sid)
+            await relay.hub.wait_for(lambda: relay.hub.registry.snapshot("/h2-leaves") is None)
+            again = await client.request(method, "/h2-leaves", *headers, end=method == "GET")
+            await relay.wait_for_pipe("/h2-leaves", **role)
+            await client.reset(again)
+        finally:
+            await client.aclose()
