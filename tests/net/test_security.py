@@ -222,7 +222,7 @@ async def test_help_never_shows_a_host_with_controls_or_escapes(
 
 # Script-capable types --------------------------------------------------------------------------
 # (pinned elsewhere: the lower-case forms end to end, test_headers_e2e test_content_type_policy;
-# casing and parameters of the pure policy, tests/core/test_headers.py test_safe_content_type.)
+# casing and parameters of the pure policy, tests/core/test_headers_types.py test_safe_content_type.)
 
 
 @pytest.mark.parametrize(
