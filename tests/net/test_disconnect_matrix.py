@@ -6,7 +6,7 @@
 # and with a waiting sender told "0 of 2" (test_disconnects.py::test_receiver_leaving_updates_the_
 # waiting_sender); n=1 variants of the sender cut mid-body (test_disconnects.py::test_sender_dying_mid_
 # body_under_*), of a receiver gone after the heads (..._one_receiver_dying..., ..._all_receivers_gone...),
-# a sender cut after its `0` line (test_transfer.py), and a multipart sender gone before its part
+# a sender cut after its `0` line (test_transfer_stream.py), and a multipart sender gone before its part
 # began (502: test_disconnects.py::test_sender_gone_before_any_byte_gives_receivers_an_error).
 from __future__ import annotations
 
