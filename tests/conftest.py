@@ -87,6 +87,14 @@ def payloads(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Payload]:
 
 
 @pytest.fixture
+def small_file(tmp_path: Path) -> Path:
+    """A small text file (`hello, pipe`) for a sender to upload."""
+    path = tmp_path / "small.txt"
+    path.write_bytes(b"hello, pipe\n")
+    return path
+
+
+@pytest.fixture
 async def raw_clients() -> AsyncIterator[list[RawClient]]:
     """Collects RawClients to close at the end of a test."""
     clients: list[RawClient] = []

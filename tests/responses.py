@@ -96,6 +96,11 @@ def assert_raw_error(raw: bytes, status: int, code: str, check: Callable[[str], 
     assert check(text), text
 
 
+def assert_free(relay: Relay, key: str) -> None:
+    """A rejected request left nothing behind in the registry."""
+    assert relay.hub.registry.snapshot(key) is None
+
+
 @dataclass
 class Transfer:
     sender: Response

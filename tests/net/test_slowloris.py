@@ -50,7 +50,7 @@ async def test_trickled_heads_are_cut_at_the_head_timeout_while_a_big_transfer_r
 async def test_past_max_pending_a_pipe_is_refused_and_the_server_recovers_when_they_leave(
     start_relay: StartRelay, raw_clients: list[RawClient]
 ) -> None:
-    """(The refusal itself for a receiver and a sender, with max_pending=1: test_errors
+    """(The refusal itself for a receiver and a sender, with max_pending=1: test_errors_pipes
     test_too_many_pending. Here: a crowd of 20, their hang-ups seen at once, then room again.)"""
     relay = await start_relay(max_pending=20)
     with trio.fail_after(20):
