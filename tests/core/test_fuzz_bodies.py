@@ -9,7 +9,7 @@ from pipe_relay.core.forms import FormEvent, FormExtractor, PartData, PartEnd, P
 from pipe_relay.core.framing import ChunkedDecoder, Data, FramingError
 from pipe_relay.errors import ErrorCode, PipeError
 from tests.chunked_feeds import feed_pieces, wire_of
-from tests.core.test_forms import normalize
+from tests.form_bodies import normalize
 from tests.fuzzing import Chunked, Form, chunked_bodies, cuts, forms, fuzz_settings
 
 AFTER = b"GET /next HTTP/1.1\r\n\r\n"
