@@ -44,7 +44,7 @@ def _inline(*names: str) -> str:
 
 _STYLE = ("base.css",)
 _INDEX_STYLE = (*_STYLE, "index.css")
-_INDEX_SCRIPT = ("common.js", "e2e.js", "tar.js", "app.js")
+_INDEX_SCRIPT = ("common.js", "e2e.js", "tar.js", "ui.js", "upload.js", "send.js", "receive.js", "app.js")
 _PROGRESS_SCRIPT = ("common.js", "progress.js")
 _VIDEO_STYLE = (*_STYLE, "video.css")
 _VIDEO_SCRIPT = ("common.js", "video.js")

@@ -19,31 +19,68 @@ const OpensslAes = (() => {
     return { key, iv: bits.slice(32, 48) };
   }
 
+  /** Streaming encryption: push() plaintext in any pieces, finish() pads; each returns ciphertext. */
+  class Encryptor {
+    constructor(passphrase) {
+      this.passphrase = passphrase;
+      this.salt = crypto.getRandomValues(new Uint8Array(8));
+      this.key = null;
+      this.iv = null;
+      this.rest = new Uint8Array(0); // plaintext short of a whole block, kept for the next push
+    }
+
+    /** The "Salted__" header on the first output, once the key is derived. */
+    async start() {
+      if (this.key !== null) return [];
+      const derived = await derive(this.passphrase, this.salt);
+      this.key = derived.key;
+      this.iv = derived.iv;
+      return [MAGIC, this.salt];
+    }
+
+    async push(bytes) {
+      const head = await this.start();
+      const plain = this.rest.length ? Bytes.concat([this.rest, bytes]) : bytes;
+      const whole = plain.length - (plain.length % 16);
+      this.rest = plain.slice(whole);
+      if (!whole) return Bytes.concat(head);
+      const out = new Uint8Array(await crypto.subtle.encrypt(
+        { name: "AES-CBC", iv: this.iv }, this.key, plain.subarray(0, whole)));
+      // WebCrypto always pads; a middle piece is whole blocks, so its padding block is dropped and
+      // the next piece chains from the last ciphertext block.
+      const body = out.subarray(0, whole);
+      this.iv = body.slice(whole - 16);
+      return head.length ? Bytes.concat([...head, body]) : body;
+    }
+
+    async finish() {
+      const head = await this.start();
+      const out = new Uint8Array(await crypto.subtle.encrypt(
+        { name: "AES-CBC", iv: this.iv }, this.key, this.rest));
+      this.rest = new Uint8Array(0);
+      return head.length ? Bytes.concat([...head, out]) : out;
+    }
+  }
+
+  /** The ciphertext's size for `size` plaintext bytes: header, whole blocks, then the padding. */
+  function encryptedSize(size) {
+    return 16 + size - (size % 16) + 16;
+  }
+
   /**
-   * Encrypt a Blob; resolves to the ciphertext Blob. `progress(done, total)` after each step;
+   * Encrypt a Blob into a ciphertext Blob, in memory. `progress(done, total)` after each step;
    * `cancelled()` is polled between steps and aborts with an Error.
    */
   async function encryptBlob(blob, passphrase, progress = () => {}, cancelled = () => false) {
-    const salt = crypto.getRandomValues(new Uint8Array(8));
-    const derived = await derive(passphrase, salt);
-    let iv = derived.iv;
-    const parts = [MAGIC, salt];
-    let offset = 0;
-    do {
+    const encryptor = new Encryptor(passphrase);
+    const parts = [];
+    for (let offset = 0; offset < blob.size; offset += STEP) {
       if (cancelled()) throw new Error("cancelled");
       const end = Math.min(offset + STEP, blob.size);
-      const plain = new Uint8Array(await blob.slice(offset, end).arrayBuffer());
-      const last = end === blob.size;
-      const out = new Uint8Array(
-        await crypto.subtle.encrypt({ name: "AES-CBC", iv }, derived.key, plain));
-      // WebCrypto always pads; a middle step is a whole number of blocks, so its padding block
-      // is dropped and the next step chains from the last ciphertext block.
-      const body = last ? out : out.subarray(0, plain.length);
-      parts.push(body);
-      iv = body.slice(body.length - 16);
-      offset = end;
-      progress(offset, blob.size);
-    } while (offset < blob.size);
+      parts.push(await encryptor.push(new Uint8Array(await blob.slice(offset, end).arrayBuffer())));
+      progress(end, blob.size);
+    }
+    parts.push(await encryptor.finish());
     return new Blob(parts, { type: "application/octet-stream" });
   }
 
@@ -113,5 +150,5 @@ const OpensslAes = (() => {
     }
   }
 
-  return { encryptBlob, Decryptor };
+  return { STEP, Encryptor, encryptedSize, encryptBlob, Decryptor };
 })();

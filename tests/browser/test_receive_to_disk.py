@@ -14,6 +14,15 @@ import pytest
 import trio
 from playwright.sync_api import Page
 
+from tests.browser.bigfiles import (
+    DIGEST_STEP,
+    RSS_LIMIT,
+    MiB,
+    random_file,
+    renderer_rss,
+    shown_size,
+    step_digests,
+)
 from tests.browser.conftest import (
     NO_SAVE_PICKER,
     OPFS_SAVE_PICKER,
@@ -21,13 +30,19 @@ from tests.browser.conftest import (
     in_browser,
     wait_for_value,
 )
-from tests.browser.recipe import OPENSSL_ENCRYPT, PASSPHRASE, WRONG_PASSPHRASE, rejected_cipher
+from tests.browser.recipe import (
+    OPENSSL_DECRYPT,
+    OPENSSL_ENCRYPT,
+    PASSPHRASE,
+    WRONG_PASSPHRASE,
+    rejected_cipher,
+)
 from tests.clients import CurlResult, Relay, curl, curl_into
 
-MiB = 1 << 20
-DIGEST_STEP = 16 * MiB
-RSS_LIMIT = 200 * MiB
 BIG = "PIPE_RELAY_BROWSER_2G"  # set to 1 to add the 2 GiB case (some minutes)
+BIG_ENCRYPTED = (
+    "PIPE_RELAY_BROWSER_1G"  # set to 1 to add the 1 GiB encrypted cases (here and in test_send_stream)
+)
 
 SIZES = [
     pytest.param(256 * MiB, id="256MiB"),
@@ -35,6 +50,15 @@ SIZES = [
         2048 * MiB,
         id="2GiB",
         marks=pytest.mark.skipif(not os.environ.get(BIG), reason=f"opt-in: set {BIG}=1"),
+    ),
+]
+
+ENCRYPTED_SIZES = [
+    pytest.param(40 * MiB + 7, id="40MiB"),
+    pytest.param(
+        1024 * MiB + 7,
+        id="1GiB",
+        marks=pytest.mark.skipif(not os.environ.get(BIG_ENCRYPTED), reason=f"opt-in: set {BIG_ENCRYPTED}=1"),
     ),
 ]
 
@@ -55,59 +79,6 @@ OPFS_DIGESTS = """async (step) => {
   }
   return { size: file.size, digests };
 }"""
-
-
-def step_digests(path: Path) -> list[str]:
-    digests = []
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(DIGEST_STEP), b""):
-            digests.append(hashlib.sha256(block).hexdigest())
-    return digests
-
-
-def random_file(path: Path, size: int) -> Path:
-    with path.open("wb") as out:
-        for _ in range(size // MiB):
-            out.write(os.urandom(MiB))
-        out.write(os.urandom(size % MiB))
-    return path
-
-
-def renderer_rss() -> int:
-    """Bytes resident in this process's Chromium renderers (descendants with --type=renderer)."""
-    return sum(renderers().values())
-
-
-def renderers() -> dict[int, int]:
-    """Each of this process's Chromium renderers (descendants with --type=renderer): its VmRSS."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found: dict[int, int] = {}
-    stack = [os.getpid()]
-    while stack:
-        for pid in children.get(stack.pop(), []):
-            stack.append(pid)
-            try:
-                if b"--type=renderer" not in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    continue
-                status = Path(f"/proc/{pid}/status").read_text()
-            except OSError:
-                continue
-            for line in status.splitlines():
-                if line.startswith("VmRSS:"):
-                    found[pid] = int(line.split()[1]) * 1024
-    return found
-
-
-def shown_size(size: int) -> str:
-    """Fmt.size for a whole number of MiB."""
-    return f"{size / 1024 / MiB:.1f} GiB" if size >= 1024 * MiB else f"{size / MiB:.1f} MiB"
 
 
 def state(page: Page) -> str:
@@ -165,34 +136,59 @@ async def test_a_large_receive_is_written_to_disk_with_flat_memory(
     assert problems == []
 
 
-async def test_an_encrypted_receive_is_decrypted_on_the_way_to_disk(relay: Relay, tmp_path: Path) -> None:
-    source = random_file(tmp_path / "plain.bin", 40 * MiB + 7)
-    cipher = tmp_path / "cipher.bin"
-    with trio.fail_after(30):
-        await trio.run_process(
-            [*OPENSSL_ENCRYPT, "-pass", f"pass:{PASSPHRASE}", "-in", str(source), "-out", str(cipher)]
-        )
+@pytest.mark.parametrize("size", ENCRYPTED_SIZES)
+async def test_an_encrypted_receive_is_decrypted_on_the_way_to_disk(
+    relay: Relay, tmp_path: Path, screenshots: Path, size: int
+) -> None:
+    source = random_file(tmp_path / "plain.bin", size)
+    cipher, decrypted = tmp_path / "cipher.bin", tmp_path / "decrypted.bin"
+    with trio.fail_after(30 + size / (20 * MiB)):
+        for command, into in ((OPENSSL_ENCRYPT, cipher), (OPENSSL_DECRYPT, decrypted)):
+            given = source if into == cipher else cipher
+            await trio.run_process(
+                [*command, "-pass", f"pass:{PASSPHRASE}", "-in", str(given), "-out", str(into)]
+            )
     sent: dict[str, CurlResult] = {}
+    seen: dict[str, Any] = {}
 
-    def receive() -> tuple[Any, str | None, list[str]]:
-        with chromium_page(init_script=OPFS_SAVE_PICKER) as (page, log):
+    async def send() -> None:
+        sent["s"] = await curl("-T", str(cipher), f"{relay.url}/secret", max_time=60 + size / (5 * MiB))
+
+    def receive() -> list[str]:
+        with chromium_page(init_script=OPFS_SAVE_PICKER, profile=tmp_path / "profile") as (page, log):
             page.goto(f"{relay.url}/?path=secret")
             page.click("#recv-e2e summary")
             page.fill("#recv-pass", PASSPHRASE)
+            before = renderer_rss()
             page.click("#recv-start")
             page.wait_for_selector("#recv-state.waiting >> text=waiting for the sender")
-            trio.from_thread.run(curl_into, sent, "s", "-T", str(cipher), f"{relay.url}/secret")
-            page.wait_for_selector("#recv-state.done", timeout=60_000)
-            return (
-                page.evaluate(OPFS_DIGESTS, DIGEST_STEP),
-                page.text_content("#recv-message"),
-                log.csp + log.errors,
-            )
+            started = time.monotonic()
+            trio.from_thread.run_sync(nursery.start_soon, send)
+            peak = before
+            while "done" not in (current := state(page)) and "error" not in current:
+                peak = max(peak, renderer_rss())
+                time.sleep(0.1)
+            seen["seconds"] = time.monotonic() - started
+            shot = f"disk-encrypted-{size // MiB}MiB-done.png"
+            page.screenshot(path=str(screenshots / shot), full_page=True)
+            seen.update(before=before, peak=max(peak, renderer_rss()), state=current)
+            seen["message"] = page.text_content("#recv-message")
+            seen["file"] = page.evaluate(OPFS_DIGESTS, DIGEST_STEP)
+            return log.csp + log.errors
 
-    saved, message, problems = await in_browser(receive, limit=90)
+    async with trio.open_nursery() as nursery:
+        problems = await in_browser(receive, limit=90 + size / (5 * MiB))
+    print(
+        f"\n{size // MiB} MiB encrypted to disk in {seen['seconds']:.1f} s: renderer RSS "
+        f"{seen['before'] // MiB} -> peak {seen['peak'] // MiB} MiB"
+    )
     assert sent["s"].returncode == 0
-    assert saved == {"size": source.stat().st_size, "digests": step_digests(source)}
-    assert message == f"Received {shown_size(cipher.stat().st_size)}, decrypted to 40.0 MiB."
+    assert "done" in seen["state"], seen["message"]
+    assert seen["file"] == {"size": size, "digests": step_digests(decrypted)}  # what openssl decrypts
+    assert (
+        seen["message"] == f"Received {shown_size(cipher.stat().st_size)}, decrypted to {shown_size(size)}."
+    )
+    assert seen["peak"] - seen["before"] < RSS_LIMIT
     assert problems == []
 
 

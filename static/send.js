@@ -1,0 +1,189 @@
+// The Send tab: text or files (several as one tar) to a path, with progress, Cancel and E2E encryption.
+// Invariant: an encrypted send streams where it can (HTTP/2), else is held in memory, and its log says which.
+"use strict";
+(() => {
+  const { $ } = Ui;
+  const view = Ui.progressView("send");
+  const ADVICE =
+    "Keep it to a few hundred MiB, or open this page over HTTPS (HTTP/2) in a Chromium-based " +
+    "browser, or use openssl | curl -T -.";
+  let sending = null; // { cancelled, transfer: { abort() } } while a send runs
+  let note = ""; // the page's own line above the server's status lines in the log
+
+  function mode() {
+    return document.querySelector("input[name=mode]:checked").value;
+  }
+
+  function chosenFiles() {
+    return Array.from($("files").files);
+  }
+
+  function describeFiles() {
+    const files = chosenFiles();
+    const total = files.reduce((n, f) => n + f.size, 0);
+    $("files-info").textContent = files.length
+      ? files.length + " file(s), " + Fmt.size(total)
+      : "or drop files here";
+  }
+
+  function receiveCommand() {
+    let command = "curl " + Ui.shellQuote(Ui.pipeUrl($("send-path").value, Ui.receivers($("send-n"))));
+    if ($("send-pass").value) command += " | openssl aes-256-cbc -d -pbkdf2 -iter 100000 -md sha256";
+    const files = chosenFiles();
+    if (mode() === "file" && files.length > 1) command += " | tar xvf -";
+    else if (mode() === "file" && files.length === 1) {
+      command += " > " + Ui.shellQuote(Ui.safeFileName(files[0].name, "file"));
+    }
+    return command;
+  }
+
+  function updateShare() {
+    $("send-url").value = Ui.pipeUrl($("send-path").value, Ui.receivers($("send-n")));
+    $("send-curl").textContent = receiveCommand();
+  }
+
+  function setMode() {
+    const text = mode() === "text";
+    $("text-field").hidden = !text;
+    $("file-field").hidden = text;
+    updateShare();
+  }
+
+  function sendLog(text) {
+    const log = $("send-log");
+    log.textContent = note ? note + (text ? "\n" + text : "") : text;
+    log.scrollTop = log.scrollHeight;
+  }
+
+  function sendBusy(busy) {
+    $("send-start").disabled = busy;
+    $("send-cancel").disabled = !busy;
+  }
+
+  /** What to upload: the body Blob, its Content-Type and Content-Disposition (or null). */
+  function sendBody() {
+    if (mode() === "text") {
+      return { body: new Blob([$("text").value]), type: "text/plain; charset=utf-8", disposition: null };
+    }
+    const files = chosenFiles();
+    if (!files.length) throw new Error("Choose a file first.");
+    if (files.length === 1) {
+      const file = files[0];
+      return { body: file, type: file.type || "application/octet-stream", disposition: Ui.attachment(file.name) };
+    }
+    return { body: Tar.archive(files), type: "application/x-tar", disposition: Ui.attachment("files.tar") };
+  }
+
+  /** The callbacks of one transfer: they update the page until the send ends. */
+  function outcome(job) {
+    const end = (ok, name, label) => {
+      view.finish(ok);
+      view.state(name, label);
+      sendBusy(false);
+      sending = null;
+    };
+    return {
+      progress: (done, total) => view.show(done, total),
+      log: sendLog,
+      done(status, text) {
+        sendLog(text);
+        const complete = status === 200 && /^\[INFO\] Transfer complete\./m.test(text);
+        if (complete) view.show(job.total, job.total);
+        const why = Ui.lastLine(text, "[ERROR]") || "failed (HTTP " + status + ")";
+        end(complete, complete ? "done" : "error", complete ? "done" : why);
+      },
+      failed: (why) => end(false, "error", job.broken || why),
+      aborted: () => end(false, "aborted", "cancelled"),
+    };
+  }
+
+  async function startSend() {
+    const path = Ui.pathIn($("send-path"));
+    view.reset();
+    note = "";
+    sendLog("");
+    if (!path) {
+      view.state("error", "choose a path");
+      return;
+    }
+    const job = { transfer: null, cancelled: false, broken: null, total: 0 };
+    sending = job;
+    sendBusy(true);
+    const url = Ui.pipeUrl(path, Ui.receivers($("send-n")));
+    const on = outcome(job);
+    try {
+      const { body, type, disposition } = sendBody();
+      const passphrase = $("send-pass").value;
+      if (!passphrase) {
+        job.total = body.size;
+        const headers = { "Content-Type": type };
+        if (disposition) headers["Content-Disposition"] = disposition;
+        view.state("sending", "sending");
+        job.transfer = Upload.blob(url, body, headers, on);
+        return;
+      }
+      // the server sees ciphertext only: no file name, no type
+      const headers = { "Content-Type": "application/octet-stream" };
+      job.total = OpensslAes.encryptedSize(body.size);
+      if (Upload.canStream()) {
+        note =
+          "Streamed over " + Upload.protocolName() + ", encrypted on the fly: the file is read and " +
+          "encrypted piece by piece as it is sent.";
+        sendLog("");
+        view.state("sending", "encrypting and sending");
+        view.show(0, job.total);
+        const stream = Upload.encryptedStream(body, passphrase, on.progress, (why) => (job.broken = why));
+        job.transfer = Upload.streamed(url, stream, headers, on);
+        return;
+      }
+      note =
+        "Encrypted in memory first (" + Upload.whyNotStreamed() + "): all " + Fmt.size(job.total) +
+        " of ciphertext is held in this page until it is sent. " + ADVICE;
+      sendLog("");
+      view.state("sending", "encrypting");
+      const cipher = await OpensslAes.encryptBlob(body, passphrase, on.progress, () => job.cancelled);
+      view.reset();
+      view.state("sending", "sending");
+      job.transfer = Upload.blob(url, cipher, headers, on);
+    } catch (error) {
+      if (job.cancelled) on.aborted();
+      else on.failed(error.message);
+    }
+  }
+
+  for (const radio of document.querySelectorAll("input[name=mode]")) radio.addEventListener("change", setMode);
+  for (const id of ["send-path", "send-n", "send-pass"]) $(id).addEventListener("input", updateShare);
+  $("files").addEventListener("change", () => {
+    describeFiles();
+    updateShare();
+  });
+  const drop = $("drop");
+  drop.addEventListener("dragover", (e) => {
+    e.preventDefault();
+    drop.classList.add("over");
+  });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    $("files").files = e.dataTransfer.files;
+    describeFiles();
+    updateShare();
+  });
+  $("copy-url").addEventListener("click", (e) => Ui.copy($("send-url").value, e.currentTarget));
+  $("copy-curl").addEventListener("click", (e) => Ui.copy($("send-curl").textContent, e.currentTarget));
+  $("send-start").addEventListener("click", startSend);
+  $("send-cancel").addEventListener("click", () => {
+    if (!sending) return;
+    sending.cancelled = true;
+    if (sending.transfer) sending.transfer.abort();
+  });
+  $("send-how").textContent = Upload.canStream()
+    ? "Here (" + Upload.protocolName() + ") the file is encrypted on the fly as it is sent, any size."
+    : "Here (" + Upload.whyNotStreamed() + ") the file is encrypted in this page's memory before it " +
+      "is sent. " + ADVICE;
+
+  $("send-path").value = Ui.randomPath();
+  setMode();
+  describeFiles();
+})();
