@@ -2,6 +2,8 @@
 # that a wrong passphrase is known to reject (CBC without a MAC passes a wrong key 1 time in ~256).
 from __future__ import annotations
 
+import subprocess
+
 import trio
 
 PASSPHRASE = "correct horse battery staple ✓"
@@ -12,7 +14,7 @@ OPENSSL_DECRYPT = [*OPENSSL_ENCRYPT[:2], "-d", *OPENSSL_ENCRYPT[2:]]
 FIXED_SALT = "0102030405060708"
 
 
-async def openssl(*command: str, data: bytes, check: bool = True) -> trio.CompletedProcess[bytes]:
+async def openssl(*command: str, data: bytes, check: bool = True) -> subprocess.CompletedProcess[bytes]:
     with trio.fail_after(60):
         return await trio.run_process(
             list(command), stdin=data, capture_stdout=True, capture_stderr=True, check=check
