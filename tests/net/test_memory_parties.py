@@ -55,8 +55,8 @@ def start_sender(hub: Hub, nursery: trio.Nursery, target: str, length: int | Non
     return sender
 
 
-# Both engines: with no socket, `auto` must hand the transfer to the buffer engine (no splice fd).
-@pytest.mark.parametrize("engine", ["buffer", "auto"])
+# Both engines: with no socket, `splice` must hand the transfer to the buffer engine (no splice fd).
+@pytest.mark.parametrize("engine", ["buffer", "splice"])
 @pytest.mark.parametrize("length", [len(BODY), None], ids=["content-length", "unknown-length"])
 async def test_a_transfer_between_parties_without_sockets(engine: str, length: int | None) -> None:
     with trio.fail_after(5):
