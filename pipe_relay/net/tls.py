@@ -1,9 +1,12 @@
 # TLS on our own sockets: the certificate (re-read when its files change), the handshake, TLS body and writer.
 # Invariant: a TLS socket's would-block is a BlockingIOError, as a plain socket's; TLS is never spliced.
-"""The stdlib `ssl` module on non-blocking sockets (no kTLS here: TLS bodies go through the buffer
-engine). `TlsSocket` wraps an `ssl.SSLSocket` with the small socket surface `HttpConnection` uses,
-so the HTTP/1.1 front end serves both listeners; `TlsBody` and `TlsWriter` are the TLS versions of
-the sender's `SocketBody` and a receiver's `SocketWriter`."""
+"""The stdlib `ssl` module's `SSLObject` over two memory BIOs, driven by our own non-blocking socket
+(no kTLS here: TLS bodies go through the buffer engine). The stdlib cannot turn on OpenSSL's
+read-ahead, so an `ssl.SSLSocket` costs two read(2)s and one write(2) per 16 KiB record; here the
+socket is read RECV_SIZE at a time into the incoming BIO and written a WRITE_CHUNK of records at a
+time from the outgoing one. `TlsSocket` has the small socket surface `HttpConnection` and
+`Http2Connection` use, so the front ends serve both listeners; `TlsBody` and `TlsWriter` are the TLS
+versions of the sender's `SocketBody` and a receiver's `SocketWriter`."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import logging
 import os
 import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
@@ -23,10 +26,16 @@ from .engine import Segment
 log = logging.getLogger("pipe_relay")
 
 ALPN = ("h2", "http/1.1")
-WRITE_JOIN = 256 * 1024
-"""Pieces of one write up to this much in all are joined into one TLS write; past it, the first
-piece goes alone (an `ssl` write takes one buffer, and must be retried with the same one)."""
-_WOULD_BLOCK = (ssl.SSLWantReadError, ssl.SSLWantWriteError)
+RECV_SIZE = 256 * 1024
+"""Ciphertext taken from the socket per read(2) (into one scratch buffer shared by all sockets:
+it is copied into the connection's incoming BIO at once)."""
+WRITE_CHUNK = 256 * 1024
+"""Plaintext encrypted per step of a write (joined from small pieces): its records leave in one
+send(2); it bounds the ciphertext a slow receiver's socket holds for us (nothing more is taken
+while any is unsent)."""
+_SCRATCH = memoryview(bytearray(RECV_SIZE))
+_PLAIN = memoryview(bytearray(RECV_SIZE))
+_ENDS = (ssl.SSLZeroReturnError, ssl.SSLEOFError)  # close_notify, a FIN without it: the end, both
 
 
 class CertificateError(OSError):
@@ -90,37 +99,41 @@ class Certificates:
 async def handshake(sock: socket.socket, certificates: Certificates, deadline: float) -> TlsSocket | None:
     """The server side of a TLS handshake on `sock` (non-blocking), in the connection's own task, by
     `deadline`. None if the client fails it, leaves or stalls (its socket is closed then)."""
-    tls = certificates.context().wrap_socket(
-        sock, server_side=True, do_handshake_on_connect=False, suppress_ragged_eofs=True
-    )
     done = False
     try:
+        tls = TlsSocket(sock, certificates.context())
         with trio.move_on_at(deadline):
-            while True:
-                try:
-                    tls.do_handshake()
-                    done = True
-                    return TlsSocket(tls)
-                except ssl.SSLWantReadError:
-                    await trio.lowlevel.wait_readable(tls)
-                except ssl.SSLWantWriteError:
-                    await trio.lowlevel.wait_writable(tls)
+            await tls.handshake()
+            done = True
+            return tls
     except OSError as exc:  # (ssl.SSLError is one): a client that is not speaking TLS, or left
         log.debug("TLS handshake failed: %s", exc)
     finally:
         if not done:
-            tls.close()
+            sock.close()
     return None
 
 
 class TlsSocket:
-    """An `ssl.SSLSocket` seen as a plain non-blocking socket: would-block is BlockingIOError."""
+    """A TLS connection seen as a plain non-blocking socket: would-block is BlockingIOError.
 
-    __slots__ = ("_fd", "ssl")
+    A write reports bytes as sent only once their ciphertext is in the kernel: while some is held
+    here, it raises BlockingIOError (and `wait_writable` on the fd is the right wait), and the
+    caller retries with the same bytes in front, as with any TLS socket. So a socket closed after
+    its last write, or left waiting for the client's next request, holds nothing back."""
 
-    def __init__(self, ssl_sock: ssl.SSLSocket) -> None:
-        self.ssl = ssl_sock
-        self._fd = ssl_sock.fileno()
+    __slots__ = ("_eof", "_fd", "_fresh", "_incoming", "_out", "_outgoing", "_owed", "_sock", "ssl")
+
+    def __init__(self, sock: socket.socket, context: ssl.SSLContext) -> None:
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self.ssl = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
+        self._fresh = False  # the incoming BIO got bytes since `ssl` last asked for more
+        self._eof = False  # the end was read: every read from now on returns it
+        self._out = memoryview(b"")  # ciphertext taken from the outgoing BIO, not sent yet
+        self._owed = 0  # plaintext bytes encrypted into `_out` whose write reported BlockingIOError
 
     def __repr__(self) -> str:
         return f"<TlsSocket fd={self._fd} {self.ssl.version()}>"
@@ -132,44 +145,163 @@ class TlsSocket:
     def alpn(self) -> str | None:
         return self.ssl.selected_alpn_protocol()
 
-    def recv(self, size: int) -> bytes:
+    async def handshake(self) -> None:
+        """Run the server's handshake to its end; its last flight (and tickets) sent."""
+        while True:
+            try:
+                self.ssl.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                await self._send_all()
+                if self._feed() < 0:
+                    await trio.lowlevel.wait_readable(self._sock)
+        await self._send_all()
+
+    def _feed(self) -> int:
+        """One socket read into the incoming BIO: its byte count, 0 at the end, -1 if none came."""
         try:
-            return self.ssl.recv(size)
-        except _WOULD_BLOCK:
-            raise BlockingIOError from None
+            count = self._sock.recv_into(_SCRATCH)
+        except BlockingIOError:
+            return -1
+        if count:
+            self._incoming.write(_SCRATCH[:count])
+            self._fresh = True
+        else:
+            self._incoming.write_eof()
+        return count
 
     def recv_into(self, view: memoryview) -> int:
-        try:
-            return self.ssl.recv_into(view)
-        except _WOULD_BLOCK:
-            raise BlockingIOError from None
+        """Decrypt into `view` what has come (reading the socket only when the BIO runs dry): the
+        byte count; 0 at the end (close_notify or a bare FIN); BlockingIOError if nothing came."""
+        if self._eof:
+            return 0
+        size = len(view)
+        got = 0
+        short = False  # a socket read came back short: the socket is empty, do not ask it again
+        read: Callable[[int, memoryview], int] = self.ssl.read  # type: ignore[assignment]  # (into a buffer: a count)
+        while got < size:
+            try:
+                count = read(size - got, view[got:])
+            except ssl.SSLWantReadError:
+                self._fresh = False
+                if got and short:
+                    break
+                fed = self._feed()
+                if fed < 0:
+                    break
+                short = fed < RECV_SIZE
+            except _ENDS:
+                self._eof = True
+                break
+            else:
+                if not count:  # (`ssl` reads a close_notify as 0, a FIN without it as SSLEOFError)
+                    self._eof = True
+                    break
+                got += count
+        if self._outgoing.pending:  # (a record read made one to send: a key update, an alert)
+            self._take_outgoing()
+            self._flush()
+        if got or self._eof:
+            return got
+        raise BlockingIOError
+
+    def recv(self, size: int) -> bytes:
+        """Up to `size` bytes (at most RECV_SIZE), as `recv_into`."""
+        view = _PLAIN[: min(size, RECV_SIZE)]
+        return bytes(view[: self.recv_into(view)])
 
     def send(self, data: bytes | bytearray | memoryview) -> int:
+        return self.write([data])
+
+    def write(self, pieces: Sequence[bytes | bytearray | memoryview]) -> int:
+        """Encrypt and send the pieces, a WRITE_CHUNK at a time, while the socket takes all of each
+        step's ciphertext: the plaintext count (> 0) that is in the kernel now. BlockingIOError if
+        none is (unsent ciphertext is kept; the next call, with the same bytes in front, sends it)."""
+        if self._out and not self._flush():
+            raise BlockingIOError
+        done, self._owed = self._owed, 0
+        while True:
+            chunk = _take(pieces, done, WRITE_CHUNK)
+            if chunk is None:
+                break
+            count = self.ssl.write(chunk)
+            del chunk  # (no view on the caller's buffer outlives this call: it may resize it)
+            self._take_outgoing()
+            if not self._flush():
+                self._owed = count
+                break
+            done += count
+        if done:
+            return done
+        raise BlockingIOError
+
+    def _take_outgoing(self) -> None:
+        data = self._outgoing.read()
+        self._out = memoryview(bytes(self._out) + data if self._out else data)
+
+    def _flush(self) -> bool:
+        """One send(2) of the held ciphertext: is none left?"""
         try:
-            return self.ssl.send(data)
-        except _WOULD_BLOCK:
-            raise BlockingIOError from None
+            sent = self._sock.send(self._out)
+        except BlockingIOError:
+            return False
+        self._out = self._out[sent:]
+        return not self._out
+
+    async def _send_all(self) -> None:
+        if self._outgoing.pending:
+            self._take_outgoing()
+        while self._out and not self._flush():
+            await trio.lowlevel.wait_writable(self._sock)
 
     def pending(self) -> int:
-        """Decrypted bytes held inside `ssl` (epoll cannot see them)."""
-        return self.ssl.pending()
+        """Bytes held above the socket that a read may return without the fd becoming readable
+        (epoll cannot see them): decrypted ones inside `ssl`, and ciphertext fed since `ssl` last
+        ran dry. 0 right after a read raised BlockingIOError, so waiting on the fd is then right."""
+        return self.ssl.pending() + (self._incoming.pending if self._fresh else 0)
 
     def getpeername(self) -> Any:
-        return self.ssl.getpeername()
+        return self._sock.getpeername()
 
     def setsockopt(self, level: int, option: int, value: int | bytes, /) -> None:
-        self.ssl.setsockopt(level, option, value)
+        self._sock.setsockopt(level, option, value)
 
     def shutdown(self, how: int) -> None:
-        self.ssl.shutdown(how)
+        """The TCP socket's shutdown (no close_notify, as before), after one try to send what is held."""
+        if self._out and how != socket.SHUT_RD:
+            self._flush()
+        self._sock.shutdown(how)
 
     def close(self) -> None:
-        self.ssl.close()
+        self._sock.close()
+
+
+def _take(pieces: Sequence[bytes | bytearray | memoryview], skip: int, limit: int) -> Segment | None:
+    """Up to `limit` bytes of the pieces after the first `skip`, as one buffer (None: nothing left).
+    A piece is not copied when it is the only one taken."""
+    taken: list[Segment] = []
+    size = 0
+    for piece in pieces:
+        length = len(piece)
+        if skip >= length:
+            skip -= length
+            continue
+        part: Segment = piece if isinstance(piece, bytes | memoryview) else memoryview(piece)
+        if skip or length - skip > limit - size:
+            part = memoryview(piece)[skip : skip + limit - size]
+        skip = 0
+        taken.append(part)
+        size += len(part)
+        if size >= limit:
+            break
+    if not taken:
+        return None
+    return taken[0] if len(taken) == 1 else b"".join(taken)
 
 
 class TlsBody(SocketBody):
-    """A framed request body read through TLS: each step decrypts records until the buffer is full
-    or none is left (one `ssl` read returns one record, at most 16 KiB)."""
+    """A framed request body read through TLS: each step decrypts what has come into the buffer
+    (RECV_SIZE of ciphertext per socket read, every record of it)."""
 
     def __init__(
         self, tls: TlsSocket, decoder: BodyDecoder, prefix: bytes, *, buffer_size: int, idle_timeout: float
@@ -188,27 +320,11 @@ class TlsBody(SocketBody):
         return await self.pull(self._fill, len(self._buffer))
 
     def _fill(self) -> int:
-        view = self._view
-        size = len(view)
-        got = 0
-        recv_into = self.tls.ssl.recv_into
-        while got < size:
-            try:
-                count = recv_into(view[got:])
-            except _WOULD_BLOCK:
-                break
-            if not count:  # the end (close_notify or FIN): now, or at the next read after this data
-                if not got:
-                    return 0
-                break
-            got += count
-        if not got:
-            raise BlockingIOError
-        return got
+        return self.tls.recv_into(self._view)
 
 
 class TlsWriter:
-    """A receiver over TLS: one `ssl` write per call, of the joined pieces or of the first one."""
+    """A receiver over TLS: each call encrypts and sends what the socket takes (`TlsSocket.write`)."""
 
     __slots__ = ("tls",)
 
@@ -219,12 +335,7 @@ class TlsWriter:
         return f"<TlsWriter {self.tls!r}>"
 
     def write_now(self, pieces: list[Segment]) -> int:
-        first = pieces[0]
-        if len(pieces) > 1 and sum(len(piece) for piece in pieces) <= WRITE_JOIN:
-            first = b"".join(pieces)
-        if not first:
-            return 0
-        return self.tls.send(first)
+        return self.tls.write(pieces)
 
     async def wait_writable(self) -> None:
         await trio.lowlevel.wait_writable(self.tls)

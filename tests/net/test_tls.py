@@ -2,13 +2,18 @@
 # Invariant: real TLS (trustme certificates, curl and the ssl module as clients); bytes compared by sha256.
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import hashlib
+import signal
 import socket
 import ssl
 import subprocess
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 
 import pytest
 import trio
@@ -269,6 +274,100 @@ async def test_a_sender_cut_over_tls_never_looks_complete(
     receiver = results["receiver"]
     assert receiver.returncode in failures, receiver.stderr
     assert len(receiver.stdout) < 1048576
+
+
+class Stuck(BaseException):
+    """The event loop did not come back (a busy loop in the server's code): no `except Exception` keeps it."""
+
+
+@contextlib.contextmanager
+def _unstuck_after(seconds: float) -> Iterator[None]:
+    """Raise Stuck in the main thread (the server's) after `seconds`: a busy loop cannot hang the test."""
+
+    def alarm(signum: int, frame: FrameType | None) -> None:
+        raise Stuck(f"the event loop was stuck for {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("ending", ["close_notify", "fin"])
+async def test_a_client_ending_its_tls_connection_either_way_is_closed(
+    tls_relay: Relay, tls_files: TlsFiles, ending: str
+) -> None:
+    """After a keep-alive reply, the client sends close_notify (or only a FIN): the server reads that
+    as the end and closes the connection at once, and goes on serving."""
+
+    def request_then_end(client: ssl.SSLSocket) -> bool:
+        client.settimeout(2)
+        client.sendall(b"GET /api/v1/pipe/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        reply = b""
+        while b'"status"' not in reply:
+            reply += client.recv(65536)
+        try:
+            if ending == "close_notify":
+                client.unwrap()  # (waits for the server's close_notify, or its close)
+            else:
+                client.shutdown(socket.SHUT_WR)  # (the ssl module reads the raw socket after this)
+                while client.recv(65536):  # (OpenSSL's alert for a FIN without close_notify)
+                    pass
+        except TimeoutError:
+            return False  # the server still holds the connection open
+        except OSError:
+            pass  # (its close instead of a close_notify)
+        return True
+
+    with trio.fail_after(10), _unstuck_after(8):
+        for _ in range(2):
+            with await _tls_connect(tls_relay, tls_files.client_context()) as client:
+                assert await trio.to_thread.run_sync(request_then_end, client)
+
+
+def _rss(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field} in /proc/self/status")
+
+
+async def test_a_slow_tls_receiver_paces_the_sender_and_memory_stays_bounded(
+    tls_relay: Relay, tls_files: TlsFiles, payloads: dict[int, Payload], tmp_path: Path
+) -> None:
+    """64 MiB from a fast TLS sender to a TLS receiver reading at 20 MB/s: the ciphertext waiting for
+    the receiver stays in its socket, not in the server (whose RSS, this process's, grows < 32 MiB)."""
+    payload = payloads[64 << 20]
+    out = tmp_path / "out"
+    results: dict[str, CurlResult] = {}
+    libc = ctypes.CDLL(None)
+    if hasattr(libc, "malloc_trim"):  # (memory freed by an earlier test back to the system first)
+        libc.malloc_trim(0)
+    Path("/proc/self/clear_refs").write_text("5")  # (VmHWM from here on)
+    before = _rss("VmRSS")
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            receive = ("--cacert", str(tls_files.ca_pem), "--limit-rate", "20M", "-o", str(out))
+            nursery.start_soon(curl_into, results, "receiver", *receive, tls_relay.tls_url + "/slow")
+            await tls_relay.wait_for_pipe("/slow", receivers=1)
+            nursery.start_soon(
+                curl_into,
+                results,
+                "sender",
+                "--cacert",
+                str(tls_files.ca_pem),
+                "-T",
+                str(payload.path),
+                tls_relay.tls_url + "/slow",
+            )
+    growth = _rss("VmHWM") - before
+    assert results["receiver"].returncode == 0, results["receiver"].stderr
+    assert results["sender"].stdout.endswith(b"[INFO] Transfer complete.\n")
+    assert sha256_file(out) == payload.sha256
+    assert growth < 32 << 20, f"the server's RSS grew by {growth >> 20} MiB"
 
 
 def test_a_bad_certificate_is_a_clear_start_up_error(tmp_path: Path) -> None:
