@@ -3,7 +3,8 @@
 """bench.py ``--concurrent``: ``--concurrent-pairs`` (16) sender/receiver pairs at once, then
 ``--concurrent-fanouts`` (8) senders to ``?n=3`` at once, each transfer ``--concurrent-size`` (64 MiB)
 of random bytes sent with ``curl -T FILE``, servers taken in turn. All receivers of a round are started
-first; once their connections are established every sender is started. Per server and scenario, one
+first; once their connections are established every sender is started, all at one moment (each
+waits for its line from one FIFO, written at once). Per server and scenario, one
 untimed round writes every receiver's output to a file and checks its sha256; the timed rounds write to
 /dev/null and check the byte count curl reports. Figures:
 
@@ -139,14 +140,38 @@ def run_round(
             if any(p.popen.poll() is not None for p in procs):
                 break
             time.sleep(0.005)
-        cpu_before = cpu_ticks(server.pid)
-        starts: list[float] = []
-        senders: list[_Proc] = []
-        t0 = time.perf_counter()
-        for p in paths:
-            starts.append(time.perf_counter())
-            senders.append(_Proc([*curl, "-T", str(source), "-o", os.devnull, server.url(p)], deadline))
-        procs += senders
+        # Every sender waits at one gate (a line each from a FIFO) and all start when it opens:
+        # spawned one by one, the first would run alone for a while and look faster than the rest.
+        gate = workdir / f"gate-{secrets.token_hex(4)}"
+        os.mkfifo(gate)
+        gate_fd = os.open(gate, os.O_RDWR)  # (a reader's open never blocks while this is open)
+        try:
+            senders = [
+                _Proc(
+                    [
+                        "sh",
+                        "-c",
+                        'read go < "$0"; exec "$@"',
+                        str(gate),
+                        *curl,
+                        "-T",
+                        str(source),
+                        "-o",
+                        os.devnull,
+                        server.url(p),
+                    ],
+                    deadline,
+                )
+                for p in paths
+            ]
+            procs += senders
+            cpu_before = cpu_ticks(server.pid)
+            t0 = time.perf_counter()
+            os.write(gate_fd, b"go\n" * len(senders))
+        finally:
+            os.close(gate_fd)
+            gate.unlink()
+        starts = [t0] * len(senders)
         counts = [
             [int(r.join(f"{sc.name} receiver {t}.{i}").decode().strip() or "0") for i, r in enumerate(row)]
             for t, row in enumerate(receivers)
