@@ -216,9 +216,11 @@ async def deliver(
     each sink's end, so a small body is one write per receiver.
     """
     size = sum(len(piece) for piece in segments)
-    if wire is None:
-        wire = [chunk_head(size), *segments, CRLF] if size else []
-    chunked = [*wire, LAST_CHUNK] if last else wire
+    chunked: list[Segment] = []
+    if any(sink.framing is Framing.CHUNKED for sink in sinks):  # (else no chunk framing is made)
+        if wire is None:
+            wire = [chunk_head(size), *segments, CRLF] if size else []
+        chunked = [*wire, LAST_CHUNK] if last else wire
     await broadcast(sinks, partial(Sink.frame, plain=segments, chunked=chunked), events, idle=idle)
     count_sent(sinks, size)
     events.progress(size)
