@@ -23,6 +23,7 @@ from .progress import Boards, watch
 from .relay import run_transfer
 from .splice import SpliceEngine, splice_available
 
+
 def make_engine(config: Config) -> ByteEngine:
     """The byte engine for `config.engine`. `auto` is the buffer engine: measured side by side with
     the C reference (README, Performance), it is faster than splice/tee at n=1 and at n=3 on this
