@@ -89,13 +89,10 @@ class SpliceEngine:
         idle_timeout: float,
         fallback: ByteEngine,
         pipe_size: int = PIPE_SIZE,
-        min_body: int = 1,
     ) -> None:
         self.idle_timeout = idle_timeout
         self.fallback = fallback
         self.pipe_size = pipe_size
-        self.min_body = min_body
-        """Smaller bodies go to the fallback: setting up 2n pipe fds costs more than it saves."""
         self._devnull: int | None = None
         self.carried = 0
         """Transfers moved with splice/tee (the rest went to the fallback engine)."""
@@ -105,14 +102,14 @@ class SpliceEngine:
         return f"<SpliceEngine pipe_size={self.pipe_size} fallback={self.fallback!r}>"
 
     def can_carry(self, source: Source, sinks: Sequence[Sink]) -> bool:
-        """A Content-Length body of at least `min_body` bytes from a plain socket, going out unframed
+        """A Content-Length body with bytes still to come from a plain socket, going out unframed
         (no chunked receiver) to plain sockets."""
         return (
             splice_available()
             and isinstance(source, SocketBody)
             and source.splice_fd is not None
             and isinstance(source.decoder, LengthDecoder)
-            and source.decoder.remaining >= max(self.min_body, 1)
+            and source.decoder.remaining > 0
             and all(
                 sink.framing is not Framing.CHUNKED and sink.writer.splice_fd is not None for sink in sinks
             )
