@@ -85,13 +85,23 @@ TTL = 1.0
 TTL_LATEST = 3.0
 
 
+def pending_since(relay: Relay) -> float:
+    """When the server registered the one pending pipe: its deadline minus the TTL.
+
+    Seeing the pipe from the test can lag its creation on a loaded machine, so the
+    wait is measured from the server's own clock reading, not from when we looked."""
+    deadline = relay.hub.registry.next_deadline()
+    assert deadline is not None
+    return deadline - TTL
+
+
 async def test_pending_ttl_expires_a_waiting_receiver_on_time(start_relay: StartRelay) -> None:
     relay = await start_relay(pending_ttl=TTL)
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             receiver = spawn(nursery, relay, "/late")
             await relay.wait_for_pipe("/late", receivers=1)
-            registered = trio.current_time()
+            registered = pending_since(relay)
             response = await receiver.result()
             waited = trio.current_time() - registered
         await relay.wait_until_free("/late")
@@ -107,7 +117,7 @@ async def test_pending_ttl_expires_a_waiting_sender_on_time(start_relay: StartRe
         async with trio.open_nursery() as nursery:
             sender = spawn(nursery, relay, "/lonely", "-T", str(body))
             await relay.wait_for_pipe("/lonely", sender=True)
-            registered = trio.current_time()
+            registered = pending_since(relay)
             response = await sender.result()
             waited = trio.current_time() - registered
         await relay.wait_until_free("/lonely")
