@@ -132,8 +132,8 @@
         sendLog("");
         view.state("sending", "encrypting and sending");
         view.show(0, job.total);
-        const stream = Upload.encryptedStream(body, passphrase, on.progress, (why) => (job.broken = why));
-        job.transfer = Upload.streamed(url, stream, headers, on);
+        const source = Upload.encryptedStream(body, passphrase, on.progress, (why) => (job.broken = why));
+        job.transfer = Upload.streamed(url, source, headers, on);
         return;
       }
       note =

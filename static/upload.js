@@ -46,7 +46,8 @@ const Upload = (() => {
   /**
    * The ciphertext of `blob`, read and encrypted one step at a time as the stream is pulled.
    * `progress(handed, total)` counts the ciphertext bytes handed to the stream; `failed(message)`
-   * tells why the stream broke (a file that could no longer be read).
+   * tells why the stream broke (a file that could no longer be read). Returns { body, stop() }:
+   * stop() errors the stream, so an upload cut there fails instead of ending early.
    */
   function encryptedStream(blob, passphrase, progress, failed) {
     const encryptor = new OpensslAes.Encryptor(passphrase);
@@ -54,8 +55,12 @@ const Upload = (() => {
     let offset = 0;
     let handed = 0;
     let stopped = false;
-    return new ReadableStream(
+    let source = null;
+    const body = new ReadableStream(
       {
+        start(controller) {
+          source = controller;
+        },
         async pull(controller) {
           try {
             let out = new Uint8Array(0);
@@ -88,14 +93,36 @@ const Upload = (() => {
       },
       { highWaterMark: 1 }, // one piece queued: the next is read only when fetch() took this one
     );
+    function stop() {
+      if (stopped) return;
+      stopped = true;
+      // fetch()'s own reader of the body leaves this rejection unhandled: it is ours, and expected
+      const reason = new DOMException("cancelled", "AbortError");
+      addEventListener("unhandledrejection", (event) => {
+        if (event.reason === reason) event.preventDefault();
+      });
+      try {
+        source.error(reason);
+      } catch {
+        // the stream has ended already: nothing is left to cut
+      }
+    }
+    return { body, stop };
   }
 
   /**
-   * PUT `body` (a ReadableStream) with fetch(). `on` is { log(text), done(status, text), failed(why),
-   * aborted() }; the response's status lines reach log() as they arrive. Returns { abort() }.
+   * PUT `source.body` (a ReadableStream; `source` as encryptedStream returns it) with fetch(). `on` is
+   * { log(text), done(status, text), failed(why), aborted() }; the response's status lines reach log()
+   * as they arrive. Returns { abort() }.
+   *
+   * abort() errors the body stream first and aborts the fetch a task later: aborting first cancels
+   * the stream, a cancelled stream counts as closed, and Chromium may then end the upload cleanly
+   * (END_STREAM) with part of the file, which a receiver would take for all of it.
    */
-  function streamed(url, body, headers, on) {
+  function streamed(url, source, headers, on) {
     const controller = new AbortController();
+    let cancelled = false;
+    const body = source.body;
     (async () => {
       let text = "";
       try {
@@ -116,11 +143,17 @@ const Upload = (() => {
         }
         on.done(response.status, text);
       } catch {
-        if (controller.signal.aborted) on.aborted();
+        if (cancelled) on.aborted();
         else on.failed("connection failed");
       }
     })();
-    return { abort: () => controller.abort() };
+    return {
+      abort: () => {
+        cancelled = true;
+        source.stop();
+        setTimeout(() => controller.abort(), 0);
+      },
+    };
   }
 
   /** PUT `body` (a Blob) with XMLHttpRequest, with upload progress. `on` as for streamed(), plus
