@@ -58,9 +58,7 @@ from concurrency import Scenario, concurrent_report, run_concurrent  # type: ign
 from cref import CrefBuildError, build_cref  # type: ignore[import-not-found]
 from harness import (  # type: ignore[import-not-found]
     CREFS,
-    DEFAULT_NODE_DIR,
     GIB,
-    NODE_PACKAGE,
     NODE_VERSION,
     BenchError,
     Server,
@@ -68,12 +66,12 @@ from harness import (  # type: ignore[import-not-found]
     make_source,
     parse_size,
     start_cref,
-    start_node,
     start_relay,
     stop_server,
     variant_key,
 )
 from large import ALL_CASES, CaseResult, CurlRunner, run_case  # type: ignore[import-not-found]
+from node import DEFAULT_NODE_DIR, NODE_PACKAGE, start_node  # type: ignore[import-not-found]
 from report import environment, report  # type: ignore[import-not-found]
 from small import SmallResult, run_small  # type: ignore[import-not-found]
 from tls import TRANSPORTS, make_cert, start_node_tls, start_relay_tls, tls_environment  # type: ignore[import-not-found]

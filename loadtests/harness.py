@@ -4,7 +4,7 @@
 hostile_forms.py. pipe-relay is started as ``python -m pipe_relay`` from the checkout root, so the
 code measured is this checkout's; the Node piping-server (installed with npm on demand) is run with
 node directly, so the process measured is the server itself; the C reference relay is the binary
-cref.py builds. Each server writes its output to a log file."""
+cref.py builds (node.py installs and starts Node). Each server writes its output to a log file."""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ import contextlib
 import hashlib
 import os
 import re
-import shlex
-import shutil
 import signal
 import socket
 import subprocess
@@ -34,10 +32,7 @@ MIB = 1 << 20
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVER_START_DEADLINE = 30.0
 SERVER_STOP_DEADLINE = 10.0
-NPM_DEADLINE = 600.0
-NODE_PACKAGE = "piping-server"
 NODE_VERSION = "1.12.9"
-DEFAULT_NODE_DIR = Path.home() / ".cache" / "pipe-relay-bench" / "node"
 
 RELAY = "pipe-relay"
 NODE = "node"
@@ -325,51 +320,13 @@ def running_relay(engine: str | None, extra: Sequence[str] = ()) -> Iterator[Ser
             stop_server(server)
 
 
-def ensure_node_server(node_dir: Path) -> Path:
-    """Install piping-server@NODE_VERSION with npm into node_dir unless already there; return its entry."""
-    pkg_dir = node_dir / "node_modules" / NODE_PACKAGE
-    pkg_json = pkg_dir / "package.json"
-    installed = None
-    if pkg_json.exists():
-        m = re.search(r'"version"\s*:\s*"([^"]+)"', pkg_json.read_text())
-        installed = m.group(1) if m else None
-    if installed != NODE_VERSION:
-        npm = shutil.which("npm")
-        if npm is None:
-            raise BenchError("npm not found; install Node.js >= 18 or pass --no-node")
-        node_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [npm, "install", "--no-audit", "--no-fund", "--prefix", str(node_dir)]
-        cmd.append(f"{NODE_PACKAGE}@{NODE_VERSION}")
-        print(f"# installing: {shlex.join(cmd)}", flush=True)
-        try:
-            subprocess.run(cmd, check=True, timeout=NPM_DEADLINE, stdin=subprocess.DEVNULL)
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-            raise BenchError(f"npm install failed: {exc}") from exc
-    # Its bin is a node script (dist/src/index.js), run with node directly: we measure the server itself.
-    entry = pkg_dir / "dist" / "src" / "index.js"
-    if not entry.exists():
-        raise BenchError(f"{entry} is missing; remove {node_dir} and retry")
-    return entry
-
-
-def start_node(workdir: Path, node_dir: Path, extra: Sequence[str] = ()) -> Server:
-    """Start the Node piping-server (installed on demand) on a free HTTP port; return once it listens."""
-    entry = ensure_node_server(node_dir)
-    node = shutil.which("node")
-    if node is None:
-        raise BenchError("node not found; install Node.js >= 18 or pass --no-node")
-    port = free_port()
-    cmd = [node, str(entry), "--host", HOST, "--http-port", str(port), *extra]
-    return _start_listening(NODE, cmd, port, workdir)
-
-
 def start_cref(workdir: Path, binary: Path, key: str) -> Server:
     """Start the C reference relay (``binary``, from cref.py) as CREF_RW or CREF_SPLICE on a free port."""
     port = free_port()
-    return _start_listening(key, [str(binary), "--" + key.removeprefix("cref-"), str(port)], port, workdir)
+    return start_listening(key, [str(binary), "--" + key.removeprefix("cref-"), str(port)], port, workdir)
 
 
-def _start_listening(key: str, cmd: list[str], port: int, workdir: Path) -> Server:
+def start_listening(key: str, cmd: list[str], port: int, workdir: Path) -> Server:
     server = _spawn_server(key, cmd, port, workdir / f"{key}.log")
     try:
         wait_for_tcp(port, time.monotonic() + SERVER_START_DEADLINE, server.proc)

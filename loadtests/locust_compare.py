@@ -22,7 +22,6 @@ from pathlib import Path
 
 from harness import (  # type: ignore[import-not-found]
     CLK_TCK,
-    DEFAULT_NODE_DIR,
     GIB,
     NODE,
     RELAY,
@@ -30,10 +29,10 @@ from harness import (  # type: ignore[import-not-found]
     Server,
     cpu_ticks,
     label,
-    start_node,
     start_relay,
     stop_server,
 )
+from node import DEFAULT_NODE_DIR, start_node  # type: ignore[import-not-found]
 
 LOCUSTFILE = Path(__file__).resolve().with_name("locustfile.py")
 _FIGURES = re.compile(

@@ -26,12 +26,12 @@ from harness import (  # type: ignore[import-not-found]
     BenchError,
     Server,
     free_port,
-    start_node,
     start_relay,
     stop_server,
     tool_version,
     wait_for_tcp,
 )
+from node import start_node  # type: ignore[import-not-found]
 
 OPENSSL_DEADLINE = 60.0
 PROBE_DEADLINE = 30.0
