@@ -2,11 +2,12 @@
 # Invariant: an HTTP/2 Request keeps the headers an HTTP/1.1 one would; no connection-specific field goes out.
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from ..errors import ErrorCode, pipe_error
 from .headers import valid_content_length
-from .heads import kept_headers
+from .heads import MAX_HEADER_LINES, kept_headers
 from .routing import Request
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -15,6 +16,9 @@ CONNECTION_SPECIFIC = frozenset(
     {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"}
 )
 """Fields HTTP/2 forbids (RFC 9113 8.2.2): our HTTP/1.1 replies carry some; they are left out."""
+_TARGET = re.compile(rb"[\x21-\x7e]+")
+"""A request target as h11 takes one on an HTTP/1.1 request line (VCHAR only: no control character,
+no space, no byte above 0x7e): the same paths are refused on both front ends."""
 
 
 def preface_seen(data: bytes) -> bool | None:
@@ -28,7 +32,8 @@ def preface_seen(data: bytes) -> bool | None:
 
 def request_from_fields(fields: Iterable[tuple[bytes, bytes]]) -> Request:
     """A request head from HTTP/2 header fields (h2 checked their form): `:authority` stands for
-    Host where there is none. Raises PipeError (400) for what our HTTP/1.1 checks refuse too."""
+    Host where there is none. Raises PipeError for what our HTTP/1.1 checks refuse too, with the
+    same error: more than MAX_HEADER_LINES headers (431), a path h11 would not take (400)."""
     pseudo: dict[bytes, bytes] = {}
     regular: list[tuple[bytes, bytes]] = []
     for name, value in fields:
@@ -39,6 +44,10 @@ def request_from_fields(fields: Iterable[tuple[bytes, bytes]]) -> Request:
     method, path = pseudo.get(b":method"), pseudo.get(b":path")
     if not method or not path:
         raise pipe_error(ErrorCode.BAD_REQUEST, detail="no :method or :path")
+    if len(regular) > MAX_HEADER_LINES:
+        raise pipe_error(ErrorCode.TOO_MANY_HEADERS, max=MAX_HEADER_LINES)
+    if not _TARGET.fullmatch(path):
+        raise pipe_error(ErrorCode.BAD_REQUEST, detail="illegal request line")
     if b":authority" in pseudo and not any(name == b"host" for name, _ in regular):
         regular.append((b"host", pseudo[b":authority"]))
     request = Request(

@@ -65,6 +65,32 @@ def test_bad_request_fields_are_a_400(fields: list[tuple[bytes, bytes]]) -> None
     assert caught.value.code is ErrorCode.BAD_REQUEST and caught.value.status == 400
 
 
+@pytest.mark.parametrize("byte", [b"\x1b", b"\x01", b"\t", b"\x7f", b" ", b"\x80", b"\xe6"])
+def test_a_path_h11_would_refuse_is_the_same_400(byte: bytes) -> None:
+    """The same error as h11's for that request line, so both front ends say the same."""
+    with pytest.raises(PipeError) as caught:
+        request_from_fields([(b":method", b"GET"), (b":path", b"/a" + byte + b"b")])
+    assert caught.value.code is ErrorCode.BAD_REQUEST
+    assert caught.value.message == "[ERROR] Malformed request: illegal request line."
+
+
+def test_every_printable_path_byte_is_taken() -> None:
+    path = b"/" + bytes(range(0x21, 0x7F))
+    assert request_from_fields([(b":method", b"GET"), (b":path", path)]).target == path.decode()
+
+
+@pytest.mark.parametrize(("count", "refused"), [(100, False), (101, True)])
+def test_more_than_100_headers_are_a_431_as_over_http11(count: int, refused: bool) -> None:
+    fields = [(b":method", b"GET"), (b":path", b"/x")] + [(b"x-h%d" % i, b"v") for i in range(count)]
+    if not refused:
+        assert request_from_fields(fields).target == "/x"
+        return
+    with pytest.raises(PipeError) as caught:
+        request_from_fields(fields)
+    assert (caught.value.code, caught.value.status) == (ErrorCode.TOO_MANY_HEADERS, 431)
+    assert caught.value.message == "[ERROR] Too many header lines (max 100)."
+
+
 def test_response_fields_drop_what_http2_forbids() -> None:
     fields = response_fields(
         200,
