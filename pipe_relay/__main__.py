@@ -98,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
         ("active", "active transfers"),
         ("watchers", "?progress watchers"),
         ("connections", "open connections"),
+        ("pages", "page and error replies on their way"),
     ):
         name = f"client_max_{what}"
         add(
@@ -172,6 +173,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, int]:
             client_max_active=args.client_max_active,
             client_max_watchers=args.client_max_watchers,
             client_max_connections=args.client_max_connections,
+            client_max_pages=args.client_max_pages,
             trusted_proxies=tuple(part for part in args.trusted_proxies.split(",") if part.strip()),
             engine=args.engine,
         )

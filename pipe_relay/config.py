@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .core.clients import parse_networks
+from .core.h2guard import FloodLimits
 
 ENGINES = ("auto", "splice", "buffer")
 UNIX_PATH_MAX = 107
@@ -45,6 +46,9 @@ class Config:
     client_max_active: int = 32
     client_max_watchers: int = 32
     client_max_connections: int = 256
+    client_max_pages: int = 64
+    """Page and error replies on their way to one client address at once (an HTTP/2 client can ask
+    for 128 on each connection and never open its window: each is held until the write timeout)."""
     trusted_proxies: tuple[str, ...] = ()
     """CIDRs of our own proxies: from them, the client is the right-most untrusted X-Forwarded-For."""
     pending_ttl: float = 300.0
@@ -67,6 +71,9 @@ class Config:
     CPU, less speed here), `auto` (what measured fastest: the buffer engine)."""
     buffer_size: int = 1024 * 1024
     """Bytes read from a sender per step of a transfer: the chunk every receiver gets in lockstep."""
+    flood_limits: FloodLimits = field(default_factory=FloodLimits)
+    """What one HTTP/2 connection may spend (resets, streams, control frames, header bytes) before
+    it is ended with GOAWAY ENHANCE_YOUR_CALM (no flag: an embedding program or a test sets it)."""
 
     def __post_init__(self) -> None:
         self._check_listeners()
@@ -88,6 +95,7 @@ class Config:
             "client_max_active",
             "client_max_watchers",
             "client_max_connections",
+            "client_max_pages",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name.replace('_', '-')} must be 0 (off) or positive")

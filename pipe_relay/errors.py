@@ -27,6 +27,7 @@ class ErrorCode(enum.Enum):
     CLIENT_ACTIVE_LIMIT = "CLIENT_ACTIVE_LIMIT"
     CLIENT_WATCHER_LIMIT = "CLIENT_WATCHER_LIMIT"
     CLIENT_CONNECTION_LIMIT = "CLIENT_CONNECTION_LIMIT"
+    CLIENT_PAGE_LIMIT = "CLIENT_PAGE_LIMIT"
     TTL_EXPIRED = "TTL_EXPIRED"
     HEAD_TIMEOUT = "HEAD_TIMEOUT"
     NOT_FOUND = "NOT_FOUND"
@@ -88,6 +89,10 @@ _CATALOGUE: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.CLIENT_CONNECTION_LIMIT: (
         429,
         "Too many connections from your address (max {max}). Try again later.",
+    ),
+    ErrorCode.CLIENT_PAGE_LIMIT: (
+        429,
+        "Too many replies on their way to your address (max {max}). Try again later.",
     ),
     ErrorCode.TTL_EXPIRED: (408, "Timed out waiting for sender."),
     ErrorCode.HEAD_TIMEOUT: (408, "Timed out waiting for the request head ({seconds} s)."),

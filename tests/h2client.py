@@ -43,6 +43,8 @@ class H2Client:
         self.sent: dict[int, int] = {}
         """Body bytes sent per stream (what the server's flow control let through)."""
         self.closed = False
+        self.goaway: h2.events.ConnectionTerminated | None = None
+        """The server's GOAWAY, once one came."""
 
     @classmethod
     async def connect(
@@ -125,6 +127,9 @@ class H2Client:
         return response
 
     def _event(self, event: h2.events.Event) -> None:
+        if isinstance(event, h2.events.ConnectionTerminated):
+            self.goaway = event
+            return
         stream_id = getattr(event, "stream_id", None)
         response = self.responses.get(stream_id) if stream_id else None
         if response is None:

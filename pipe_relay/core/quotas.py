@@ -1,4 +1,4 @@
-# Per-client quotas: how many pending pipes, transfers, watchers and connections each client holds.
+# Per-client quotas: the pending pipes, transfers, watchers, connections and replies each client holds.
 # Invariant: a count is never below 0 nor (through `take`) above its limit; a client at 0 is forgotten.
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ class Quota(enum.Enum):
     ACTIVE = ErrorCode.CLIENT_ACTIVE_LIMIT
     WATCHERS = ErrorCode.CLIENT_WATCHER_LIMIT
     CONNECTIONS = ErrorCode.CLIENT_CONNECTION_LIMIT
+    PAGES = ErrorCode.CLIENT_PAGE_LIMIT
+    """Page and error replies being sent: what an HTTP/2 client that never opens its window holds."""
 
 
 class Quotas:

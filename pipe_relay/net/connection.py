@@ -27,7 +27,7 @@ from ..core.routing import Request
 from ..errors import ErrorCode, PipeError, pipe_error
 from .body import SocketBody, body_decoder
 from .engine import Sink, SocketWriter, Writer
-from .link import LINGER_TIMEOUT, WRITE_TIMEOUT, CloseMode, Headers
+from .link import LINGER_TIMEOUT, WRITE_TIMEOUT, CloseMode, Headers, Role
 from .tls import TlsBody, TlsSocket, TlsWriter
 
 READ_SIZE = 64 * 1024
@@ -167,8 +167,12 @@ class HttpConnection:
         self._head_request = request.method == "HEAD"
         return request
 
+    def serving(self, role: Role) -> None:
+        """(A body that is not read is framed by h11 and dropped by the close: nothing held here.)"""
+
     async def send_reply(self, reply: Reply) -> None:
-        """Send a complete small response through h11 (headers only, for a HEAD request)."""
+        """Send a complete small response through h11 (headers only, for a HEAD request); one that
+        cannot go out in time is cut with a reset, so its client never reads it as complete."""
         response = h11.Response(
             status_code=reply.status,
             headers=[(name.encode("ascii"), value.encode("latin-1")) for name, value in reply.headers],
@@ -178,7 +182,8 @@ class HttpConnection:
         if reply.body and not self._head_request:
             data = (data or b"") + (self._h11.send(h11.Data(data=reply.body)) or b"")
         data = (data or b"") + (self._h11.send(h11.EndOfMessage()) or b"")
-        await self.send_raw(data)
+        if not await self.send_raw(data):
+            self.close_mode = CloseMode.ABORT
 
     async def send_error(self, error: PipeError, origin: str | None, *, last: bool = False) -> None:
         """Reject the current request. The connection closes afterwards if a body may follow, or
@@ -197,6 +202,8 @@ class HttpConnection:
 
     def next_cycle(self) -> bool:
         """After a reply: ready for another request on this connection?"""
+        if self.close_mode is CloseMode.ABORT:
+            return False
         if self._h11.their_state is h11.SEND_BODY:
             try:
                 event = self._h11.next_event()
@@ -246,6 +253,11 @@ class HttpConnection:
         poller = select.poll()
         poller.register(self.fd, select.POLLIN)
         return not poller.poll(0)
+
+    def drain(self) -> None:
+        """The server drains: a wait for a head of which nothing came ends now (as if closed)."""
+        if self.waiting_for_head and self.idle:
+            trio.lowlevel.notify_closing(self.sock)
 
     @property
     def hangup_fd(self) -> int:
@@ -307,7 +319,9 @@ class HttpConnection:
             if self.close_mode is CloseMode.ABORT:
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
             elif self.close_mode is CloseMode.LINGER:
-                await self._linger()
+                await self._linger()  # (its shutdown sends a TLS close_notify first)
+            elif isinstance(self.sock, TlsSocket):
+                self.sock.close_notify()
         except OSError:
             pass
         finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import socket
 from collections.abc import Sequence
+from typing import Protocol
 
 import trio
 
@@ -13,9 +14,15 @@ from ..core.quotas import Quota, Quotas
 from ..core.registry import RETRY_AFTER_SECONDS
 from ..core.replies import refusal
 from ..errors import ErrorCode, PipeError, pipe_error
-from .connection import HttpConnection
 
 _REFUSAL = refusal(pipe_error(ErrorCode.TOO_MANY_CONNECTIONS, ("Retry-After", RETRY_AFTER_SECONDS)))
+
+
+class Drainable(Protocol):
+    """A connection the drain must reach: HTTP/1.1 closes if it waits idle for a head, HTTP/2 sends
+    GOAWAY and closes once its streams are done."""
+
+    def drain(self) -> None: ...
 
 
 class Gate:
@@ -28,7 +35,7 @@ class Gate:
         self.trusted = trusted
         self.open = 0
         self.draining = False
-        self._conns: set[HttpConnection] = set()
+        self._conns: set[Drainable] = set()
         self._empty: trio.Event | None = None  # made by `wait_empty`
 
     def __repr__(self) -> str:
@@ -74,21 +81,21 @@ class Gate:
         if self.open == 0 and self._empty is not None:
             self._empty.set()
 
-    def enter(self, conn: HttpConnection) -> None:
-        """An admitted connection's task runs: it is closed at a drain while it waits for a head."""
+    def enter(self, conn: Drainable) -> None:
+        """An admitted connection's task runs: the drain reaches it (at once, if it has begun)."""
         self._conns.add(conn)
+        if self.draining:
+            conn.drain()
 
-    def exit(self, conn: HttpConnection, peer: str) -> None:
+    def exit(self, conn: Drainable, peer: str) -> None:
         self._conns.discard(conn)
         self.leave(peer)
 
     def drain(self) -> None:
-        """No connection waits for another request from now on: each one that waits now for a
-        head of which nothing came is woken (its wait ends as if the socket closed) and closes."""
+        """No connection waits for another request from now on: each is told (`drain`)."""
         self.draining = True
-        for conn in self._conns:
-            if conn.waiting_for_head and conn.idle:
-                trio.lowlevel.notify_closing(conn.sock)
+        for conn in list(self._conns):
+            conn.drain()
 
     async def wait_empty(self) -> None:
         while self.open:

@@ -1,19 +1,28 @@
 # HTTP/2 connections (h2c by prior knowledge, h2 by ALPN): the h2 library's state machine on our socket.
-# Invariant: one reader feeds h2; frames leave in order through one buffer; its end reaches every stream.
+# Invariant: one reader feeds h2, a batch a turn, within the connection's budgets; frames leave in order.
 """One reader task feeds the socket's bytes to h2 and its events to the streams (http2_stream); each
 request stream runs in its own task and is a `Responder` (so a party's `Link`): the hub, relay and
 engine serve it as they serve an HTTP/1.1 connection. Outbound frames go to one buffer, written at once
 where the socket takes them, else by a flusher task; writers wait while it holds OUT_LIMIT bytes or
-their window is shut, so a slow HTTP/2 receiver paces the transfer like a slow socket does."""
+their window is shut, so a slow HTTP/2 receiver paces the transfer like a slow socket does.
+
+Abuse (core.h2guard): the reader hands h2 one batch of frames per turn of the loop and charges the
+connection's budgets (resets, streams that are not parties, control frames, decoded header bytes);
+one spent ends it with GOAWAY ENHANCE_YOUR_CALM. A stream reset in the batch that opened it never
+gets a task; streams whose task still runs, reset or not, count against MAX_STREAMS. Reading stops
+while more than OUT_PAUSE bytes wait for a client that does not read."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import socket
 from collections.abc import Awaitable, Callable
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
@@ -21,11 +30,12 @@ import hyperframe.frame
 import trio
 
 from ..config import Config
+from ..core.h2guard import Batch, Budget, FrameScanner, Glitches, Violation
 from ..core.http2 import request_from_fields
 from ..core.routing import Request
 from ..errors import PipeError
 from .http2_stream import OUT_LIMIT, Http2Stream
-from .link import CloseMode
+from .link import LINGER_TIMEOUT, WRITE_TIMEOUT, CloseMode
 from .tls import TlsSocket
 
 log = logging.getLogger("pipe_relay")
@@ -37,6 +47,14 @@ CONNECTION_WINDOW = 8 << 20
 MAX_FRAME = 1 << 20
 """The largest DATA frame we accept (SETTINGS_MAX_FRAME_SIZE): fewer frames per MiB."""
 MAX_STREAMS = 128
+"""Streams a connection may have served at once: every one whose task runs, reset by the client or not."""
+OUT_PAUSE = OUT_LIMIT + 64 * 1024
+"""Past this many bytes waiting for the client, nothing more is read from it (writers stop at
+OUT_LIMIT; the rest is h2's own answers: PING and SETTINGS ACKs, resets)."""
+ENCODER_TABLE = 4096
+"""Our HPACK encoder's table at most, whatever SETTINGS_HEADER_TABLE_SIZE the client offers."""
+LINGER_BYTES = 1 << 20
+"""What an ended attacker may still send while its GOAWAY goes out (then the close resets)."""
 __all__ = ["OUT_LIMIT", "Http2Connection", "Http2Stream"]
 
 
@@ -90,30 +108,39 @@ class Http2Connection:
         self._out_waiting = trio.Event()  # the flusher's: set when bytes wait for the socket
         self._room = trio.Event()  # writers': set when a window opens or the buffer drains
         self.close_mode = CloseMode.NORMAL
+        self._scanner = FrameScanner(max_header_block=config.max_head_size)
+        self.glitches = Glitches(config.flood_limits)
+        self.ended_for: Budget | Violation | None = None
+        """The budget spent (or the frame refused) that ended this connection, if one did."""
+        self._goaway_at: int | None = None  # the last stream id of our drain's GOAWAY
 
     def __repr__(self) -> str:
-        return f"<Http2Connection peer={self.peer!r} streams={len(self.streams)} closed={self.closed}>"
+        state = "closed" if self.closed else "draining" if self._goaway_at is not None else "open"
+        return f"<Http2Connection peer={self.peer!r} streams={len(self.streams)} {state}>"
 
     async def serve(self, first: bytes = b"") -> None:
-        """Serve streams until the client goes, errs, or idles past the head deadline with none open
-        (`first`: what was read of the connection already, its preface at least)."""
+        """Serve streams until the client goes, errs, spends a budget, or idles past the head deadline
+        with none open (`first`: what was read of the connection already, its preface at least)."""
         self.h2.initiate_connection()
         self.h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._flusher)
                 self.flush()
-                if first:
-                    self._receive(first, nursery)
-                await self._read(nursery)
+                await self._read(nursery, first)
                 self._lost()
                 nursery.cancel_scope.cancel()  # (the flusher; streams ended with the connection)
         finally:
             self._lost()
 
-    async def _read(self, nursery: trio.Nursery) -> None:
+    async def _read(self, nursery: trio.Nursery, data: bytes) -> None:
         sock = self.sock
         while not self.closed:
+            if data:
+                data = await self._receive(data, nursery)
+                if (data or self.buffered > OUT_PAUSE) and not await self._drained():
+                    return  # (a client that reads nothing of what it asked for)
+                continue
             try:
                 data = sock.recv(READ_SIZE)
             except BlockingIOError:
@@ -124,7 +151,7 @@ class Http2Connection:
                     await trio.lowlevel.wait_readable(sock)
                 self._read_scope = None
                 if waited.cancelled_caught and not self.streams:
-                    self.h2.close_connection()  # (GOAWAY: idle past the head deadline)
+                    self.h2.close_connection(last_stream_id=self._goaway_at)  # (idle, or drained)
                     self.flush()
                     return
                 continue
@@ -132,7 +159,44 @@ class Http2Connection:
                 return
             if not data:
                 return
-            self._receive(data, nursery)
+
+    async def _receive(self, data: bytes, nursery: trio.Nursery) -> bytes:
+        """Hand `data` to h2 a batch at a time (a turn of the loop each), judging every batch; what
+        is left when the client stops reading our answers is returned, to be taken later."""
+        view = memoryview(data)
+        start = 0
+        while start < len(view) and not self.closed:
+            batch = self._scanner.next_batch(view, start)
+            events: list[h2.events.Event] = []
+            if batch.end > start:
+                try:
+                    events = self.h2.receive_data(view[start : batch.end])
+                except h2.exceptions.ProtocolError as exc:
+                    log.debug("HTTP/2 protocol error from %s: %s", self.peer, exc)
+                    self.flush()  # (h2 queued its GOAWAY)
+                    self.closed = True
+                    return b""
+            start = batch.end
+            now = trio.current_time()
+            self._charge(batch, now)
+            self._dispatch_all(events, nursery, now)
+            if batch.violation is not None:
+                self._calm_down(batch.violation)
+            self.flush()
+            await trio.lowlevel.checkpoint()
+            if self.buffered > OUT_PAUSE and start < len(view):
+                return bytes(view[start:])
+        return b""
+
+    async def _drained(self) -> bool:
+        """Wait (up to WRITE_TIMEOUT) until what waits for the client has gone; False if it has not."""
+        with trio.move_on_after(WRITE_TIMEOUT):
+            while self.buffered > OUT_LIMIT and not self.broken and not self.closed:
+                await self._room.wait()
+            return True
+        log.info("HTTP/2 client %s reads none of the %d bytes it was sent: closed", self.peer, self.buffered)
+        self.close_mode = CloseMode.ABORT
+        return False
 
     def _idle_deadline(self) -> float:
         return float("inf") if self.streams else self._deadline
@@ -142,37 +206,105 @@ class Http2Connection:
         self.streams.pop(stream_id, None)
         if not self.streams:
             self._deadline = trio.current_time() + self.config.header_timeout
+            if self._goaway_at is not None:
+                self._deadline = -math.inf  # (draining: the last stream is done, so is the connection)
             if self._read_scope is not None:
                 self._read_scope.deadline = self._deadline
 
-    def _receive(self, data: bytes, nursery: trio.Nursery) -> None:
-        try:
-            events = self.h2.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
-            log.debug("HTTP/2 protocol error from %s: %s", self.peer, exc)
-            self.flush()  # (h2 queued its GOAWAY)
-            self.closed = True
+    def drain(self) -> None:
+        """The server drains: GOAWAY (NO_ERROR) now; streams in flight finish, new ones are refused,
+        and the connection closes when the last is done (or at once, with none)."""
+        if self.closed or self._goaway_at is not None:
             return
-        for event in events:
-            self._dispatch(event, nursery)
+        self._goaway_at = self.h2.highest_inbound_stream_id
+        goaway = hyperframe.frame.GoAwayFrame(0, last_stream_id=self._goaway_at, error_code=0)
+        self.flush()  # (h2's own frames first; ours is sent behind h2's back: h2 would refuse new streams
+        self._out += goaway.serialize()  # as a protocol error, which would end the ones in flight too)
         self.flush()
+        self.stream_done(0)
 
-    def _dispatch(self, event: h2.events.Event, nursery: trio.Nursery) -> None:
-        if isinstance(event, h2.events.RequestReceived):
-            stream_id = event.stream_id
-            stream = Http2Stream(self, stream_id)
-            self.streams[stream_id] = stream
-            if self._read_scope is not None:
-                self._read_scope.deadline = float("inf")
-            try:
-                request = request_from_fields(event.headers or [])
-            except PipeError as exc:
-                nursery.start_soon(stream.run_error, exc)
-                return
-            if event.stream_ended is not None:
-                stream.body.end()
-            nursery.start_soon(stream.run, self._respond, request)
+    # abuse ------------------------------------------------------------------------------------
+
+    def _charge(self, batch: Batch, now: float) -> None:
+        glitches = self.glitches
+        if not glitches.charge(Budget.CONTROL, batch.control, now):
+            self._calm_down(Budget.CONTROL)
+        elif not glitches.charge(Budget.WINDOW_UPDATES, batch.window_updates, now):
+            self._calm_down(Budget.WINDOW_UPDATES)
+
+    def _spend(self, budget: Budget, cost: float, now: float) -> bool:
+        if self.glitches.charge(budget, cost, now):
+            return True
+        self._calm_down(budget)
+        return False
+
+    def _calm_down(self, reason: Budget | Violation) -> None:
+        """A budget is spent: GOAWAY ENHANCE_YOUR_CALM, read nothing more; the streams end with it."""
+        if self.ended_for is not None or self.closed:
             return
+        self.ended_for = reason
+        _log_abuse(self.peer, reason)
+        self.h2.close_connection(  # (its debug data names the budget: for the client's developer)
+            error_code=h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, additional_data=reason.name.lower().encode()
+        )
+        self.flush()
+        self.closed = True
+
+    def sent_data(self, size: int) -> None:
+        self.glitches.data_sent(size)
+
+    def party_stream(self) -> None:
+        """A stream turned out a pipe party or watcher: it does not count as a page stream."""
+        self.glitches.refund(Budget.STREAMS, 1)
+
+    # events -----------------------------------------------------------------------------------
+
+    def _dispatch_all(self, events: list[h2.events.Event], nursery: trio.Nursery, now: float) -> None:
+        reset_now = {e.stream_id for e in events if isinstance(e, h2.events.StreamReset)}
+        for event in events:
+            if self.closed:
+                return
+            if isinstance(event, h2.events.RequestReceived):
+                self._open(event, nursery, now, reset_now)
+            else:
+                self._dispatch(event, now)
+
+    def _open(
+        self, event: h2.events.RequestReceived, nursery: trio.Nursery, now: float, reset_now: set[int]
+    ) -> None:
+        stream_id = event.stream_id
+        fields = event.headers or []
+        if not self._spend(Budget.HEADER_BYTES, sum(len(n) + len(v) + 32 for n, v in fields), now):
+            return
+        if not self._spend(Budget.STREAMS, 1, now):
+            return
+        if stream_id in reset_now:  # (reset in the batch that opened it: no task, ever)
+            self._spend(Budget.RESETS, 1, now)
+            return
+        if self._goaway_at is not None:
+            return  # (past our GOAWAY's last stream: ignored, as RFC 9113 6.8 says; the client retries)
+        if len(self.streams) >= MAX_STREAMS:
+            self._spend(Budget.RESETS, 1, now)
+            self._refuse(stream_id)
+            return
+        stream = Http2Stream(self, stream_id)
+        self.streams[stream_id] = stream
+        if self._read_scope is not None:
+            self._read_scope.deadline = float("inf")
+        try:
+            request = request_from_fields(fields)
+        except PipeError as exc:
+            nursery.start_soon(stream.run_error, exc)
+            return
+        if event.stream_ended is not None:
+            stream.body.end()
+        nursery.start_soon(stream.run, self._respond, request)
+
+    def _refuse(self, stream_id: int) -> None:
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+
+    def _dispatch(self, event: h2.events.Event, now: float) -> None:
         stream_id = getattr(event, "stream_id", 0)
         known = self.streams.get(stream_id) if stream_id else None
         if isinstance(event, h2.events.DataReceived):
@@ -186,8 +318,14 @@ class Http2Connection:
         elif isinstance(event, h2.events.StreamReset):
             if known is not None:
                 known.gone()
+                self._spend(Budget.RESETS, 1, now)
             self._wake()
-        elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
+        elif isinstance(event, h2.events.RemoteSettingsChanged):
+            encoder = self.h2.encoder
+            if encoder.header_table_size > ENCODER_TABLE:
+                encoder.header_table_size = ENCODER_TABLE
+            self._wake()
+        elif isinstance(event, h2.events.WindowUpdated):
             self._wake()
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.closed = True
@@ -254,8 +392,43 @@ class Http2Connection:
         self._wake()
 
     async def drain_out(self, seconds: float) -> None:
-        """Before the close: let what is buffered go out (a bounded wait)."""
+        """Before the close: let what is buffered go out (a bounded wait). A connection ended for
+        abuse then half-closes and drops what the client still sends, for a moment, so that its
+        GOAWAY is read rather than lost to the reset a close with unread bytes would send."""
         with trio.move_on_after(seconds):
             while self._out and not self.broken:
                 await trio.lowlevel.wait_writable(self.sock)
                 self.flush()
+        if self.ended_for is None or self.broken:
+            return
+        dropped = 0
+        with trio.move_on_after(LINGER_TIMEOUT):
+            try:
+                self.sock.shutdown(socket.SHUT_WR)
+                while dropped < LINGER_BYTES:
+                    try:
+                        data = self.sock.recv(READ_SIZE)
+                    except BlockingIOError:
+                        await trio.lowlevel.wait_readable(self.sock)
+                        continue
+                    if not data:
+                        return
+                    dropped += len(data)
+            except OSError:
+                return
+
+
+_next_abuse_log = -math.inf
+_abuse_unlogged = 0
+
+
+def _log_abuse(peer: str, reason: Budget | Violation) -> None:
+    """One line per connection ended for abuse, at most one a second (the rest are counted)."""
+    global _next_abuse_log, _abuse_unlogged
+    now = trio.current_time()
+    if now < _next_abuse_log:
+        _abuse_unlogged += 1
+        return
+    more = f" ({_abuse_unlogged} more since the last line)" if _abuse_unlogged else ""
+    log.warning("HTTP/2 client %s ended with ENHANCE_YOUR_CALM: %s%s", peer, reason.value, more)
+    _next_abuse_log, _abuse_unlogged = now + 1.0, 0

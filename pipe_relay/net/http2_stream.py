@@ -23,7 +23,7 @@ from ..core.replies import Reply, error_reply, streamed_headers
 from ..core.routing import Request
 from ..errors import PipeError, TransferError, TransferFailure
 from .engine import Segment, Sink, wait_ready
-from .link import WRITE_TIMEOUT, CloseMode, Headers
+from .link import WRITE_TIMEOUT, CloseMode, Headers, Role
 
 log = logging.getLogger("pipe_relay")
 
@@ -51,6 +51,10 @@ class Carrier(Protocol):
 
     def stream_done(self, stream_id: int) -> None: ...
 
+    def sent_data(self, size: int) -> None: ...
+
+    def party_stream(self) -> None: ...
+
 
 class Http2Body:
     """A request body as h2 hands it over: held until the relay takes it, then its window opens."""
@@ -65,13 +69,28 @@ class Http2Body:
         self.step = 1 << 20
         self._arrived = trio.Event()
         self.received = 0
+        self.discarding = False
+        """Nobody will read this body: what comes is dropped and its window given back at once."""
 
     def __repr__(self) -> str:
         return f"<Http2Body stream={self._stream.stream_id} held={len(self._pieces)} ended={self.ended}>"
 
     def feed(self, data: bytes, flow_length: int) -> None:
+        if self.discarding:
+            self._stream.connection.acknowledge(flow_length, self._stream.stream_id)
+            return
         self._pieces.append((data, flow_length))
         self._arrived.set()
+
+    def discard(self) -> None:
+        """The request's body will not be read (a page, a receiver, an error): drop what is held and
+        what comes, giving the window back, so a client cannot park data here."""
+        if self.discarding:
+            return
+        self.discarding = True
+        flow = sum(length for _, length in self._pieces)
+        self._pieces.clear()
+        self._stream.connection.acknowledge(flow, self._stream.stream_id)
 
     def end(self) -> None:
         self.ended = True
@@ -220,16 +239,25 @@ class Http2Stream:
     def on_gone(self, callback: Callable[[], None]) -> None:
         self._on_gone = callback
 
+    def serving(self, role: Role) -> None:
+        if role is not Role.SENDER:
+            self.body.discard()
+        if role is not Role.PAGE:
+            self.connection.party_stream()
+
     async def send_error(self, error: PipeError, origin: str | None, *, last: bool = False) -> None:
         await self.send_reply(error_reply(error, origin=origin))
-        if not self.body.ended:
-            self.close_mode = CloseMode.LINGER
 
     async def send_reply(self, reply: Reply) -> None:
+        """The whole reply, or a reset: a reply that cannot be finished in time never ends short."""
+        self.body.discard()
         self.pending_head = (reply.status, reply.headers)
         body = b"" if self._head_request else reply.body
+        sent = False
         with trio.move_on_after(WRITE_TIMEOUT):
-            await self.send_all(body, end=True)
+            sent = await self.send_all(body, end=True)
+        if not sent:
+            self.close_mode = CloseMode.ABORT
 
     def open_stream(
         self, request: Request, content_type: str, *, extra: Headers = (), answer_continue: bool = False
@@ -279,6 +307,7 @@ class Http2Stream:
             for start in range(0, len(view), frame):
                 conn.send_data(self.stream_id, view[start : start + frame])
             sent += len(view)
+        connection.sent_data(sent)
         connection.flush()
         return sent
 

@@ -56,6 +56,7 @@ class Hub:
                 Quota.ACTIVE: config.client_max_active,
                 Quota.WATCHERS: config.client_max_watchers,
                 Quota.CONNECTIONS: config.client_max_connections,
+                Quota.PAGES: config.client_max_pages,
             }
         )
         """What each client address holds (pending, active, watchers, connections) against its limits."""

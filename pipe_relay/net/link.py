@@ -33,6 +33,18 @@ class CloseMode(enum.Enum):
     """Reset: the peer must see the transfer fail, never a clean end."""
 
 
+class Role(enum.Enum):
+    """What a request turned out to be, as the front end is told once it is routed."""
+
+    PAGE = "page"
+    """A whole small reply (a page, an error, a preflight): its request body is not read."""
+    SENDER = "sender"
+    """A pipe's sender: the one role whose request body is read."""
+    RECEIVER = "receiver"
+    WATCHER = "watcher"
+    """A `?progress` event stream."""
+
+
 class Stream(Protocol):
     """A 200 response sent in pieces: a sender's status lines, a watcher's events."""
 
@@ -109,6 +121,12 @@ class Link(Protocol):
 
 class Responder(Link, Protocol):
     """A front end's answer to any request: a party's Link, and small whole replies (pages, errors)."""
+
+    def serving(self, role: Role) -> None:
+        """The request was routed to `role`: a front end that holds request bodies drops what comes
+        for any other role than a sender's, and counts abuse by it (HTTP/2: streams that are not
+        parties have a budget)."""
+        ...
 
     async def send_reply(self, reply: Reply) -> None:
         """Send a complete small response (headers only, for a HEAD request)."""

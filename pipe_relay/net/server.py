@@ -15,15 +15,16 @@ import trio
 from ..config import Config
 from ..core.clients import client_address
 from ..core.http2 import preface_seen
-from ..core.replies import preflight_reply
-from ..core.routing import Play, Preflight, Receive, Request, Send, ServePage, Watch, route
+from ..core.quotas import Quota
+from ..core.replies import Reply, preflight_reply
+from ..core.routing import Decision, Play, Preflight, Receive, Request, Send, ServePage, Watch, route
 from ..errors import PipeError
 from .connection import READ_SIZE, HttpConnection
 from .gate import Gate
 from .http2 import Http2Connection, Http2Stream
 from .hub import Hub
 from .libc import tune_malloc
-from .link import LINGER_TIMEOUT, CloseMode, Responder
+from .link import LINGER_TIMEOUT, CloseMode, Responder, Role
 from .listen import Listener, defer_accept, listen_tcp, listen_unix, remove_unix
 from .service import page_reply, progress_page_reply, video_page_reply
 from .tls import Certificates, TlsSocket, handshake
@@ -226,10 +227,12 @@ async def _serve_http2(
         await respond(stream, request, hub, peer)
 
     connection = Http2Connection(sock, hub.config, peer, answer, head_deadline=deadline)
+    gate.enter(connection)
     abort = False
     try:
         await connection.serve(first)
         await connection.drain_out(LINGER_TIMEOUT)
+        abort = connection.close_mode is CloseMode.ABORT
     except trio.Cancelled:
         abort = True  # the server stops: a cut transfer must never look complete
         raise
@@ -240,8 +243,10 @@ async def _serve_http2(
         with contextlib.suppress(OSError):
             if abort:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+            elif isinstance(sock, TlsSocket) and connection.ended_for is None:
+                sock.close_notify()
         sock.close()
-        gate.leave(peer)
+        gate.exit(connection, peer)
 
 
 _RESET = struct.pack("ii", 1, 0)
@@ -262,6 +267,7 @@ async def _serve_requests(conn: HttpConnection, hub: Hub, gate: Gate) -> None:
             return
         if gate.draining or not conn.next_cycle():
             return
+        await trio.lowlevel.checkpoint()  # (pipelined requests: one a turn, so no client holds the loop)
 
 
 async def respond(front: Responder, request: Request, hub: Hub, peer: str) -> bool:
@@ -270,27 +276,48 @@ async def respond(front: Responder, request: Request, hub: Hub, peer: str) -> bo
     config = hub.config
     origin = request.header("origin")
     client = client_address(peer, request.header("x-forwarded-for"), hub.trusted)
+    decision: Decision | PipeError
     try:
         decision = route(request, max_path_length=config.max_path_length, max_receivers=config.max_receivers)
     except PipeError as exc:
-        await front.send_error(exc, origin)
-        return False
+        decision = exc
     if isinstance(decision, Send):
+        front.serving(Role.SENDER)
         await hub.serve_sender(front, request, decision, client)
         return True
     if isinstance(decision, Receive):
+        front.serving(Role.RECEIVER)
         await hub.serve_receiver(front, request, decision, client)
         return True
     if isinstance(decision, Watch) and not decision.html:
+        front.serving(Role.WATCHER)
         await hub.serve_watcher(front, request, decision.key, client)
         return True
+    front.serving(Role.PAGE)
+    try:
+        hub.quotas.take(Quota.PAGES, client)  # (a reply held by a client that does not read counts)
+    except PipeError as exc:
+        await front.send_error(exc, origin)
+        return False
+    try:
+        if isinstance(decision, PipeError):
+            await front.send_error(decision, origin)
+        else:
+            await front.send_reply(_page(decision, request, hub, peer))
+    finally:
+        hub.quotas.give(Quota.PAGES, client)
+    return False
+
+
+def _page(decision: Decision, request: Request, hub: Hub, peer: str) -> Reply:
+    """The whole reply to a request that is not a pipe's party nor a watcher."""
+    origin = request.header("origin")
     if isinstance(decision, Preflight):
         private = request.header("access-control-request-private-network") == "true"
-        await front.send_reply(preflight_reply(origin=origin, private_network=private))
-    elif isinstance(decision, Watch):
-        await front.send_reply(progress_page_reply(decision, request))
-    elif isinstance(decision, Play):
-        await front.send_reply(video_page_reply(decision, request))
-    elif isinstance(decision, ServePage):
-        await front.send_reply(page_reply(decision, request, peer, draining=hub.draining))
-    return False
+        return preflight_reply(origin=origin, private_network=private)
+    if isinstance(decision, Watch):
+        return progress_page_reply(decision, request)
+    if isinstance(decision, Play):
+        return video_page_reply(decision, request)
+    assert isinstance(decision, ServePage), decision
+    return page_reply(decision, request, peer, draining=hub.draining)

@@ -10,6 +10,7 @@ versions of the sender's `SocketBody` and a receiver's `SocketWriter`."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -266,10 +267,19 @@ class TlsSocket:
     def setsockopt(self, level: int, option: int, value: int | bytes, /) -> None:
         self._sock.setsockopt(level, option, value)
 
-    def shutdown(self, how: int) -> None:
-        """The TCP socket's shutdown (no close_notify, as before), after one try to send what is held."""
-        if self._out and how != socket.SHUT_RD:
+    def close_notify(self) -> None:
+        """Say the stream ends here (TLS close_notify), so the client can tell this end from a cut
+        (a close-delimited HTTP/1.0 body, a last reply): one try to send it, with what is held."""
+        with contextlib.suppress(ssl.SSLError, ValueError):  # (want-read: ours is out, theirs not read)
+            self.ssl.unwrap()
+        with contextlib.suppress(OSError):
+            self._take_outgoing()
             self._flush()
+
+    def shutdown(self, how: int) -> None:
+        """Our close_notify, then the TCP socket's shutdown (after one try to send what is held)."""
+        if how != socket.SHUT_RD:
+            self.close_notify()
         self._sock.shutdown(how)
 
     def close(self) -> None:

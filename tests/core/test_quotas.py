@@ -55,6 +55,7 @@ def test_add_counts_past_the_limit_and_check_then_refuses() -> None:
         (Quota.ACTIVE, ErrorCode.CLIENT_ACTIVE_LIMIT),
         (Quota.WATCHERS, ErrorCode.CLIENT_WATCHER_LIMIT),
         (Quota.CONNECTIONS, ErrorCode.CLIENT_CONNECTION_LIMIT),
+        (Quota.PAGES, ErrorCode.CLIENT_PAGE_LIMIT),
     ],
 )
 def test_each_quota_has_its_own_429(quota: Quota, code: ErrorCode) -> None:

@@ -223,6 +223,11 @@ CATALOGUE: dict[ErrorCode, tuple[int, dict[str, object], str]] = {
         {"max": 256},
         "[ERROR] Too many connections from your address (max 256). Try again later.",
     ),
+    ErrorCode.CLIENT_PAGE_LIMIT: (
+        429,
+        {"max": 64},
+        "[ERROR] Too many replies on their way to your address (max 64). Try again later.",
+    ),
     ErrorCode.TTL_EXPIRED: (408, {}, "[ERROR] Timed out waiting for sender."),
     ErrorCode.NOT_FOUND: (
         404,
