@@ -34,6 +34,7 @@ from ..core.h2guard import Batch, Budget, FrameScanner, Glitches, Violation
 from ..core.http2 import request_from_fields
 from ..core.routing import Request
 from ..errors import PipeError
+from .http2_out import Outbound, half_close_and_drop
 from .http2_stream import OUT_LIMIT, Http2Stream
 from .link import LINGER_TIMEOUT, WRITE_TIMEOUT, CloseMode
 from .tls import TlsSocket
@@ -101,12 +102,8 @@ class Http2Connection:
         self.streams: dict[int, Http2Stream] = {}
         self.closed = False
         """Gone, or given up on: no stream is served any more."""
-        self.broken = False
-        """The socket failed: nothing more can be written to it."""
+        self.out = Outbound(sock, self.h2, self._lost)
         self._read_scope: trio.CancelScope | None = None
-        self._out = bytearray()
-        self._out_waiting = trio.Event()  # the flusher's: set when bytes wait for the socket
-        self._room = trio.Event()  # writers': set when a window opens or the buffer drains
         self.close_mode = CloseMode.NORMAL
         self._scanner = FrameScanner(max_header_block=config.max_head_size)
         self.glitches = Glitches(config.flood_limits)
@@ -125,7 +122,7 @@ class Http2Connection:
         self.h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._flusher)
+                nursery.start_soon(self.out.run)
                 self.flush()
                 await self._read(nursery, first)
                 self._lost()
@@ -190,9 +187,7 @@ class Http2Connection:
 
     async def _drained(self) -> bool:
         """Wait (up to WRITE_TIMEOUT) until what waits for the client has gone; False if it has not."""
-        with trio.move_on_after(WRITE_TIMEOUT):
-            while self.buffered > OUT_LIMIT and not self.broken and not self.closed:
-                await self._room.wait()
+        if await self.out.drained(OUT_LIMIT, WRITE_TIMEOUT):
             return True
         log.info("HTTP/2 client %s reads none of the %d bytes it was sent: closed", self.peer, self.buffered)
         self.close_mode = CloseMode.ABORT
@@ -218,10 +213,8 @@ class Http2Connection:
             return
         self._goaway_at = self.h2.highest_inbound_stream_id
         goaway = hyperframe.frame.GoAwayFrame(0, last_stream_id=self._goaway_at, error_code=0)
-        self.flush()  # (h2's own frames first; ours is sent behind h2's back: h2 would refuse new streams
-        self._out += goaway.serialize()  # as a protocol error, which would end the ones in flight too)
-        self.flush()
-        self.stream_done(0)
+        self.out.flush(goaway.serialize())  # (behind h2's back: once h2 has sent a GOAWAY it treats
+        self.stream_done(0)  # any frame of a new stream as a protocol error, ending those in flight too)
 
     # abuse ------------------------------------------------------------------------------------
 
@@ -341,48 +334,17 @@ class Http2Connection:
 
     def flush(self) -> None:
         """Move h2's frames to the outbound buffer and write what the socket takes now."""
-        data = self.h2.data_to_send()
-        if self.broken:
-            return
-        if self._out:  # (what waits goes first: the new frames queue behind it)
-            self._out += data
-            data = bytes(self._out)
-            self._out.clear()
-        if not data:
-            return
-        try:
-            sent = self.sock.send(data)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            self.broken = True
-            self._lost()
-            return
-        if sent < len(data):
-            self._out += memoryview(data)[sent:]
-            self._out_waiting.set()
-        else:
-            self._wake()
-
-    async def _flusher(self) -> None:
-        while True:
-            await self._out_waiting.wait()
-            self._out_waiting = trio.Event()
-            while self._out and not self.broken:
-                await trio.lowlevel.wait_writable(self.sock)
-                self.flush()
-            self._wake()
+        self.out.flush()
 
     def _wake(self) -> None:
-        self._room.set()
-        self._room = trio.Event()
+        self.out.wake()
 
     async def room(self) -> None:
-        await self._room.wait()
+        await self.out.room()
 
     @property
     def buffered(self) -> int:
-        return len(self._out)
+        return self.out.buffered
 
     def _lost(self) -> None:
         """The connection is gone (or given up): every stream's party learns so at once."""
@@ -395,27 +357,9 @@ class Http2Connection:
         """Before the close: let what is buffered go out (a bounded wait). A connection ended for
         abuse then half-closes and drops what the client still sends, for a moment, so that its
         GOAWAY is read rather than lost to the reset a close with unread bytes would send."""
-        with trio.move_on_after(seconds):
-            while self._out and not self.broken:
-                await trio.lowlevel.wait_writable(self.sock)
-                self.flush()
-        if self.ended_for is None or self.broken:
-            return
-        dropped = 0
-        with trio.move_on_after(LINGER_TIMEOUT):
-            try:
-                self.sock.shutdown(socket.SHUT_WR)
-                while dropped < LINGER_BYTES:
-                    try:
-                        data = self.sock.recv(READ_SIZE)
-                    except BlockingIOError:
-                        await trio.lowlevel.wait_readable(self.sock)
-                        continue
-                    if not data:
-                        return
-                    dropped += len(data)
-            except OSError:
-                return
+        await self.out.drain(seconds)
+        if self.ended_for is not None and not self.out.broken:
+            await half_close_and_drop(self.sock, seconds=LINGER_TIMEOUT, limit=LINGER_BYTES)
 
 
 _next_abuse_log = -math.inf
