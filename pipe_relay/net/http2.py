@@ -30,7 +30,7 @@ import hyperframe.frame
 import trio
 
 from ..config import Config
-from ..core.h2guard import Batch, Budget, FrameScanner, Glitches, Violation
+from ..core.h2guard import BATCH_BLOCKS, BATCH_FRAMES, Batch, Budget, FrameScanner, Glitches, Violation
 from ..core.http2 import request_from_fields
 from ..core.routing import Request
 from ..errors import PipeError
@@ -52,6 +52,9 @@ MAX_STREAMS = 128
 OUT_PAUSE = OUT_LIMIT + 64 * 1024
 """Past this many bytes waiting for the client, nothing more is read from it (writers stop at
 OUT_LIMIT; the rest is h2's own answers: PING and SETTINGS ACKs, resets)."""
+TURN_BYTES = 1 << 20
+"""Bytes the reader hands h2 before it lets other tasks run (also after a full batch of frames or
+requests; and whenever the socket runs dry): a body's worth of DATA per turn, as over HTTP/1.1."""
 ENCODER_TABLE = 4096
 """Our HPACK encoder's table at most, whatever SETTINGS_HEADER_TABLE_SIZE the client offers."""
 LINGER_BYTES = 1 << 20
@@ -110,6 +113,7 @@ class Http2Connection:
         self.ended_for: Budget | Violation | None = None
         """The budget spent (or the frame refused) that ended this connection, if one did."""
         self._goaway_at: int | None = None  # the last stream id of our drain's GOAWAY
+        self._turn = 0  # bytes handed to h2 since the reader last let other tasks run
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "draining" if self._goaway_at is not None else "open"
@@ -143,6 +147,7 @@ class Http2Connection:
             except BlockingIOError:
                 if isinstance(sock, TlsSocket) and sock.pending():
                     continue
+                self._turn = 0  # (the wait is a turn of the loop)
                 with trio.CancelScope(deadline=self._idle_deadline()) as waited:
                     self._read_scope = waited
                     await trio.lowlevel.wait_readable(sock)
@@ -163,6 +168,7 @@ class Http2Connection:
         view = memoryview(data)
         start = 0
         while start < len(view) and not self.closed:
+            begin = start
             batch = self._scanner.next_batch(view, start)
             events: list[h2.events.Event] = []
             if batch.end > start:
@@ -180,7 +186,10 @@ class Http2Connection:
             if batch.violation is not None:
                 self._calm_down(batch.violation)
             self.flush()
-            await trio.lowlevel.checkpoint()
+            self._turn += batch.end - begin
+            if self._turn >= TURN_BYTES or batch.frames >= BATCH_FRAMES or batch.blocks >= BATCH_BLOCKS:
+                self._turn = 0
+                await trio.lowlevel.checkpoint()  # (one turn's share of the loop is taken)
             if self.buffered > OUT_PAUSE and start < len(view):
                 return bytes(view[start:])
         return b""

@@ -157,3 +157,16 @@ async def test_a_client_that_reads_none_of_our_answers_is_not_read_either(
     ending = json.loads(done.stdout)
     assert ending["closed_by_server"] and ending["seconds"] < 20, ending
     assert http2_module.OUT_PAUSE < _Recording.peak < http2_module.OUT_PAUSE + 64 * 1024, _Recording.peak
+
+
+async def test_the_server_announces_its_limits(relay: Relay) -> None:
+    """SETTINGS: the header list a request may have (as over HTTP/1.1), the streams, the frame size."""
+    with trio.fail_after(10):
+        client = await H2Client.connect(relay.host, relay.port)
+        stream_id = await client.request("GET", "/version", end=True)
+        await client.until_over(stream_id)  # (the server's SETTINGS came before its reply)
+        await client.aclose()
+    settings = client.h2.remote_settings
+    assert settings.max_header_list_size == relay.config.max_head_size == 64 * 1024
+    assert settings.max_concurrent_streams == http2_module.MAX_STREAMS == 128
+    assert settings.max_frame_size == http2_module.MAX_FRAME
