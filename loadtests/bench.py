@@ -62,19 +62,29 @@ from harness import (  # type: ignore[import-not-found]
     NODE_VERSION,
     BenchError,
     Server,
+    checkout_key,
     fmt_size,
     make_source,
     parse_size,
     start_cref,
     start_relay,
     stop_server,
+    tool_version,
     variant_key,
 )
 from large import ALL_CASES, CaseResult, CurlRunner, run_case  # type: ignore[import-not-found]
 from node import DEFAULT_NODE_DIR, NODE_PACKAGE, start_node  # type: ignore[import-not-found]
 from report import environment, report  # type: ignore[import-not-found]
 from small import SmallResult, run_small  # type: ignore[import-not-found]
-from tls import TRANSPORTS, make_cert, start_node_tls, start_relay_tls, tls_environment  # type: ignore[import-not-found]
+from tls import (  # type: ignore[import-not-found]
+    H2C,
+    TRANSPORTS,
+    h2c_environment,
+    make_cert,
+    start_node_tls,
+    start_relay_tls,
+    tls_environment,
+)
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -97,6 +107,19 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default=[],
         choices=["auto", "splice", "buffer"],
         help="one more pipe-relay with --engine X in the same round-robin (repeatable; large cases only)",
+    )
+    p.add_argument(
+        "--also-checkout",
+        action="append",
+        default=[],
+        type=Path,
+        help="one more pipe-relay run from this checkout (its own code: `git worktree add DIR COMMIT`) "
+        "in the same round-robin, for before/after figures (repeatable)",
+    )
+    p.add_argument(
+        "--h2c",
+        action="store_true",
+        help="the large cases over HTTP/2 by prior knowledge on the plain port (pipe-relay only)",
     )
     p.add_argument("--max-time", type=float, default=300.0, help="curl --max-time per process, seconds")
     p.add_argument(
@@ -141,10 +164,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     if bad:
         p.error(f"unknown case(s) {', '.join(bad)}; choose from {', '.join(ALL_CASES)}")
     args.cases = cases
-    args.transport = TRANSPORTS[args.tls] if args.tls else None
-    args.small = getattr(args, "small", not args.tls)
-    if args.tls and (args.small or args.concurrent):
-        p.error("--tls runs the large cases only (no --small, no --concurrent)")
+    args.transport = TRANSPORTS[args.tls] if args.tls else H2C if args.h2c else None
+    args.small = getattr(args, "small", not (args.tls or args.h2c))
+    if (args.tls or args.h2c) and (args.small or args.concurrent):
+        p.error("--tls and --h2c run the large cases only (no --small, no --concurrent)")
+    if args.tls and args.h2c:
+        p.error("--tls and --h2c exclude each other")
+    for root in args.also_checkout:
+        if not (root / "pipe_relay" / "__main__.py").is_file():
+            p.error(f"--also-checkout {root}: no pipe_relay/__main__.py there")
     counts = (args.rounds, args.small_rounds, args.small_pairs, args.concurrent_rounds)
     if min(counts) < 1 or min(args.concurrent_pairs, args.concurrent_fanouts) < 0:
         p.error("--rounds, --small-rounds, --small-pairs, --concurrent-rounds must be at least 1")
@@ -180,11 +208,21 @@ def start_servers(args: argparse.Namespace, workdir: Path, servers: list[Server]
             functools.partial(start_relay, workdir, engine, key=variant_key(engine))
             for engine in args.also_engine
         ]
-        starts += [] if args.no_node else [lambda: start_node(workdir, args.node_dir)]
+        starts += [
+            functools.partial(start_relay, workdir, args.engine, key=checkout_key(root), root=root)
+            for root in args.also_checkout
+        ]
+        starts += [] if args.no_node or args.h2c else [lambda: start_node(workdir, args.node_dir)]
     else:
         starts = [lambda: start_relay_tls(workdir, args.engine, args.cert)]
+        starts += [
+            functools.partial(
+                start_relay_tls, workdir, args.engine, args.cert, key=checkout_key(root), root=root
+            )
+            for root in args.also_checkout
+        ]
         starts += [] if args.no_node else [lambda: start_node_tls(workdir, args.node_dir, args.cert)]
-    if args.cert is None and not args.no_cref and not args.concurrent:
+    if args.cert is None and not args.no_cref and not args.concurrent and not args.h2c:
         try:
             binary = build_cref()
         except CrefBuildError as exc:
@@ -205,6 +243,12 @@ def run_large_and_small(args: argparse.Namespace, command: str, servers: list[Se
     if args.cert is not None:
         env += tls_environment(servers, args.cert, args.transport)
         curl_args = args.cert.curl_args(args.transport)
+    elif args.h2c:
+        env += h2c_environment(servers)
+        curl_args = list(H2C.curl_args)
+    for root in args.also_checkout:
+        commit = tool_version(["git", "-C", str(root), "log", "-1", "--format=%h %s"])
+        env.append(f"{checkout_key(root)}: the checkout at {root}, commit {commit}")
     results: dict[tuple[str, str], CaseResult] = {}
     if args.cases:
         print(f"# writing {fmt_size(args.size)} of random bytes", flush=True)
@@ -282,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with terminate_as_interrupt():
             print(f"# {command}", flush=True)
             print(f"# work folder {workdir}", flush=True)
-            args.cert = make_cert(workdir) if args.transport else None
+            args.cert = make_cert(workdir) if args.tls else None
             start_servers(args, workdir, servers)
             run = run_concurrency if args.concurrent else run_large_and_small
             return run(args, command, servers, workdir)

@@ -46,6 +46,12 @@ def variant_key(engine: str) -> str:
     return f"{RELAY} --engine {engine}"
 
 
+def checkout_key(root: Path) -> str:
+    """The key (and label) of an extra pipe-relay in the same run, run from another checkout (the
+    code before a change, say: `git worktree add ../before HEAD~3`)."""
+    return f"{RELAY} @ {root.name}"
+
+
 def label(key: str) -> str:
     return LABELS.get(key, key)
 
@@ -264,11 +270,11 @@ def stop_server(server: Server, deadline: float = SERVER_STOP_DEADLINE) -> None:
     server.log_file.close()
 
 
-def _spawn_server(key: str, cmd: list[str], port: int, log_path: Path) -> Server:
+def _spawn_server(key: str, cmd: list[str], port: int, log_path: Path, root: Path = ROOT) -> Server:
     log_file = log_path.open("wb")
     proc = subprocess.Popen(
         cmd,
-        cwd=ROOT,
+        cwd=root,
         stdin=subprocess.DEVNULL,
         stdout=log_file,
         stderr=subprocess.STDOUT,
@@ -282,13 +288,17 @@ def relay_command() -> list[str]:
     return [sys.executable, "-m", "pipe_relay"]
 
 
-def start_relay(workdir: Path, engine: str | None, extra: Sequence[str] = (), key: str = RELAY) -> Server:
-    """Start pipe-relay on a free port with its log in ``workdir``; return once it listens."""
+def start_relay(
+    workdir: Path, engine: str | None, extra: Sequence[str] = (), key: str = RELAY, root: Path = ROOT
+) -> Server:
+    """Start pipe-relay (the code of the checkout at ``root``) on a free port with its log in
+    ``workdir``; return once it listens."""
     port = free_port()
     cmd = [*relay_command(), "--host", HOST, "--http-port", str(port), *extra]
     if engine is not None:
         cmd += ["--engine", engine]
-    server = _spawn_server(key, cmd, port, workdir / (key.replace(" ", "").replace("--", "-") + ".log"))
+    log_name = key.replace(" ", "").replace("--", "-").replace("@", "-").replace("/", "-") + ".log"
+    server = _spawn_server(key, cmd, port, workdir / log_name, root)
     try:
         deadline = time.monotonic() + SERVER_START_DEADLINE
         # pipe-relay prints "pipe-relay X listening on http://127.0.0.1:PORT" when ready.

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import (  # type: ignore[import-not-found]
+    RELAY,
+    ROOT,
     SERVER_START_DEADLINE,
     BenchError,
     Server,
@@ -49,6 +51,8 @@ TRANSPORTS = {
     "http/1.1": Transport("http/1.1", "https/1.1", ("--http1.1",), "1.1"),
     "h2": Transport("h2", "https/2", ("--http2",), "2"),
 }
+H2C = Transport("h2c", "h2c", ("--http2-prior-knowledge",), "2")
+"""``bench.py --h2c``: HTTP/2 by prior knowledge on the plain port (pipe-relay only: Node has no h2c)."""
 
 
 @dataclass(frozen=True)
@@ -90,10 +94,12 @@ def _https_args(cert: Cert, port: int) -> list[str]:
     ]
 
 
-def start_relay_tls(workdir: Path, engine: str | None, cert: Cert) -> Server:
+def start_relay_tls(
+    workdir: Path, engine: str | None, cert: Cert, key: str = RELAY, root: Path = ROOT
+) -> Server:
     """pipe-relay with HTTPS on a free port beside its HTTP one; returned once it says it listens there."""
     port = free_port()
-    server = start_relay(workdir, engine, _https_args(cert, port))
+    server = start_relay(workdir, engine, _https_args(cert, port), key=key, root=root)
     try:
         deadline = time.monotonic() + SERVER_START_DEADLINE
         # Every listener's line is printed once all listen: the https:// one comes after the http:// one.
@@ -123,15 +129,17 @@ def start_node_tls(workdir: Path, node_dir: Path, cert: Cert) -> Server:
     return dataclasses.replace(server, port=port, scheme="https")
 
 
-def probe(server: Server, cert: Cert, transport: Transport) -> str:
+def probe(server: Server, cert: Cert | None, transport: Transport) -> str:
     """One ``GET /`` with the benchmark's curl flags: raises unless it succeeds with the transport's
-    HTTP version; returns what curl negotiated, e.g. ``TLSv1.3 / TLS_AES_256_GCM_SHA384``."""
-    cmd = ["curl", "-sS", "-v", "--max-time", f"{PROBE_DEADLINE:g}", *cert.curl_args(transport)]
+    HTTP version; returns what curl negotiated, e.g. ``TLSv1.3 / TLS_AES_256_GCM_SHA384`` (h2c,
+    ``cert`` None: ``unknown``)."""
+    flags = cert.curl_args(transport) if cert is not None else list(transport.curl_args)
+    cmd = ["curl", "-sS", "-v", "--max-time", f"{PROBE_DEADLINE:g}", *flags]
     cmd += ["-o", "/dev/null", "-w", "%{http_version}", server.url("/")]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=PROBE_DEADLINE + 5, check=False)
     except subprocess.TimeoutExpired as exc:
-        raise BenchError(f"{server.label}: the TLS probe did not end") from exc
+        raise BenchError(f"{server.label}: the {transport.label} probe did not end") from exc
     if done.returncode != 0:
         raise BenchError(f"{server.label}: {' '.join(cmd)} exited with {done.returncode}:\n{done.stderr}")
     if done.stdout.strip() != transport.http_version:
@@ -149,4 +157,14 @@ def tls_environment(servers: list[Server], cert: Cert, transport: Transport) -> 
         f"HTTPS {transport.label}: curl {flags} (certificate verified); negotiated: {got}",
         f"Certificate: self-signed EC P-256 for IP 127.0.0.1, made by {openssl}",
         "The C reference relay has no TLS: it is not in this run",
+    ]
+
+
+def h2c_environment(servers: list[Server]) -> list[str]:
+    """The report's lines for ``--h2c``: every server checked to answer curl over HTTP/2."""
+    for server in servers:
+        probe(server, None, H2C)
+    return [
+        f"HTTP/2 by prior knowledge (h2c): curl {' '.join(H2C.curl_args)}, checked on every server",
+        "Node piping-server and the C reference relay have no h2c: they are not in this run",
     ]
