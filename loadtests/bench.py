@@ -59,6 +59,7 @@ from cref import CrefBuildError, build_cref  # type: ignore[import-not-found]
 from harness import (  # type: ignore[import-not-found]
     CREFS,
     GIB,
+    NODE,
     NODE_VERSION,
     BenchError,
     Server,
@@ -238,7 +239,7 @@ def run_large_and_small(args: argparse.Namespace, command: str, servers: list[Se
     """The large cases (one transfer at a time, every server) and the small transfers (pipe-relay and
     Node); prints the report; 1 if a small transfer failed."""
     with_cref = any(s.key in CREFS for s in servers)
-    env = environment(args.engine, with_node=not args.no_node, with_cref=with_cref)
+    env = environment(args.engine, with_node=any(s.key == NODE for s in servers), with_cref=with_cref)
     curl_args: list[str] = []
     if args.cert is not None:
         env += tls_environment(servers, args.cert, args.transport)
