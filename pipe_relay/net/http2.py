@@ -83,6 +83,7 @@ class Http2Connection:
         respond: Callable[[Http2Stream, Request], Awaitable[object]],
         *,
         head_deadline: float,
+        received: bytes = b"",
     ) -> None:
         self.sock = sock
         self.config = config
@@ -114,28 +115,30 @@ class Http2Connection:
         """The budget spent (or the frame refused) that ended this connection, if one did."""
         self._goaway_at: int | None = None  # the last stream id of our drain's GOAWAY
         self._turn = 0  # bytes handed to h2 since the reader last let other tasks run
+        self._received = received  # (read before this connection was made: its preface at least)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "draining" if self._goaway_at is not None else "open"
         return f"<Http2Connection peer={self.peer!r} streams={len(self.streams)} {state}>"
 
-    async def serve(self, first: bytes = b"") -> None:
+    async def serve(self) -> None:
         """Serve streams until the client goes, errs, spends a budget, or idles past the head deadline
-        with none open (`first`: what was read of the connection already, its preface at least)."""
+        with none open."""
         self.h2.initiate_connection()
         self.h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self.out.run)
                 self.flush()
-                await self._read(nursery, first)
+                await self._read(nursery)
                 self._lost()
                 nursery.cancel_scope.cancel()  # (the flusher; streams ended with the connection)
         finally:
             self._lost()
 
-    async def _read(self, nursery: trio.Nursery, data: bytes) -> None:
+    async def _read(self, nursery: trio.Nursery) -> None:
         sock = self.sock
+        data, self._received = self._received, b""  # (what came first: taken, so that nothing holds it)
         while not self.closed:
             if data:
                 data = await self._receive(data, nursery)

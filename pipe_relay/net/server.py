@@ -8,6 +8,7 @@ import logging
 import math
 import socket
 import struct
+from functools import partial
 from typing import Any
 
 import trio
@@ -177,9 +178,16 @@ async def handle_connection(
             conn_sock.close()
             gate.leave(peer)
     if http2:
-        await _serve_http2(conn_sock, peer, hub, gate, deadline, first)
+        connection = Http2Connection(
+            conn_sock, hub.config, peer, partial(_answer, hub, peer), head_deadline=deadline, received=first
+        )
+        del first  # (see below)
+        await _serve_http2(connection, gate)
         return
     conn = HttpConnection(conn_sock, hub.config, peer, head_deadline=deadline, received=first)
+    # `first` is the connection's now, which lets go of it once parsed; this frame lives as long as the
+    # connection: kept here, a waiting client's whole first read would stay held (1,000 heads: 58 MiB).
+    del first
     gate.enter(conn)
     try:
         await _serve_requests(conn, hub, gate)
@@ -220,17 +228,16 @@ async def _first_bytes(sock: socket.socket, deadline: float) -> bytes:
         return data
 
 
-async def _serve_http2(
-    sock: socket.socket | TlsSocket, peer: str, hub: Hub, gate: Gate, deadline: float, first: bytes
-) -> None:
-    async def answer(stream: Http2Stream, request: Request) -> None:
-        await respond(stream, request, hub, peer)
+async def _answer(hub: Hub, peer: str, stream: Http2Stream, request: Request) -> None:
+    await respond(stream, request, hub, peer)
 
-    connection = Http2Connection(sock, hub.config, peer, answer, head_deadline=deadline)
+
+async def _serve_http2(connection: Http2Connection, gate: Gate) -> None:
+    sock, peer = connection.sock, connection.peer
     gate.enter(connection)
     abort = False
     try:
-        await connection.serve(first)
+        await connection.serve()
         await connection.drain_out(LINGER_TIMEOUT)
         abort = connection.close_mode is CloseMode.ABORT
     except trio.Cancelled:
