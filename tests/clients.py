@@ -12,7 +12,7 @@ from pathlib import Path
 import trio
 import trustme
 
-from pipe_relay import Config
+from pipe_relay import Config, serve
 from pipe_relay.net.hub import Hub
 
 
@@ -66,6 +66,21 @@ class Relay:
 
 
 StartRelay = Callable[..., Awaitable[Relay]]
+
+
+async def serving(nursery: trio.Nursery, **overrides: object) -> tuple[Relay, trio.Event]:
+    """A server (Config `overrides` on 127.0.0.1, port 0) whose end is observable: the event is set
+    when `serve` returns (after a drain, say)."""
+    config = Config(hosts=("127.0.0.1",), port=0, **overrides)  # type: ignore[arg-type]
+    hub = Hub(config)
+    ended = trio.Event()
+
+    async def run(*, task_status: trio.TaskStatus[list[trio.SocketListener]]) -> None:
+        await serve(config, hub=hub, task_status=task_status)
+        ended.set()
+
+    listeners = await nursery.start(run)
+    return Relay(config=config, port=listeners[0].socket.getsockname()[1], hub=hub), ended
 
 
 @dataclass

@@ -27,7 +27,7 @@ from ..core.routing import Request
 from ..errors import ErrorCode, PipeError, pipe_error
 from .body import SocketBody, body_decoder
 from .engine import Sink, SocketWriter, Writer
-from .link import LINGER_TIMEOUT, WRITE_TIMEOUT, CloseMode, Headers, Role
+from .link import WRITE_TIMEOUT, CloseMode, Headers, Role, linger
 from .tls import TlsBody, TlsSocket, TlsWriter
 
 READ_SIZE = 64 * 1024
@@ -319,7 +319,7 @@ class HttpConnection:
             if self.close_mode is CloseMode.ABORT:
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
             elif self.close_mode is CloseMode.LINGER:
-                await self._linger()  # (its shutdown sends a TLS close_notify first)
+                await linger(self.sock, limit=LINGER_LIMIT)  # (a TLS shutdown sends close_notify first)
             elif isinstance(self.sock, TlsSocket):
                 self.sock.close_notify()
         except OSError:
@@ -328,22 +328,6 @@ class HttpConnection:
             # No notify_closing: nothing waits on this socket now (a receiver's socket is closed only
             # after the sender's task let go of it), and the kernel drops a closed fd from epoll.
             self.sock.close()
-
-    async def _linger(self) -> None:
-        """Half-close, then drop what the peer still sends (so it reads our reply, not a reset)."""
-        sock = self.sock
-        with trio.move_on_after(LINGER_TIMEOUT):
-            sock.shutdown(socket.SHUT_WR)
-            received = 0
-            while received < LINGER_LIMIT:
-                try:
-                    data = sock.recv(READ_SIZE)
-                except BlockingIOError:
-                    await trio.lowlevel.wait_readable(sock)
-                    continue
-                if not data:
-                    return
-                received += len(data)
 
 
 class Http1Stream:

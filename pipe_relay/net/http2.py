@@ -34,9 +34,9 @@ from ..core.h2guard import BATCH_BLOCKS, BATCH_FRAMES, Batch, Budget, FrameScann
 from ..core.http2 import request_from_fields
 from ..core.routing import Request
 from ..errors import PipeError
-from .http2_out import Outbound, half_close_and_drop
+from .http2_out import Outbound
 from .http2_stream import OUT_LIMIT, Http2Stream
-from .link import LINGER_TIMEOUT, WRITE_TIMEOUT, CloseMode
+from .link import WRITE_TIMEOUT, CloseMode, linger
 from .tls import TlsSocket
 
 log = logging.getLogger("pipe_relay")
@@ -371,7 +371,8 @@ class Http2Connection:
         GOAWAY is read rather than lost to the reset a close with unread bytes would send."""
         await self.out.drain(seconds)
         if self.ended_for is not None and not self.out.broken:
-            await half_close_and_drop(self.sock, seconds=LINGER_TIMEOUT, limit=LINGER_BYTES)
+            with contextlib.suppress(OSError):
+                await linger(self.sock, limit=LINGER_BYTES)
 
 
 _next_abuse_log = -math.inf

@@ -94,23 +94,3 @@ class Outbound:
             while self._out and not self.broken:
                 await trio.lowlevel.wait_writable(self._sock)
                 self.flush()
-
-
-async def half_close_and_drop(sock: socket.socket | TlsSocket, *, seconds: float, limit: int) -> None:
-    """Half-close, then read and drop what the client still sends (up to `limit` bytes, `seconds`):
-    a close with unread bytes is a reset, which may cost the client what we sent last (a GOAWAY)."""
-    dropped = 0
-    with trio.move_on_after(seconds):
-        try:
-            sock.shutdown(socket.SHUT_WR)
-            while dropped < limit:
-                try:
-                    data = sock.recv(256 * 1024)
-                except BlockingIOError:
-                    await trio.lowlevel.wait_readable(sock)
-                    continue
-                if not data:
-                    return
-                dropped += len(data)
-        except OSError:
-            return

@@ -8,8 +8,11 @@ source and sinks whose writer has a `splice_fd`, and falls back to the buffer en
 from __future__ import annotations
 
 import enum
+import socket
 from collections.abc import Callable, Sequence
 from typing import Protocol
+
+import trio
 
 from ..core.replies import Reply
 from ..core.routing import Request
@@ -21,6 +24,34 @@ WRITE_TIMEOUT = 30.0
 """A reply or a status line that cannot go out within this many seconds: its client is given up on."""
 LINGER_TIMEOUT = 2.0
 """How long a closing connection may still flush or read and drop before it closes."""
+
+
+class Socket(Protocol):
+    """What `linger` needs of a socket (a plain one or a TLS one)."""
+
+    def fileno(self) -> int: ...
+
+    def shutdown(self, how: int, /) -> None: ...
+
+    def recv(self, size: int, /) -> bytes: ...
+
+
+async def linger(sock: Socket, *, limit: int, seconds: float = LINGER_TIMEOUT) -> None:
+    """Half-close, then read and drop what the peer still sends (up to `limit` bytes, `seconds`), so
+    that it reads what we sent last (a reply, a GOAWAY) rather than lose it to the reset that a close
+    with unread bytes sends. Raises OSError for a socket that is already broken."""
+    with trio.move_on_after(seconds):
+        sock.shutdown(socket.SHUT_WR)
+        dropped = 0
+        while dropped < limit:
+            try:
+                data = sock.recv(256 * 1024)
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(sock)
+                continue
+            if not data:
+                return
+            dropped += len(data)
 
 
 class CloseMode(enum.Enum):

@@ -2,6 +2,7 @@
 # Invariant: plain sync tests with the time passed in; frames built byte by byte here, no h2 library.
 from __future__ import annotations
 
+import itertools
 import struct
 
 import pytest
@@ -180,7 +181,7 @@ def test_any_split_of_the_bytes_counts_the_same(cuts: list[int]) -> None:
         totals = [0, 0, 0, 0]
         violation = None
         points = sorted({0, *cuts, len(STREAM)})
-        for begin, end in zip(points, points[1:], strict=False):
+        for begin, end in itertools.pairwise(points):
             piece = STREAM[begin:end]
             for batch in scan_all(scanner, piece):
                 totals = [a + b for a, b in zip(totals, _counts(batch), strict=True)]

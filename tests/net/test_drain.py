@@ -12,30 +12,14 @@ from functools import partial
 import pytest
 import trio
 
-from pipe_relay import Config, serve
-from pipe_relay.net.hub import Hub
-from tests.clients import RawClient, Relay, parse_head, read_status_until
+from tests.clients import RawClient, parse_head, read_status_until, serving
 from tests.responses import split_response
-
-
-async def _serving(nursery: trio.Nursery, engine: str, **overrides: object) -> tuple[Relay, trio.Event]:
-    """A server whose end is observable: the event is set when `serve` returns."""
-    config = Config(hosts=("127.0.0.1",), port=0, engine=engine, **overrides)  # type: ignore[arg-type]
-    hub = Hub(config)
-    ended = trio.Event()
-
-    async def run(*, task_status: trio.TaskStatus[list[trio.SocketListener]]) -> None:
-        await serve(config, hub=hub, task_status=task_status)
-        ended.set()
-
-    listeners = await nursery.start(run)
-    return Relay(config=config, port=listeners[0].socket.getsockname()[1], hub=hub), ended
 
 
 async def test_a_drain_lets_waiting_parties_go_and_active_transfers_finish(
     nursery: trio.Nursery, engine: str, raw_clients: list[RawClient]
 ) -> None:
-    relay, ended = await _serving(nursery, engine, drain_timeout=10)
+    relay, ended = await serving(nursery, engine=engine, drain_timeout=10)
     body = os.urandom(1 << 20)
     with trio.fail_after(15):
         receiver = await RawClient.connect(relay)  # waits on /wait-r with no sender
@@ -92,7 +76,7 @@ async def test_a_drain_lets_waiting_parties_go_and_active_transfers_finish(
 async def test_past_the_drain_timeout_a_transfer_is_cut_never_complete(
     nursery: trio.Nursery, engine: str, raw_clients: list[RawClient], framing: str
 ) -> None:
-    relay, ended = await _serving(nursery, engine, drain_timeout=0.5)
+    relay, ended = await serving(nursery, engine=engine, drain_timeout=0.5)
     with trio.fail_after(15):
         receiver = await RawClient.connect(relay)
         sender = await RawClient.connect(relay)

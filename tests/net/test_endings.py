@@ -13,9 +13,7 @@ import trio
 import pipe_relay.net.connection as connection_module
 import pipe_relay.net.http2_stream as stream_module
 from loadtests.h2attacks import DATA, END_HEADERS, END_STREAM, GOAWAY, HEADERS, frame, opening, request_block
-from pipe_relay import Config, serve
-from pipe_relay.net.hub import Hub
-from tests.clients import RawClient, Relay, StartRelay, TlsFiles, curl, parse_head
+from tests.clients import RawClient, Relay, StartRelay, TlsFiles, curl, parse_head, serving
 from tests.h2client import H2Client
 from tests.responses import split_response
 
@@ -98,19 +96,6 @@ async def test_an_http11_reply_that_cannot_be_finished_is_a_reset(
     assert not clean  # a reset, not a FIN after a short body
 
 
-async def _serving(nursery: trio.Nursery, **overrides: object) -> tuple[Relay, trio.Event]:
-    config = Config(hosts=("127.0.0.1",), port=0, **overrides)  # type: ignore[arg-type]
-    hub = Hub(config)
-    ended = trio.Event()
-
-    async def run(*, task_status: trio.TaskStatus[list[trio.SocketListener]]) -> None:
-        await serve(config, hub=hub, task_status=task_status)
-        ended.set()
-
-    listeners = await nursery.start(run)
-    return Relay(config=config, port=listeners[0].socket.getsockname()[1], hub=hub), ended
-
-
 class _Frames:
     """A raw h2c client's view of what the server sent: every frame, whole, in order."""
 
@@ -143,7 +128,7 @@ async def test_a_drain_sends_goaway_to_http2_clients_and_lets_their_transfers_fi
     GOAWAY (NO_ERROR, the last stream served); a stream opened after it is ignored (RFC 9113 6.8)
     and the client may retry it elsewhere; the transfer finishes; the server is done long before
     its 30 s drain timeout."""
-    relay, ended = await _serving(nursery, drain_timeout=30, engine=engine)
+    relay, ended = await serving(nursery, drain_timeout=30, engine=engine)
     body = os.urandom(1 << 20)
     with trio.fail_after(15):
         idle = _Frames(await trio.open_tcp_stream(relay.host, relay.port))
