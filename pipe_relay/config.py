@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from .core.abuse import FloodLimits
 from .core.clients import parse_networks
-from .core.h2guard import FloodLimits
 
 ENGINES = ("auto", "splice", "buffer")
 UNIX_PATH_MAX = 107

@@ -26,6 +26,10 @@ PIPE_HEADERS = (
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+MAX_ORIGIN = 300
+"""A real origin is at most a scheme, a 253-character host name and a port; a longer one is not
+reflected (each reflection is encoded into the reply again: 8 KiB a request, for a 1-byte HPACK
+reference on the way in)."""
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _MEDIA_TYPE = re.compile(rf"^\s*({_TOKEN})/({_TOKEN})\s*(;.*)?$", re.DOTALL)
 _PARAM = re.compile(rf'\s*({_TOKEN})\s*=\s*("(?:[^"\\]|\\.)*"|{_TOKEN})\s*')
@@ -64,12 +68,13 @@ def strip_controls(value: str) -> str:
 
 
 def valid_origin(origin: str | None) -> str | None:
-    """A serialized origin (RFC 6454: `scheme://host[:port]`, ASCII), or None for anything else
-    (absent, `null`, garbage, non-ASCII: treated as no Origin, never an error)."""
+    """A serialized origin (RFC 6454: `scheme://host[:port]`, ASCII, at most MAX_ORIGIN characters),
+    or None for anything else (absent, `null`, garbage, non-ASCII, longer than any real one: treated
+    as no Origin, never an error)."""
     if origin is None:
         return None
     origin = origin.strip()
-    return origin if _ORIGIN.fullmatch(origin) else None
+    return origin if len(origin) <= MAX_ORIGIN and _ORIGIN.fullmatch(origin) else None
 
 
 def cors_headers(origin: str | None) -> list[tuple[str, str]]:

@@ -12,6 +12,7 @@ import h11
 import trio
 
 from ..config import Config
+from ..core.abuse import Budget, Meter
 from ..core.framing import receiver_framing, render_head
 from ..core.heads import (
     MAX_HEADER_LINES,
@@ -25,6 +26,7 @@ from ..core.heads import (
 from ..core.replies import Reply, StreamedReply, error_reply, interim_continue, refusal
 from ..core.routing import Request
 from ..errors import ErrorCode, PipeError, pipe_error
+from .abuse_log import ended_for_abuse
 from .body import SocketBody, body_decoder
 from .engine import Sink, SocketWriter, Writer
 from .link import WRITE_TIMEOUT, CloseMode, Headers, Role, linger
@@ -68,6 +70,10 @@ class HttpConnection:
         self._received = received  # (read before this connection was made: its first bytes)
         self.waiting_for_head = False
         """Blocked until the next bytes of a request head come (a drain may end the wait)."""
+        burst, rate = config.flood_limits.streams
+        self._requests = Meter(rate=rate, burst=burst)  # (a connection's requests: parties end it)
+        self.last_reply = False
+        """The client spent its requests' budget: this reply is the connection's last."""
 
     @property
     def peer(self) -> str:
@@ -127,6 +133,9 @@ class HttpConnection:
                 folded = has_obs_fold(memoryview(self._fed)[:head_size])
                 self._fed = bytearray()
                 check_head(request, header_lines=len(event.headers), folded=folded)
+                if not self._requests.spend(1, trio.current_time()):
+                    self.last_reply = True  # (its reply says `Connection: close`; then it closes)
+                    ended_for_abuse(self.peer, "closed", Budget.STREAMS.value)
                 return request
             return None  # ConnectionClosed, or PAUSED after a close
 
@@ -172,7 +181,11 @@ class HttpConnection:
 
     async def send_reply(self, reply: Reply) -> None:
         """Send a complete small response through h11 (headers only, for a HEAD request); one that
-        cannot go out in time is cut with a reset, so its client never reads it as complete."""
+        cannot go out in time is cut with a reset, so its client never reads it as complete. The
+        `last_reply` says `Connection: close`, and the connection lingers, then closes."""
+        if self.last_reply:
+            reply = Reply(reply.status, (*reply.headers, ("Connection", "close")), reply.body)
+            self.close_mode = CloseMode.LINGER
         response = h11.Response(
             status_code=reply.status,
             headers=[(name.encode("ascii"), value.encode("latin-1")) for name, value in reply.headers],
@@ -189,7 +202,7 @@ class HttpConnection:
         """Reject the current request. The connection closes afterwards if a body may follow, or
         if this is its `last` reply (a party's: said with `Connection: close`)."""
         reply = error_reply(error, origin=origin)
-        if last:
+        if last and not self.last_reply:
             reply = Reply(reply.status, (*reply.headers, ("Connection", "close")), reply.body)
         await self.send_reply(reply)
         if self._request_has_body:

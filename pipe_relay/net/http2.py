@@ -6,7 +6,7 @@ engine serve it as they serve an HTTP/1.1 connection. Outbound frames go to one 
 where the socket takes them, else by a flusher task; writers wait while it holds OUT_LIMIT bytes or
 their window is shut, so a slow HTTP/2 receiver paces the transfer like a slow socket does.
 
-Abuse (core.h2guard): the reader hands h2 one batch of frames per turn of the loop and charges the
+Abuse (core.abuse): the reader hands h2 one batch of frames per turn of the loop and charges the
 connection's budgets (resets, streams that are not parties, control frames, decoded header bytes);
 one spent ends it with GOAWAY ENHANCE_YOUR_CALM. A stream reset in the batch that opened it never
 gets a task; streams whose task still runs, reset or not, count against MAX_STREAMS. Reading stops
@@ -30,10 +30,11 @@ import hyperframe.frame
 import trio
 
 from ..config import Config
-from ..core.h2guard import BATCH_BLOCKS, BATCH_FRAMES, Batch, Budget, FrameScanner, Glitches, Violation
+from ..core.abuse import BATCH_BLOCKS, BATCH_FRAMES, Batch, Budget, FrameScanner, Glitches, Violation
 from ..core.http2 import request_from_fields
 from ..core.routing import Request
 from ..errors import PipeError
+from .abuse_log import ended_for_abuse
 from .http2_out import Outbound
 from .http2_stream import OUT_LIMIT, Http2Stream
 from .link import WRITE_TIMEOUT, CloseMode, linger
@@ -180,7 +181,7 @@ class Http2Connection:
                 except h2.exceptions.ProtocolError as exc:
                     log.debug("HTTP/2 protocol error from %s: %s", self.peer, exc)
                     self.flush()  # (h2 queued its GOAWAY)
-                    self.closed = True
+                    self._lost()
                     return b""
             start = batch.end
             now = trio.current_time()
@@ -248,12 +249,12 @@ class Http2Connection:
         if self.ended_for is not None or self.closed:
             return
         self.ended_for = reason
-        _log_abuse(self.peer, reason)
+        ended_for_abuse(self.peer, "GOAWAY ENHANCE_YOUR_CALM", reason.value)
         self.h2.close_connection(  # (its debug data names the budget: for the client's developer)
             error_code=h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, additional_data=reason.name.lower().encode()
         )
         self.flush()
-        self.closed = True
+        self._lost()  # (now, not when the reader returns: a stream may run before that, its connection shut)
 
     def sent_data(self, size: int) -> None:
         self.glitches.data_sent(size)
@@ -313,10 +314,11 @@ class Http2Connection:
         stream_id = getattr(event, "stream_id", 0)
         known = self.streams.get(stream_id) if stream_id else None
         if isinstance(event, h2.events.DataReceived):
-            if known is not None and event.data is not None:
+            if known is not None and event.data is not None and not known.body.discarding:
                 known.body.feed(event.data, event.flow_controlled_length or 0)
-            else:  # (a stream we no longer serve: its window must not shut the connection's)
-                self.acknowledge(event.flow_controlled_length or 0, stream_id)
+            else:  # (nobody reads it: dropped, its window given back, and counted as a control frame,
+                self.acknowledge(event.flow_controlled_length or 0, stream_id)  # as the client could
+                self._spend(Budget.CONTROL, 1, now)  # keep it coming at no cost to itself)
         elif isinstance(event, h2.events.StreamEnded):
             if known is not None:
                 known.body.end()
@@ -333,7 +335,7 @@ class Http2Connection:
         elif isinstance(event, h2.events.WindowUpdated):
             self._wake()
         elif isinstance(event, h2.events.ConnectionTerminated):
-            self.closed = True
+            self._lost()
 
     def acknowledge(self, size: int, stream_id: int) -> None:
         """`size` bytes of `stream_id` were taken: open its window (and the connection's) again."""
@@ -373,19 +375,3 @@ class Http2Connection:
         if self.ended_for is not None and not self.out.broken:
             with contextlib.suppress(OSError):
                 await linger(self.sock, limit=LINGER_BYTES)
-
-
-_next_abuse_log = -math.inf
-_abuse_unlogged = 0
-
-
-def _log_abuse(peer: str, reason: Budget | Violation) -> None:
-    """One line per connection ended for abuse, at most one a second (the rest are counted)."""
-    global _next_abuse_log, _abuse_unlogged
-    now = trio.current_time()
-    if now < _next_abuse_log:
-        _abuse_unlogged += 1
-        return
-    more = f" ({_abuse_unlogged} more since the last line)" if _abuse_unlogged else ""
-    log.warning("HTTP/2 client %s ended with ENHANCE_YOUR_CALM: %s%s", peer, reason.value, more)
-    _next_abuse_log, _abuse_unlogged = now + 1.0, 0

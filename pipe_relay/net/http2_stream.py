@@ -70,15 +70,13 @@ class Http2Body:
         self._arrived = trio.Event()
         self.received = 0
         self.discarding = False
-        """Nobody will read this body: what comes is dropped and its window given back at once."""
+        """Nobody will read this body: what came is dropped, and the connection drops what comes."""
 
     def __repr__(self) -> str:
         return f"<Http2Body stream={self._stream.stream_id} held={len(self._pieces)} ended={self.ended}>"
 
     def feed(self, data: bytes, flow_length: int) -> None:
-        if self.discarding:
-            self._stream.connection.acknowledge(flow_length, self._stream.stream_id)
-            return
+        """(Not while `discarding`: the connection drops what comes then.)"""
         self._pieces.append((data, flow_length))
         self._arrived.set()
 
@@ -329,7 +327,7 @@ class Http2Stream:
         try:
             self.start_response()
             while view:
-                if self.is_gone:
+                if self.is_gone or self.connection.closed:  # (wait_room returns at once for either)
                     return False
                 sent = self.send_data_now([view], len(view))
                 view = view[sent:]

@@ -105,6 +105,7 @@ def test_cors_headers_reflect_origin() -> None:
         "a.example",
         "https://a.example:123456",
         "*",
+        "https://" + "a" * 293,  # 301 characters: longer than any real origin
     ],
 )
 def test_cors_headers_without_a_valid_origin_is_star(origin: str | None) -> None:
@@ -113,7 +114,14 @@ def test_cors_headers_without_a_valid_origin_is_star(origin: str | None) -> None
 
 @pytest.mark.parametrize(
     "origin",
-    ["http://localhost:8080", "https://a-b.example.co", "http://[::1]:9000", "app+x.y://h", " https://a.b "],
+    [
+        "http://localhost:8080",
+        "https://a-b.example.co",
+        "http://[::1]:9000",
+        "app+x.y://h",
+        " https://a.b ",
+        "https://" + "a" * 253 + ":65535",  # the longest host name, and a port
+    ],
 )
 def test_valid_origins_are_reflected(origin: str) -> None:
     assert cors_headers(origin)[0] == ("Access-Control-Allow-Origin", origin.strip())

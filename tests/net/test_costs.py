@@ -10,7 +10,7 @@ import hpack
 import pytest
 import trio
 
-from loadtests.h2attacks import END_HEADERS, END_STREAM, HEADERS, frame, opening, request_block
+from loadtests.attack_plans import END_HEADERS, END_STREAM, HEADERS, frame, opening, request_block
 from pipe_relay.core.heads import kept_headers
 from tests.clients import RawClient, StartRelay
 

@@ -12,7 +12,16 @@ import trio
 
 import pipe_relay.net.connection as connection_module
 import pipe_relay.net.http2_stream as stream_module
-from loadtests.h2attacks import DATA, END_HEADERS, END_STREAM, GOAWAY, HEADERS, frame, opening, request_block
+from loadtests.attack_plans import (
+    DATA,
+    END_HEADERS,
+    END_STREAM,
+    GOAWAY,
+    HEADERS,
+    frame,
+    opening,
+    request_block,
+)
 from tests.clients import RawClient, Relay, StartRelay, TlsFiles, curl, parse_head, serving
 from tests.h2client import H2Client
 from tests.responses import split_response

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from loadtests.h2attacks import ENHANCE_YOUR_CALM
+from loadtests.attack_plans import ENHANCE_YOUR_CALM
+from pipe_relay.core.abuse import FloodLimits
 from tests.clients import Payload, Relay, StartRelay, TlsFiles, curl, raw_exchange, sha256_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -143,6 +144,7 @@ async def _under(relay: Relay, payload: Payload, tmp_path: Path, attack: object,
         ("window_update", 1, "window_updates"),
         ("priority", 1, "control"),
         ("empty_data", 1, "control"),
+        ("discarded_data", 1, "control"),
     ],
 )
 async def test_a_flood_is_ended_with_enhance_your_calm(
@@ -189,15 +191,32 @@ async def test_a_flood_that_never_reads_is_ended(
     assert ending["closed_by_server"] and float(ending["seconds"]) < ENDED_WITHIN, ending  # type: ignore[arg-type]
 
 
+async def test_pipelined_http11_requests_past_the_budget_end_the_connection(
+    start_relay: StartRelay, payloads: dict[int, Payload], tmp_path: Path
+) -> None:
+    """HTTP/1.1 has the budget HTTP/2 has for streams that are not parties: a client past it gets
+    its last reply with `Connection: close`, and the connection closes."""
+    relay = await start_relay()
+    with trio.fail_after(90):
+        attack = await _under(relay, payloads[64 * MiB], tmp_path, "pipelined", seconds=30)
+    (ending,) = attack.endings
+    assert ending["told_to_close"] and ending["closed_by_server"], ending
+    assert attack.slowest_end < ENDED_WITHIN, ending
+    budget = relay.config.flood_limits.streams[0]
+    assert budget <= ending["answered"] < budget + 200, ending  # (the burst, and what came back meanwhile)
+
+
 @pytest.mark.parametrize(("name", "frontend"), [("pipelined", "HTTP/1.1"), ("discarded_data", "h2c")])
 async def test_a_client_that_never_lets_its_socket_run_dry_does_not_hold_the_loop(
     start_relay: StartRelay, payloads: dict[int, Payload], tmp_path: Path, name: str, frontend: str
 ) -> None:
-    """Within every budget, so never ended: pipelined requests, or DATA on a stream whose body nobody
-    reads (dropped, its window given back at once). The side transfer and a health check must
-    complete while the attack still runs: a read loop that never yields would stall them for all
-    of its 60 s, past the fail_after."""
-    relay = await start_relay()
+    """With the budgets out of the way (each has its test above), pipelined requests, or DATA in
+    small frames on a stream whose body nobody reads (dropped, its window given back at once): the
+    server's socket never runs dry. The side transfer and a health check must complete while the
+    attack still runs: a read loop that never yields would stall them for all of its 60 s, past
+    the fail_after."""
+    endless = (1e12, 1e12)
+    relay = await start_relay(flood_limits=FloodLimits(streams=endless, control=endless))
     watch = Watch()
     command = [sys.executable, "-m", "loadtests.h2attacks", name, "--port", str(relay.port)]
     process = await trio.lowlevel.open_process(
@@ -206,7 +225,7 @@ async def test_a_client_that_never_lets_its_socket_run_dry_does_not_hold_the_loo
     try:
         with trio.fail_after(45):
             assert process.stdout is not None
-            assert await process.stdout.receive_some(64) == b"started\n"  # (its first batch is out)
+            assert await process.stdout.receive_some(8) == b"started\n"  # (its first batch is out)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(watch.run)
                 await _side_transfer(relay, payloads[64 * MiB], tmp_path / "side.bin")
@@ -214,6 +233,7 @@ async def test_a_client_that_never_lets_its_socket_run_dry_does_not_hold_the_loo
                 watch.running = False
             assert process.poll() is None, f"the {frontend} attack ended before the side transfer did"
     finally:
+        watch.running = False
         process.kill()
         with trio.move_on_after(5):
             await process.wait()

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipe_relay.core.h2guard import (
+from pipe_relay.core.abuse import (
     BATCH_BLOCKS,
     BATCH_FRAMES,
     MAX_CONTROL_FRAME,

@@ -28,11 +28,11 @@ BATCH_BLOCKS = 8
 class Budget(enum.Enum):
     """What a connection may spend; the value names it in logs and tests."""
 
-    RESETS = "streams reset while served, or refused"
-    STREAMS = "streams that are not pipe parties"
-    CONTROL = "control frames"
-    WINDOW_UPDATES = "WINDOW_UPDATE frames"
-    HEADER_BYTES = "decoded header bytes"
+    RESETS = "too many streams reset while served, or refused"
+    STREAMS = "too many requests that are not pipe parties"
+    CONTROL = "too many control frames"
+    WINDOW_UPDATES = "too many WINDOW_UPDATE frames"
+    HEADER_BYTES = "too many decoded header bytes"
 
 
 class Violation(enum.Enum):
@@ -76,6 +76,8 @@ class FloodLimits:
     resets: tuple[float, float] = (100, 10)
     streams: tuple[float, float] = (500, 100)
     control: tuple[float, float] = (1000, 200)
+    """Also DATA frames nobody reads (on a page's stream, a reset one): a refused upload's few in
+    flight fit; a client that keeps sending them does not."""
     window_updates: tuple[float, float] = (1000, 200)
     window_refund: int = 4096
     """Bytes of DATA we send that give one WINDOW_UPDATE back (a receiver opens its window as it reads)."""
