@@ -7,6 +7,7 @@ the driver stops it. `PLANS` names them for the command line."""
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -279,6 +280,27 @@ def huge_table(origins: int = 5000, size: int = 8 * 1024) -> Plan:
     return plan
 
 
+def huffman(per_second: float = 40, size: int = 8 * 1024) -> Plan:
+    """`per_second` requests, each with a `size`-byte header value Huffman-coded (never indexed: the
+    same bytes every time, so it costs us nothing to make): under the decoded-bytes budget, but
+    Huffman decoding costs the server about ten times what the decoded bytes say."""
+    head = [(":method", "GET"), (":scheme", "http"), (":authority", "relay"), (":path", "/version")]
+    block = hpack.Encoder().encode(
+        [hpack.NeverIndexedHeaderTuple(n, v) for n, v in [*head, ("x-h", "h" * size)]]
+    )
+
+    def plan(ending: Ending) -> Iterator[bytes]:
+        started = time.monotonic()
+        while True:
+            if ending.streams < (time.monotonic() - started) * per_second:
+                ending.streams += 1
+                yield frame(HEADERS, END_STREAM | END_HEADERS, 2 * ending.streams - 1, block)
+            else:
+                yield b""
+
+    return plan
+
+
 def pipelined(path: str = "/version") -> Plan:
     """HTTP/1.1 keep-alive requests back to back on one connection, never waiting for an answer."""
     request = f"GET {path} HTTP/1.1\r\nHost: relay\r\n\r\n".encode()
@@ -306,6 +328,7 @@ PLANS: dict[str, Callable[[], Plan]] = {
     "pages": pages,
     "discarded_data": discarded_data,
     "huge_table": huge_table,
+    "huffman": huffman,
     "pipelined": pipelined,
 }
 HTTP1 = frozenset({"pipelined"})

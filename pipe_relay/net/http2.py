@@ -30,7 +30,16 @@ import hyperframe.frame
 import trio
 
 from ..config import Config
-from ..core.abuse import BATCH_BLOCKS, BATCH_FRAMES, Batch, Budget, FrameScanner, Glitches, Violation
+from ..core.abuse import (
+    BATCH_BLOCKS,
+    BATCH_FRAMES,
+    ENCODED_WEIGHT,
+    Batch,
+    Budget,
+    FrameScanner,
+    Glitches,
+    Violation,
+)
 from ..core.http2 import request_from_fields
 from ..core.routing import Request
 from ..errors import PipeError
@@ -237,6 +246,8 @@ class Http2Connection:
             self._calm_down(Budget.CONTROL)
         elif not glitches.charge(Budget.WINDOW_UPDATES, batch.window_updates, now):
             self._calm_down(Budget.WINDOW_UPDATES)
+        elif not glitches.charge(Budget.HEADER_BYTES, ENCODED_WEIGHT * batch.encoded, now):
+            self._calm_down(Budget.HEADER_BYTES)
 
     def _spend(self, budget: Budget, cost: float, now: float) -> bool:
         if self.glitches.charge(budget, cost, now):

@@ -102,7 +102,7 @@ def test_the_preface_is_skipped_and_frames_are_told_apart() -> None:
     )
     batches = scan_all(FrameScanner(max_header_block=65536), data)
     assert len(batches) == 1
-    assert batches[0] == Batch(len(data), frames=10, control=5, window_updates=1, blocks=1)
+    assert batches[0] == Batch(len(data), frames=10, control=5, window_updates=1, blocks=1, encoded=1)
 
 
 def test_batches_end_at_the_frame_or_block_limit_and_cover_everything() -> None:
@@ -178,7 +178,7 @@ def test_any_split_of_the_bytes_counts_the_same(cuts: list[int]) -> None:
     """However the socket splits the stream, the same frames are counted and the same block refused."""
     for limit, refused in ((4096, False), (800, True)):
         scanner = FrameScanner(max_header_block=limit)
-        totals = [0, 0, 0, 0]
+        totals = [0, 0, 0, 0, 0]
         violation = None
         points = sorted({0, *cuts, len(STREAM)})
         for begin, end in itertools.pairwise(points):
@@ -189,10 +189,10 @@ def test_any_split_of_the_bytes_counts_the_same(cuts: list[int]) -> None:
             if violation:
                 break
         if refused:
-            assert violation is Violation.HEADER_BLOCK and totals == [10, 5, 2, 1]
+            assert violation is Violation.HEADER_BLOCK and totals == [10, 5, 2, 1, 500]
         else:
-            assert violation is None and totals == [11, 5, 2, 2]
+            assert violation is None and totals == [11, 5, 2, 2, 1400]
 
 
 def _counts(batch: Batch) -> list[int]:
-    return [batch.frames, batch.control, batch.window_updates, batch.blocks]
+    return [batch.frames, batch.control, batch.window_updates, batch.blocks, batch.encoded]

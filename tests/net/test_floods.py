@@ -138,6 +138,7 @@ async def _under(relay: Relay, payload: Payload, tmp_path: Path, attack: object,
         ("rapid_reset", 4, "resets"),
         ("continuation", 8, "header_block"),
         ("hpack", 1, "header_bytes"),
+        ("huffman", 1, "header_bytes"),  # (paced under the decoded bytes' budget: the encoded ones count)
         ("pages", 1, "streams"),
         ("ping", 1, "control"),
         ("settings", 1, "control"),
