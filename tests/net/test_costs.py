@@ -75,6 +75,7 @@ async def test_1000_waiting_heads_of_100_headers_hold_under_50_mib(
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RSS from /proc")
+@pytest.mark.parametrize("engine", ["buffer"])  # (no byte moves: one engine is enough)
 async def test_1000_waiting_http2_heads_of_60_kib_hold_under_50_mib(
     start_relay: StartRelay, raw_clients: list[RawClient], many_descriptors: None
 ) -> None:
