@@ -1,5 +1,5 @@
 # Request targets: the pipe key, the reserved routes and the query options a request carries.
-# Invariant: a pipe key is the raw path with the API prefix stripped and no query; it always starts with "/".
+# Invariant: a key is the path, escapes normalized (RFC 3986 6.2.2), no API prefix, no query; it starts "/".
 from __future__ import annotations
 
 import enum
@@ -13,6 +13,9 @@ API_PREFIX = "/api/v1/pipe"
 MAX_QUERY_FIELDS = 64
 _MAX_N_DIGITS = 6
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})?")
+_WELL_FORMED_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+"""RFC 3986 2.3: a percent-escape of one of these is the character itself."""
 
 
 class Reserved(enum.Enum):
@@ -80,6 +83,7 @@ def parse_target(target: str, *, max_path_length: int) -> Target:
         raise pipe_error(ErrorCode.BAD_REQUEST, detail="the request target must start with '/'")
     if "%" in path:
         _check_escapes(path)
+        path = normalize_escapes(path)
     prefixed = False
     key = path
     if path == API_PREFIX or path.startswith(API_PREFIX + "/"):
@@ -105,6 +109,20 @@ def parse_target(target: str, *, max_path_length: int) -> Target:
             ErrorCode.BAD_REQUEST, detail=f"more than {MAX_QUERY_FIELDS} query parameters"
         ) from None
     return Target(key=key, prefixed=prefixed, reserved=_RESERVED_BY_PATH.get(key), query=query)
+
+
+def normalize_escapes(path: str) -> str:
+    """The path as RFC 3986 (6.2.2) compares it: every percent-escape in upper case (`%e6` is
+    `%E6`, as curl and browsers differ), and an escaped unreserved character decoded (`%41` is
+    `A`, `%7E` is `~`). Nothing else changes: letters' case, `+`, a trailing slash, an escaped `/`
+    (`%2F`) and every other escape stay as sent. (A proxy that routes by key must do the same.)"""
+    return _WELL_FORMED_ESCAPE.sub(_normal_escape, path)
+
+
+def _normal_escape(match: re.Match[str]) -> str:
+    code = match.group(1)
+    char = chr(int(code, 16))
+    return char if char in UNRESERVED else "%" + code.upper()
 
 
 def _check_escapes(path: str) -> None:

@@ -70,6 +70,8 @@ def test_parse_target_gives_a_key_or_a_400_or_414(raw: str) -> None:
     if path.startswith(("http://", "https://")):
         after = path.split("://", 1)[1]
         path = after[after.find("/") :] if "/" in after else "/"
+    if _escapes_ok(path):  # (RFC 3986 6.2.2: escapes in upper case; an unreserved one decoded)
+        path = re.sub(r"%[0-9A-Fa-f]{2}", _rfc3986_escape, path)
     try:
         target = parse_target(raw, max_path_length=MAX_PATH)
     except PipeError as error:
@@ -87,6 +89,11 @@ def test_parse_target_gives_a_key_or_a_400_or_414(raw: str) -> None:
     assert target.key.startswith("/") and "?" not in target.key and len(target.key) <= MAX_PATH
     assert (target.reserved is not None) is (target.key in RESERVED)
     assert len(target.query) <= MAX_QUERY_FIELDS
+
+
+def _rfc3986_escape(match: re.Match[str]) -> str:
+    char = unquote(match.group(0))
+    return char if char.isascii() and (char.isalnum() or char in "-._~") else match.group(0).upper()
 
 
 def _n_oracle(target: Target) -> int | None:

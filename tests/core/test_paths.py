@@ -1,9 +1,21 @@
 # Tests for request-target parsing: pipe keys, reserved routes, query flags and the receiver count.
 from __future__ import annotations
 
-import pytest
+import re
 
-from pipe_relay.core.paths import MAX_QUERY_FIELDS, Reserved, Target, parse_n, parse_target
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipe_relay.core.paths import (
+    MAX_QUERY_FIELDS,
+    UNRESERVED,
+    Reserved,
+    Target,
+    normalize_escapes,
+    parse_n,
+    parse_target,
+)
 from pipe_relay.errors import ErrorCode, PipeError
 
 MAX_PATH = 1024
@@ -273,6 +285,36 @@ def test_an_encoded_control_character_is_bad_request(path: str) -> None:
     assert info.value.message == "[ERROR] Malformed request: an encoded control character in the path."
 
 
-@pytest.mark.parametrize("path", ["/%20", "/%2F%2e%2E", "/%e2%82%ac", "/%41?x=%zz", "/%7E"])
-def test_well_formed_escapes_stay_part_of_the_key(path: str) -> None:
-    assert parse_target(path, max_path_length=1024).key == path.split("?")[0]
+@pytest.mark.parametrize(
+    ("path", "key"),
+    [
+        ("/%20", "/%20"),
+        ("/%2F%2e%2E", "/%2F.."),  # an escaped slash stays; escaped dots are dots
+        ("/%e2%82%ac", "/%E2%82%AC"),  # (curl's lower-case escapes meet a browser's upper-case ones)
+        ("/%E2%82%AC", "/%E2%82%AC"),
+        ("/%41?x=%zz", "/A"),
+        ("/%7E%7e%5F%2D", "/~~_-"),
+        ("/%e6%97%a5/f%C3%bc", "/%E6%97%A5/f%C3%BC"),
+        ("/A+b/", "/A+b/"),  # letters' case, `+` and a trailing slash are the key's own
+        ("/%2B%2b", "/%2B%2B"),
+    ],
+)
+def test_escapes_are_normalized_in_the_key(path: str, key: str) -> None:
+    assert parse_target(path, max_path_length=1024).key == key
+
+
+def test_an_escaped_prefix_or_reserved_path_is_the_prefix_or_reserved_path() -> None:
+    assert parse_target("/%61pi/v1/pipe/%78", max_path_length=1024).key == "/x"
+    assert parse_target("/%68elp", max_path_length=1024).reserved is Reserved.HELP
+
+
+@given(st.text(alphabet=st.sampled_from("aZ09-._~/%+!$"), max_size=20))
+def test_a_key_is_normal_already(text: str) -> None:
+    """Normalizing a key changes nothing, and its escapes are upper-case and never unreserved."""
+    try:
+        key = parse_target("/" + text, max_path_length=1024).key
+    except PipeError:
+        return  # (a malformed escape: refused, never normalized)
+    assert normalize_escapes(key) == key
+    for escape in re.findall(r"%[0-9A-Fa-f]{2}", key):
+        assert escape == escape.upper() and chr(int(escape[1:], 16)) not in UNRESERVED
