@@ -2,19 +2,18 @@
 # Invariant: a bad flag or a busy address ends the program with one `pipe-relay: error: ...` line, exit 2/1.
 from __future__ import annotations
 
-import argparse
 import errno
 import logging
 import resource
 import signal
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
 
 import trio
 
 from ._version import __version__
-from .config import ENGINES, HTTPS_PORT, Config
+from .cli_help import build_parser
+from .config import HTTPS_PORT, Config
 from .net import serve
 from .net.hub import Hub
 from .net.listen import Listener, ListenError
@@ -24,120 +23,9 @@ from .net.tls import CertificateError
 log = logging.getLogger("pipe_relay")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"pipe-relay: error: {message} (see --help)\n")
-
-
-def _parser() -> argparse.ArgumentParser:
-    defaults = Config()
-    parser = _Parser(prog="pipe-relay", description="Streaming pipe relay server.")
-    add = parser.add_argument
-    add("--version", action="version", version=f"pipe-relay {__version__}")
-    add(
-        "--host",
-        action="append",
-        help="address to listen on; may be given several times (default ::, IPv4 and IPv6 both)",
-    )
-    add("--unix", default="", metavar="PATH", help="also listen on this Unix domain socket")
-    add(
-        "--unix-mode",
-        type=_mode,
-        default=None,
-        help=f"permission bits of the --unix socket file (default {defaults.unix_mode:04o})",
-    )
-    add("--http-port", type=int, default=defaults.port, help="port (default %(default)s; 0 = any)")
-    add("--no-http", action="store_true", help="no plain HTTP listener (HTTPS only: with --enable-https)")
-    add("--enable-https", action="store_true", help="also serve HTTPS (HTTP/1.1 over TLS 1.2+)")
-    add("--https-port", type=int, default=None, help="HTTPS port (default 8443; 0 = any)")
-    add(
-        "--crt-path",
-        default="",
-        metavar="PATH",
-        help="certificate chain (PEM) for HTTPS, re-read when it changes",
-    )
-    add("--key-path", default="", metavar="PATH", help="private key (PEM) of the certificate")
-    add("--max-pending", type=int, default=defaults.max_pending, help="pipes waiting for parties")
-    add("--max-active", type=int, default=defaults.max_active, help="transfers streaming at once")
-    add(
-        "--max-connections",
-        type=int,
-        default=defaults.max_connections,
-        help="open client connections at most (default %(default)s)",
-    )
-    add("--pending-ttl", type=float, default=defaults.pending_ttl, help="seconds a pipe may wait")
-    add("--max-receivers", type=int, default=defaults.max_receivers, help="largest ?n")
-    add("--max-path-length", type=int, default=defaults.max_path_length, help="longest path")
-    add(
-        "--heartbeat",
-        type=float,
-        default=defaults.heartbeat,
-        help="seconds between waiting lines; 0 = off",
-    )
-    add(
-        "--log-level",
-        choices=("debug", "info", "warning"),
-        default="info",
-        help="debug logs every transfer; info logs failures (default %(default)s)",
-    )
-    add(
-        "--log-paths",
-        action="store_true",
-        help="write pipe paths into the log (by default a transfer is logged as pipe#<keyed hash>)",
-    )
-    add("--engine", choices=ENGINES, default=defaults.engine, help="byte engine (default %(default)s)")
-    add(
-        "--header-timeout",
-        type=float,
-        default=defaults.header_timeout,
-        help="seconds a client has for its whole request head (default %(default)s)",
-    )
-    add("--max-watchers", type=int, default=defaults.max_watchers, help="?progress watchers at once")
-    for what, help_text in (
-        ("pending", "waiting parties"),
-        ("active", "active transfers"),
-        ("watchers", "?progress watchers"),
-        ("connections", "open connections"),
-        ("pages", "page and error replies on their way"),
-    ):
-        name = f"client_max_{what}"
-        add(
-            f"--client-max-{what}",
-            type=int,
-            default=getattr(defaults, name),
-            help=f"{help_text} per client address (default %(default)s; 0 = no limit)",
-        )
-    add(
-        "--trusted-proxies",
-        default="",
-        help="comma-separated CIDRs of our own proxies: from them, the client is X-Forwarded-For's last hop",
-    )
-    add(
-        "--drain-timeout",
-        type=float,
-        default=defaults.drain_timeout,
-        help="on SIGTERM/SIGINT, seconds active transfers get to finish; 0 = cut at once",
-    )
-    add(
-        "--idle-timeout",
-        type=float,
-        default=defaults.idle_timeout,
-        help="abort a transfer idle this long; 0 = off",
-    )
-    return parser
-
-
-def _mode(text: str) -> int:
-    """`--unix-mode 0660`: octal permission bits."""
-    try:
-        return int(text, 8)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an octal mode: {text!r}") from None
-
-
 def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, int]:
     """The server's Config and the logging level, from the command line."""
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.unix_mode is not None and not args.unix:
         parser.error("--unix-mode needs --unix")
@@ -147,35 +35,15 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, int]:
         parser.error("--no-http needs --enable-https (else there is nothing to listen on)")
     https_port = (HTTPS_PORT if args.https_port is None else args.https_port) if args.enable_https else None
     defaults = Config()
+    fields = {name: getattr(args, dest) for dest, name in parser.fields.items()}
     try:
         config = Config(
             hosts=tuple(args.host) if args.host else defaults.hosts,
-            port=args.http_port,
             http=not args.no_http,
             https_port=https_port,
-            crt_path=args.crt_path,
-            key_path=args.key_path,
-            unix_path=args.unix,
             unix_mode=defaults.unix_mode if args.unix_mode is None else args.unix_mode,
-            max_pending=args.max_pending,
-            max_active=args.max_active,
-            max_connections=args.max_connections,
-            pending_ttl=args.pending_ttl,
-            max_receivers=args.max_receivers,
-            max_path_length=args.max_path_length,
-            heartbeat=args.heartbeat,
-            idle_timeout=args.idle_timeout,
-            header_timeout=args.header_timeout,
-            drain_timeout=args.drain_timeout,
-            log_paths=args.log_paths,
-            max_watchers=args.max_watchers,
-            client_max_pending=args.client_max_pending,
-            client_max_active=args.client_max_active,
-            client_max_watchers=args.client_max_watchers,
-            client_max_connections=args.client_max_connections,
-            client_max_pages=args.client_max_pages,
             trusted_proxies=tuple(part for part in args.trusted_proxies.split(",") if part.strip()),
-            engine=args.engine,
+            **fields,
         )
     except ValueError as exc:
         parser.error(str(exc))
