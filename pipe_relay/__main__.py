@@ -6,6 +6,7 @@ import errno
 import logging
 import resource
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -66,9 +67,7 @@ async def _run(config: Config) -> str | None:
             try:
                 listeners = await nursery.start(_serve_until_drained, config, hub, nursery.cancel_scope)
             except ListenError as exc:
-                busy = exc.errno == errno.EADDRINUSE
-                reason = "address already in use" if busy else exc.strerror or str(exc)
-                return f"pipe-relay: error: cannot listen on {exc.address}: {reason}"
+                return f"pipe-relay: error: cannot listen on {exc.address}: {_listen_failure(exc)}"
             except CertificateError as exc:
                 return f"pipe-relay: error: cannot load the TLS certificate: {exc.strerror}"
             for listener in listeners:
@@ -76,6 +75,8 @@ async def _run(config: Config) -> str | None:
                 fell_back = "://0.0.0.0:" in url and "0.0.0.0" not in config.hosts
                 note = " (this host has no IPv6: IPv4 only)" if fell_back else ""
                 print(f"pipe-relay {__version__} listening on {url}{note}", flush=True)
+            for url in _openable(listeners):
+                print(f"open {url} in a browser, or see: curl {url}help", flush=True)
             async for signum in signals:
                 if hub.draining:
                     log.warning("%s again: cutting every connection now", signal.Signals(signum).name)
@@ -84,6 +85,32 @@ async def _run(config: Config) -> str | None:
                 log.info("%s: draining", signal.Signals(signum).name)
                 hub.drain()
     return None
+
+
+def _listen_failure(exc: ListenError) -> str:
+    """Why an address cannot be listened on; if it is taken, the flag that picks another."""
+    if exc.errno != errno.EADDRINUSE:
+        return exc.strerror or str(exc)
+    if exc.address.startswith("unix:"):
+        return "address already in use; choose another path with --unix"
+    return f"address already in use; choose another port with {'--https-port' if exc.tls else '--http-port'}"
+
+
+def _openable(listeners: list[Listener]) -> list[str]:
+    """A URL a person can open for each scheme served over TCP (its first listener's): `localhost` for a
+    wildcard address (`::`, `0.0.0.0`), else the address itself; the port is the one bound."""
+    urls: dict[str, str] = {}
+    for listener in listeners:
+        if listener.socket.family == socket.AF_UNIX:
+            continue
+        host, port = listener.socket.getsockname()[:2]
+        if host in ("::", "0.0.0.0"):
+            host = "localhost"
+        elif ":" in host:
+            host = "[" + host.replace("%", "%25") + "]"  # (a scope, fe80::1%eth0, is escaped in a URL)
+        scheme = "https" if listener.tls else "http"
+        urls.setdefault(scheme, f"{scheme}://{host}:{port}/")
+    return list(urls.values())
 
 
 async def _serve_until_drained(

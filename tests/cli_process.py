@@ -21,14 +21,24 @@ async def open_cli(*args: str, prefix: tuple[str, ...] = ()) -> trio.Process:
 
 
 async def startup_lines(process: trio.Process, count: int) -> list[str]:
-    """The first `count` lines the server prints (its start-up lines)."""
+    """The first `count` lines the server prints (its start-up lines), read one byte at a time: what
+    follows them stays in the pipe for `rest_of_output`."""
     assert process.stdout is not None
     data = b""
     while data.count(b"\n") < count:
-        chunk = await process.stdout.receive_some(4096)
+        chunk = await process.stdout.receive_some(1)
         assert chunk, f"the server exited after printing {data!r}"
         data += chunk
     return data.decode().splitlines()
+
+
+async def rest_of_output(process: trio.Process) -> str:
+    """What the server prints on stdout from here to its exit."""
+    assert process.stdout is not None
+    data = b""
+    while chunk := await process.stdout.receive_some(4096):
+        data += chunk
+    return data.decode()
 
 
 async def stop_cli(process: trio.Process) -> int:

@@ -32,11 +32,13 @@ class Listener:
 
 class ListenError(OSError):
     """An address the server cannot listen on: `address` as the error line names it
-    (`127.0.0.1:8080`, `[::1]:8080`, `unix:/run/pipe-relay.sock`), the OS's errno and reason."""
+    (`127.0.0.1:8080`, `[::1]:8080`, `unix:/run/pipe-relay.sock`), the OS's errno and reason, and
+    whether it was for the HTTPS port (`tls`: the error line names the flag that changes the port)."""
 
     def __init__(self, address: str, cause: OSError) -> None:
         super().__init__(cause.errno, cause.strerror or str(cause))
         self.address = address
+        self.tls = False
 
 
 BACKLOG = 0xFFFF
@@ -60,8 +62,16 @@ def _hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def listen_tcp(config: Config, port: int) -> list[socket.socket]:
-    """A listening socket for every address of every host, all on one `port`."""
+async def listen_tcp(config: Config, port: int, *, tls: bool = False) -> list[socket.socket]:
+    """A listening socket for every address of every host, all on one `port` (the HTTPS one: `tls`)."""
+    try:
+        return await _listen_tcp(config, port)
+    except ListenError as exc:
+        exc.tls = tls
+        raise
+
+
+async def _listen_tcp(config: Config, port: int) -> list[socket.socket]:
     addresses: list[tuple[socket.AddressFamily, Any]] = []  # (family, sockaddr)
     for host in config.hosts:
         try:

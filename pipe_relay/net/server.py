@@ -55,7 +55,7 @@ async def serve(
     unix_file: tuple[int, int] | None = None
     try:
         if config.https_port is not None:
-            secure = await listen_tcp(config, config.https_port)
+            secure = await listen_tcp(config, config.https_port, tls=True)
             sockets = plain + secure
         if config.unix_path:
             unix_sock, unix_file = listen_unix(config.unix_path, config.unix_mode)
