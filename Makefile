@@ -3,15 +3,29 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+RUN_STAMP := $(VENV)/.runtime-stamp
 ARGS ?=
 
 .PHONY: run test lint format system-deps clean bench mutants fuzz
 
-$(STAMP): pyproject.toml
+# The venv (with a current pip), shared by the two installs below.
+$(PY):
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+
+# `make test`, `make lint`, `make bench`...: the package and the `dev` extra (test clients, linters).
+$(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+# `make run`: the package and its runtime dependencies only (a server needs no test tools), unless the
+# dev install above, which has them, is newer than pyproject.toml. (To install pipe-relay as a
+# command instead: `pip install .` or `pipx install .`.)
+$(RUN_STAMP): pyproject.toml | $(PY)
+	@if [ ! $(STAMP) -nt pyproject.toml ]; then \
+	  echo "$(PY) -m pip install -q -e ."; $(PY) -m pip install -q -e .; \
+	fi
+	touch $(RUN_STAMP)
 
 # mutmut is opt-in (the `mutants` extra), installed on the first `make mutants` only: CI and `make test`
 # never need it.
@@ -33,7 +47,7 @@ system-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(VENV)/bin/pipe-relay $(ARGS)
 
 test: $(STAMP) system-deps
