@@ -164,7 +164,7 @@ def build_parser(defaults: Config | None = None) -> Parser:
     field(
         "limits",
         "--max-path-length",
-        "longest pipe path, in characters as in the URL (a %%XX escape is 3); longer gets 414",
+        "longest pipe path, in characters as in the URL (an escape such as %%20 is 3); longer gets 414",
         type=int,
         metavar="CHARS",
     )
