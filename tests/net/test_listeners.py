@@ -291,7 +291,8 @@ async def test_a_busy_address_among_several_is_one_line_and_nothing_stays_bound(
             assert code == 1
             assert (
                 stderr
-                == f"pipe-relay: error: cannot listen on [::1]:{port}: address already in use\n".encode()
+                == f"pipe-relay: error: cannot listen on [::1]:{port}: address already in use; "
+                "choose another port with --http-port\n".encode()
             )
             # in-process: 127.0.0.1 was bound first, and is free again once serve() has raised
             config = Config(hosts=hosts, port=port, unix_path=str(unix_path), engine="buffer")
