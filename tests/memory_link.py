@@ -139,6 +139,7 @@ class MemoryLink:
     stream: MemoryStream | None = None
     response_headers: Headers | None = None
     _gone: trio.Event = field(default_factory=trio.Event)
+    left_unseen: bool = False
 
     hangup_fd = None
 
@@ -147,8 +148,17 @@ class MemoryLink:
         self.left = True
         self._gone.set()
 
+    def leave_unseen(self) -> None:
+        """The client hangs up where nobody can see it (a close queued behind unread body bytes):
+        only `still_there`, the answer to a status line, finds out."""
+        self.left_unseen = True
+
     def peer_closed(self) -> bool:
         return self.left
+
+    async def still_there(self) -> bool:
+        await trio.lowlevel.checkpoint()
+        return not (self.left or self.left_unseen)
 
     def on_gone(self, callback: Callable[[], None]) -> None:
         """(Never called: like a link that cannot tell, a party notices `leave` at the next tick.)"""

@@ -130,6 +130,11 @@ class Registry(Generic[P]):
             return None
         return PipeSnapshot(pipe.state, pipe.n, pipe.sender is not None, len(pipe.receivers))
 
+    def pending_sender(self, key: str) -> P | None:
+        """The sender waiting on a pending pipe, if there is one."""
+        pipe = self._pending.get(key)
+        return pipe.sender if pipe is not None else None
+
     def add_sender(self, key: str, n: int, party: P, now: float) -> Waiting[P] | Established[P]:
         if key in self._active:
             raise pipe_error(ErrorCode.ACTIVE_TRANSFER, path=key)

@@ -30,6 +30,7 @@ from .abuse_log import ended_for_abuse
 from .body import SocketBody, body_decoder
 from .engine import Sink, SocketWriter, Writer
 from .link import WRITE_TIMEOUT, CloseMode, Headers, Role, linger
+from .liveness import answered, unread
 from .tls import TlsBody, TlsSocket, TlsWriter
 
 READ_SIZE = 64 * 1024
@@ -60,6 +61,7 @@ class HttpConnection:
         self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_head_size)
         self.close_mode = CloseMode.NORMAL
         self._request_has_body = False
+        self._body_length: int | None = 0  # the current request's (None: chunked)
         self._head_request = False
         self._fed = bytearray()  # the bytes fed to h11 for the current head (and what came with it)
         self._fresh = True  # nothing fed to h11 yet: asking it for an event would only say NEED_DATA
@@ -170,9 +172,10 @@ class HttpConnection:
             http_version=event.http_version.decode("ascii"),
             secure=isinstance(self.sock, TlsSocket),
         )
-        self._request_has_body = request.header("transfer-encoding") is not None or (
-            request.header("content-length") not in (None, "0")
-        )
+        length = request.header("content-length")
+        chunked = request.header("transfer-encoding") is not None
+        self._request_has_body = chunked or length not in (None, "0")
+        self._body_length = None if chunked else int(length or 0)  # (h11 checked it)
         self._head_request = request.method == "HEAD"
         return request
 
@@ -281,6 +284,18 @@ class HttpConnection:
 
     async def wait_gone(self) -> None:
         await trio.lowlevel.wait_readable(self.sock)
+
+    async def still_there(self) -> bool:
+        """Only a client whose bytes wait unread here can have its close hidden behind them, and
+        only if part of its body has not come yet; that one is asked (`answered`)."""
+        if self.peer_closed():
+            return False
+        waiting = unread(self.fd)
+        if waiting == 0:
+            return True
+        if self._body_length is not None and waiting >= self._body_length - len(self.body_prefix):
+            return True
+        return await answered(self.sock, self.peer_closed)
 
     def open_stream(
         self, request: Request, content_type: str, *, extra: Headers = (), answer_continue: bool = False

@@ -234,6 +234,10 @@ class Http2Stream:
     async def wait_gone(self) -> None:
         await self._gone.wait()
 
+    async def still_there(self) -> bool:
+        """(The connection reads its frames while a party waits, so a client's close is seen.)"""
+        return not self.is_gone
+
     def on_gone(self, callback: Callable[[], None]) -> None:
         self._on_gone = callback
 

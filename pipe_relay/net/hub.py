@@ -14,14 +14,19 @@ from ..core.progress import TransferState
 from ..core.quotas import Quota, Quotas
 from ..core.registry import RETRY_AFTER_SECONDS, Closed, Established, Expired, Registry, Waiting
 from ..core.routing import Receive, Request, Send
-from ..errors import ErrorCode, PipeError, pipe_error
+from ..errors import ErrorCode, PipeError, TransferFailure, pipe_error
 from .body import SeekBudget
 from .engine import BufferEngine, ByteEngine
 from .link import CloseMode, Link
-from .party import ABORTED, POLL_INTERVAL, Naps, Party, Receiver, Sender
+from .party import ABORTED, POLL_INTERVAL, Ending, Naps, Party, Receiver, Sender
 from .progress import Boards, watch
 from .relay import run_transfer
 from .splice import SpliceEngine, splice_available
+
+REQUEUE_LIMIT = 8
+"""How many senders found gone before their start a receiver waits past (then it gets the error)."""
+CHECK_TIMEOUT = 2.0
+"""How long a second sender waits for the check of the sender in its way (its answer is quicker)."""
 
 
 def make_engine(config: Config) -> ByteEngine:
@@ -178,7 +183,7 @@ class Hub:
         party = Sender(link, request, decision, self.naps, client)
         origin = request.header("origin")
         try:
-            result = self._join(party)
+            result = await self._join_sender(party)
         except PipeError as exc:
             await link.send_error(exc, origin, last=True)
             return
@@ -206,6 +211,26 @@ class Hub:
         finally:
             self._sender_done(party, ended)
 
+    async def _join_sender(self, party: Sender) -> Waiting[Party] | Established[Party]:
+        """Join as the path's sender; if one waits there already, it is checked first (it may be
+        gone unseen: a killed curl whose close waits behind its body), and if gone, replaced."""
+        try:
+            return self._join(party)
+        except PipeError as exc:
+            if exc.code is not ErrorCode.DUPLICATE_SENDER or not await self._first_sender_gone(party):
+                raise
+        return self._join(party)
+
+    async def _first_sender_gone(self, party: Sender) -> bool:
+        first = self.registry.pending_sender(party.key)
+        if not isinstance(first, Sender):
+            return False
+        if party.client != first.client and trio.current_time() < first.next_check:
+            return False  # (another address may not have a sender's status lines written at will)
+        with trio.move_on_after(CHECK_TIMEOUT):
+            await first.want_check().wait()
+        return self.registry.pending_sender(party.key) is not first
+
     async def _wait_as_sender(self, party: Sender, receivers: int) -> bool:
         """Status lines while the pipe is pending. False if the sender left before it settled."""
         party.receivers_now = receivers
@@ -215,22 +240,25 @@ class Hub:
         while ok and party.outcome is None:
             now = trio.current_time()
             beat_line = ""
-            if now >= next_beat:
+            if now >= next_beat or party.check_wanted:
                 beat_line = status.still_waiting(party.n)
-                next_beat = now + beat
+                next_beat = now + beat if beat > 0 else math.inf
             count_line = party.count_line()
             if count_line or beat_line:
-                ok = await party.say(count_line, beat_line)
+                # every line is also a check: a client gone unseen answers it with a reset
+                ok = await party.say(count_line, beat_line) and await party.link.still_there()
             if party.link.peer_closed():
                 ok = False
             if ok:
+                party.checked()
                 await party.nap()  # until something happens, or the next tick (<= the heartbeat)
         if party.outcome is None:
             party.link.close_mode = CloseMode.ABORT  # gone: `_sender_done` unregisters it
             return False
-        return True  # settled; if the sender is gone too, the transfer finds out and fails
+        party.checked()
+        return True  # settled; the transfer checks the sender once more before its first byte
 
-    def _sender_done(self, party: Party, ended: TransferState) -> None:
+    def _sender_done(self, party: Sender, ended: TransferState) -> None:
         """The sender's task is done with its pipe: its registration goes, and a transfer's end
         (`done` or `aborted`, as `run_transfer` said) is recorded here, once."""
         outcome = party.outcome
@@ -243,6 +271,7 @@ class Hub:
             for receiver in outcome.receivers:
                 assert isinstance(receiver, Receiver)
                 receiver.release(ABORTED)  # (unless the transfer said how it ended already)
+        party.checked()  # (gone from the registry: a sender that asked for a check may join now)
         self._touch(party.key)
 
     # watchers ----------------------------------------------------------------------------
@@ -266,35 +295,48 @@ class Hub:
     # receivers ---------------------------------------------------------------------------
 
     async def serve_receiver(self, link: Link, request: Request, decision: Receive, client: str = "") -> None:
-        party = Receiver(link, request, decision, self.naps, client)
-        origin = request.header("origin")
+        for tries_left in range(REQUEUE_LIMIT, -1, -1):
+            party = Receiver(link, request, decision, self.naps, client)
+            if not await self._receive(party, requeue=tries_left > 0):
+                return
+
+    async def _receive(self, party: Receiver, *, requeue: bool) -> bool:
+        """One wait for a sender and its transfer; True if its sender was found gone before the
+        start and the receiver is to wait for another (`requeue`; else it gets the error)."""
+        link, origin = party.link, party.request.header("origin")
         try:
             result = self._join(party)
         except PipeError as exc:
             await link.send_error(exc, origin, last=True)
-            return
+            return False
         try:
             if isinstance(result, Waiting):
                 _count_changed(result.sender, result.receivers)
                 while party.outcome is None and not link.peer_closed():
                     await party.nap()
                 if party.outcome is None:
-                    return  # gone while waiting: the finally unregisters it
+                    return False  # gone while waiting: the finally unregisters it
             if isinstance(party.outcome, Expired):
                 await link.send_error(pipe_error(ErrorCode.TTL_EXPIRED), origin, last=True)
-                return
+                return False
             if isinstance(party.outcome, Closed):
                 await link.send_error(pipe_error(ErrorCode.SHUTTING_DOWN), origin, last=True)
-                return
+                return False
             # The sender's task streams into this response now; wait until it is done with it.
             if not party.released.is_set():  # (set already: no need to yield once more)
                 await party.released.wait()
             end = party.end
             assert end is not None
-            if end.error is not None:
-                await link.send_error(end.error, origin, last=True)
+            if end.ending is Ending.REQUEUED and requeue:
+                return True
+            error = end.error
+            if end.ending is Ending.REQUEUED:
+                error = pipe_error(ErrorCode.SENDER_FAILED, detail=TransferFailure.SENDER_GONE.value)
+            if error is not None:
+                await link.send_error(error, origin, last=True)
             else:
                 link.close_mode = end.close_mode
+            return False
         finally:
             if party.outcome is None:
                 left = self.registry.leave(party.key, party)

@@ -118,6 +118,12 @@ class Link(Protocol):
         """Has the client closed or reset its side?"""
         ...
 
+    async def still_there(self) -> bool:
+        """After a status line to a waiting party: is its client still there? A client that left
+        may not have been seen to (its close queued behind body bytes we do not read yet); its
+        answer to what we just sent says, within a couple of round trips. False: it is gone."""
+        ...
+
     def on_gone(self, callback: Callable[[], None]) -> None:
         """Have `callback` called once the link learns by itself that its client left (an HTTP/2
         reset); a link with a `hangup_fd` leaves that to epoll and may never call it."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 import select
 from dataclasses import dataclass
 
@@ -17,6 +18,8 @@ from .link import CloseMode, Link, Stream
 
 POLL_INTERVAL = 0.5
 """How often a waiting party looks at its heartbeat (and, where hang-ups are not watched, its socket)."""
+CHECK_SPACING = 1.0
+"""A waiting sender is checked for another address's sender at most this often (its line each time)."""
 _HANGUP = getattr(select, "EPOLLRDHUP", 0)
 
 
@@ -103,6 +106,28 @@ class Sender(Party):
         self.receivers_told = 0
         self._unsent = b""
         self._status_stream: Stream | None = None
+        self._check: trio.Event | None = None
+        self.next_check = -math.inf
+        """Before this time, only a sender from its own address may have it checked again."""
+
+    @property
+    def check_wanted(self) -> bool:
+        return self._check is not None
+
+    def want_check(self) -> trio.Event:
+        """Another sender wants this path: this sender's task says a status line and waits for
+        its client's answer (`Link.still_there`). The event is set once it did, or left."""
+        if self._check is None:
+            self._check = trio.Event()
+            self.poke()
+        return self._check
+
+    def checked(self) -> None:
+        """The check asked for (if any) is done: the sender answered, or it left the registry."""
+        check, self._check = self._check, None
+        if check is not None:
+            self.next_check = trio.current_time() + CHECK_SPACING
+            check.set()
 
     def count_changed(self, receivers: int) -> None:
         self.receivers_now = receivers
@@ -141,6 +166,8 @@ class Ending(enum.Enum):
     """Cut short: its connection is reset, so it can never take the body for a whole one."""
     FAILED = "failed"
     """Nothing reached it yet: it gets an error reply instead."""
+    REQUEUED = "requeued"
+    """The sender was found gone before anything reached it: it waits for a sender again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +184,7 @@ class ReceiverEnd:
 
 COMPLETED = ReceiverEnd(Ending.COMPLETED)
 ABORTED = ReceiverEnd(Ending.ABORTED)
+REQUEUED = ReceiverEnd(Ending.REQUEUED)
 
 
 class Receiver(Party):

@@ -20,7 +20,7 @@ from ..errors import ErrorCode, PipeError, TransferError, TransferFailure, pipe_
 from .body import FormBody, Prepend, SeekBudget
 from .engine import ByteEngine, Sink, Source
 from .link import CloseMode, Headers
-from .party import ABORTED, COMPLETED, Ending, Receiver, ReceiverEnd, Sender
+from .party import ABORTED, COMPLETED, REQUEUED, Ending, Receiver, ReceiverEnd, Sender
 
 if TYPE_CHECKING:
     from .party import Party
@@ -98,8 +98,21 @@ async def run_transfer(
     lines = (sender.count_line(), status.streaming(established.n))
     if raw.complete_in_prefix:
         sender.defer(*lines)  # the body is all here: these go out with the final lines, in one write
-    else:
-        await sender.say(*lines)
+    elif not (await sender.say(*lines) and await sender.link.still_there()):
+        # Gone before a byte moved (killed while it waited, its close hidden behind its body):
+        # its receivers wait for another sender rather than take part of a dead one's body.
+        raw.release()
+        for receiver in receivers:
+            receiver.release(REQUEUED)
+        sender.link.close_mode = CloseMode.ABORT
+        _Events(sender, board).log(
+            logging.INFO,
+            established.key,
+            established.n,
+            "sender gone before the start",
+            show_path=config.log_paths,
+        )
+        return TransferState.ABORTED
     sinks: list[Sink] = []
     events = _Events(sender, board)
     log_paths = config.log_paths

@@ -267,6 +267,9 @@ class TlsSocket:
     def setsockopt(self, level: int, option: int, value: int | bytes, /) -> None:
         self._sock.setsockopt(level, option, value)
 
+    def getsockopt(self, level: int, option: int, size: int, /) -> bytes:
+        return self._sock.getsockopt(level, option, size)
+
     def close_notify(self) -> None:
         """Say the stream ends here (TLS close_notify), so the client can tell this end from a cut
         (a close-delimited HTTP/1.0 body, a last reply): one try to send it, with what is held."""
