@@ -6,11 +6,45 @@
   const url = new URL(window.location.href);
   url.searchParams.set("progress", "1");
   const source = new EventSource(url.toString());
+  const LABELS = { idle: "nobody here yet", waiting: "waiting", streaming: "streaming", done: "done", aborted: "aborted" };
+  let seenParties = false; // a sender or receiver was on the path while this page watched
+
+  /** One sentence on what the state means, for the line under the label. */
+  function explain(p) {
+    if (p.state === "idle") {
+      return seenParties
+        ? "Nobody is on this path now: its sender and receivers left before the transfer started."
+        : "Nobody is on this path yet. This page follows it as soon as a sender or a receiver comes.";
+    }
+    if (p.state === "waiting") {
+      const missing = p.receivers.expected > p.receivers.connected;
+      return missing
+        ? "The transfer starts once " + p.receivers.expected + " receiver(s) and the sender are here."
+        : "Every receiver is here: waiting for the sender.";
+    }
+    if (p.state === "done") return "The transfer is complete.";
+    if (p.state === "aborted") return "The transfer stopped before the end.";
+    return "";
+  }
+
+  function receivers(p) {
+    if (p.state === "idle") return "none yet";
+    return p.receivers.connected + " of " + p.receivers.expected;
+  }
+
+  function rate(p) {
+    if (p.state === "streaming") return Fmt.size(Math.round(p.rate)) + "/s";
+    if (p.state === "done" && p.elapsed > 0) return Fmt.size(Math.round(p.bytes / p.elapsed)) + "/s (average)";
+    return "-";
+  }
+
   source.onmessage = (message) => {
     const p = JSON.parse(message.data);
+    if (p.state !== "idle") seenParties = true;
     const state = $("state");
-    state.textContent = p.state;
+    state.textContent = LABELS[p.state] || p.state;
     state.className = "state " + p.state;
+    $("explain").textContent = explain(p);
     $("bytes").textContent = Fmt.size(p.bytes) + (p.total !== null ? " of " + Fmt.size(p.total) : "");
     const fill = $("fill");
     if (p.total) {
@@ -22,11 +56,11 @@
     }
     fill.classList.toggle("ok", p.state === "done");
     fill.classList.toggle("bad", p.state === "aborted");
-    $("rate").textContent = p.state === "streaming" ? Fmt.size(Math.round(p.rate)) + "/s" : "-";
+    $("rate").textContent = rate(p);
     $("eta").textContent =
       p.total && p.rate > 0 && p.state === "streaming" ? Fmt.seconds((p.total - p.bytes) / p.rate) : "-";
-    $("receivers").textContent = p.receivers.connected + " of " + (p.receivers.expected || "?");
-    $("elapsed").textContent = Fmt.seconds(p.elapsed);
+    $("receivers").textContent = receivers(p);
+    $("elapsed").textContent = p.state === "idle" || p.state === "waiting" ? "-" : Fmt.seconds(p.elapsed);
     if (p.state === "done" || p.state === "aborted") source.close();
   };
   source.onerror = () => {

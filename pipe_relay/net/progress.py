@@ -35,6 +35,8 @@ class Board:
         self.receivers = 0
         self.expected = expected
         self.started: float | None = None
+        self.ended: float | None = None
+        """When the transfer reached `done` or `aborted`: its elapsed time stops there."""
         self.watchers = 0
         self._changed: trio.Event | None = None  # made only while a watcher waits
         self._last_wake = -math.inf
@@ -62,7 +64,8 @@ class Board:
             await self._changed.wait()
 
     def snapshot(self, rate: float) -> Snapshot:
-        elapsed = trio.current_time() - self.started if self.started is not None else 0.0
+        now = self.ended if self.ended is not None else trio.current_time()
+        elapsed = now - self.started if self.started is not None else 0.0
         return Snapshot(self.state, self.bytes, self.total, self.receivers, self.expected, rate, elapsed)
 
 
@@ -111,6 +114,7 @@ class Boards:
         board = self._boards.get(key)
         if board is not None and not board.state.final:
             board.state = state
+            board.ended = trio.current_time()
             board.wake()
 
     def close(self) -> None:

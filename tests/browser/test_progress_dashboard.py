@@ -1,7 +1,8 @@
-# The ?progress dashboard in a real Chromium: it shows a transfer streaming and then done,
-# with no Content-Security-Policy violation on the page.
+# The ?progress dashboard in a real Chromium: a transfer streaming, then done with its average rate,
+# and an unused path said in words; no Content-Security-Policy violation on the page.
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import trio
@@ -57,6 +58,8 @@ async def test_dashboard_shows_streaming_then_done(
                 trio.from_thread.run(finish)
                 page.wait_for_selector("#state.done")
                 seen["done_bytes"] = page.text_content("#bytes")
+                seen["done_rate"] = page.text_content("#rate")
+                seen["done_elapsed"] = page.text_content("#elapsed")
                 seen["fill"] = page.eval_on_selector("#fill", "el => el.style.width")
                 page.screenshot(path=str(screenshots / "progress-done.png"))
             finally:
@@ -69,5 +72,36 @@ async def test_dashboard_shows_streaming_then_done(
     assert seen["streaming_bytes"] == "512.0 KiB of 1.0 MiB"
     assert seen["receivers"] == "1 of 1"
     assert seen["done_bytes"] == "1.0 MiB of 1.0 MiB"
+    assert re.fullmatch(r"[0-9.]+ (B|KiB|MiB|GiB)/s \(average\)", str(seen["done_rate"])), seen["done_rate"]
+    assert re.fullmatch(r"[0-9]+ s", str(seen["done_elapsed"])), seen["done_elapsed"]
     assert seen["fill"] == "100%"
     assert seen["problems"] == []
+
+
+async def test_dashboard_of_an_unused_path_says_nobody_is_there(relay: Relay, screenshots: Path) -> None:
+    """No sender nor receiver on the path: the page says so in words, not "idle" and "0 of ?"."""
+    require_chromium()
+
+    def browse() -> list[str | None]:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 800, "height": 600})
+                page.goto(f"{relay.url}/nobody-yet?progress", wait_until="domcontentloaded")
+                page.wait_for_selector("#state.idle")
+                page.screenshot(path=str(screenshots / "progress-unused.png"))
+                return [
+                    page.text_content(f"#{id}") for id in ("state", "explain", "receivers", "rate", "elapsed")
+                ]
+            finally:
+                browser.close()
+
+    with trio.fail_after(30):
+        shown = await trio.to_thread.run_sync(browse, abandon_on_cancel=True)
+    assert shown == [
+        "nobody here yet",
+        "Nobody is on this path yet. This page follows it as soon as a sender or a receiver comes.",
+        "none yet",
+        "-",
+        "-",
+    ]

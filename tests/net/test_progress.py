@@ -6,7 +6,11 @@ import json
 import re
 
 import trio
+import trio.testing
 
+from pipe_relay.core.progress import TransferState
+from pipe_relay.core.registry import PipeSnapshot, PipeState
+from pipe_relay.net.progress import Boards
 from tests.clients import CurlResult, RawClient, Relay, StartRelay, curl, curl_into, parse_head
 
 
@@ -93,6 +97,23 @@ async def test_progress_stream_follows_a_transfer(relay: Relay, raw_clients: lis
     assert final["bytes"] == len(body) and final["total"] == len(body)
     assert final["receivers"] == {"connected": 1, "expected": 1}
     assert watcher.ended and text.endswith("\n\n")
+
+
+async def test_elapsed_stops_when_the_transfer_ends(autojump_clock: trio.testing.MockClock) -> None:
+    """A watcher reads the final state up to 1/4 s late (or much later, a new one): the elapsed time
+    (and the dashboard's average rate, bytes / elapsed) ends with the transfer, not at the reading."""
+    boards = Boards()
+    boards.sync("/k", PipeSnapshot(PipeState.PENDING, 1, True, 0), trio.current_time())
+    await trio.sleep(7)  # waiting does not count
+    boards.sync("/k", PipeSnapshot(PipeState.ACTIVE, 1, True, 1), trio.current_time())
+    board = boards.get("/k")
+    assert board is not None
+    await trio.sleep(2)
+    assert board.snapshot(0.0).elapsed == 2.0
+    boards.finish("/k", TransferState.DONE)
+    await trio.sleep(5)
+    final = board.snapshot(0.0)
+    assert (final.state, final.elapsed) == (TransferState.DONE, 2.0)
 
 
 async def test_progress_reports_an_aborted_transfer(relay: Relay, raw_clients: list[RawClient]) -> None:
