@@ -50,19 +50,23 @@ _VIDEO_STYLE = (*_STYLE, "video.css")
 _VIDEO_SCRIPT = ("common.js", "video.js")
 
 
-def _csp(nonce: str, *, scripts: bool, media: bool) -> str:
+def _csp(nonce: str, *, scripts: bool, media: bool, frames: bool) -> str:
     script = f"script-src 'nonce-{nonce}'; connect-src 'self'; " if scripts else ""
     media_src = "media-src 'self' blob:; " if media else ""
+    frame_src = "frame-src 'self'; " if frames else ""
     return (
-        f"default-src 'none'; {script}{media_src}style-src 'nonce-{nonce}'; img-src 'self'; "
+        f"default-src 'none'; {script}{media_src}{frame_src}style-src 'nonce-{nonce}'; img-src 'self'; "
         "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
     )
 
 
-def page_headers(nonce: str, *, scripts: bool = False, media: bool = False) -> list[tuple[str, str]]:
-    """A strict CSP: nothing but this page's own nonce'd style (and script, if it has one)."""
+def page_headers(
+    nonce: str, *, scripts: bool = False, media: bool = False, frames: bool = False
+) -> list[tuple[str, str]]:
+    """A strict CSP: nothing but this page's own nonce'd style (and script, if it has one; and a
+    frame of this server's, for the noscript form's status lines)."""
     return [
-        ("Content-Security-Policy", _csp(nonce, scripts=scripts, media=media)),
+        ("Content-Security-Policy", _csp(nonce, scripts=scripts, media=media, frames=frames)),
         ("Referrer-Policy", "no-referrer"),
         ("Cache-Control", "no-store"),
     ]
@@ -84,6 +88,7 @@ def _page(
     style: tuple[str, ...],
     script: tuple[str, ...] = (),
     media: bool = False,
+    frames: bool = False,
     **values: str,
 ) -> tuple[str, list[tuple[str, str]]]:
     """Render a page body into the shared layout with a fresh nonce, its CSS and JS inlined under
@@ -99,7 +104,7 @@ def _page(
         content=content,
         script=f'<script nonce="{nonce}">\n{inline}\n</script>' if script else "",
     )
-    return body, page_headers(nonce, scripts=bool(script), media=media)
+    return body, page_headers(nonce, scripts=bool(script), media=media, frames=frames)
 
 
 def index_page(*, url: str, prefixed: bool) -> tuple[str, list[tuple[str, str]]]:
@@ -116,7 +121,8 @@ def index_page(*, url: str, prefixed: bool) -> tuple[str, list[tuple[str, str]]]
 
 
 def noscript_page(*, url: str, path: str, mode: str, prefixed: bool) -> tuple[str, list[tuple[str, str]]]:
-    """The form that sends without JavaScript; its CSP allows no script at all."""
+    """The form that sends without JavaScript; its CSP allows no script at all. The form posts into
+    a frame of the page, so the server's status lines show under it and the page stays, links and all."""
     clean = sanitize_pipe_path(path) or secrets.token_urlsafe(6)
     if mode == "text":
         field = '<label for="text">Text</label><textarea id="text" name="text"></textarea>'
@@ -131,6 +137,7 @@ def noscript_page(*, url: str, path: str, mode: str, prefixed: bool) -> tuple[st
         url=html.escape(url),
         prefix="/api/v1/pipe" if prefixed else "",
         field=field,
+        frames=True,
     )
 
 

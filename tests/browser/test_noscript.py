@@ -12,8 +12,9 @@ from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, require_chromium
 from tests.clients import CurlResult, Relay, curl, curl_into, parse_head
 
 
-def _submit(url: str, *, text: str | None, file: Path | None, shot: Path) -> None:
-    """Open the form with JavaScript off, fill it, submit; the sender's status page must complete."""
+def _submit(url: str, *, text: str | None, file: Path | None, shot: Path) -> str:
+    """Open the form with JavaScript off, fill it, submit; the sender's status lines must complete in
+    the page's own frame, under the form, with the page (and its way back) still there. Returns them."""
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -26,7 +27,12 @@ def _submit(url: str, *, text: str | None, file: Path | None, shot: Path) -> Non
                 page.set_input_files("input[name=file]", str(file))
             page.screenshot(path=str(shot))
             page.click("button[type=submit]")
-            page.wait_for_selector("text=[INFO] Transfer complete.")
+            status = page.frame_locator("#status").locator("body")
+            status.get_by_text("[INFO] Transfer complete.").wait_for()
+            page.screenshot(path=str(shot.with_name(shot.stem + "-sent.png")))
+            assert page.get_attribute("footer a[href$='/noscript']", "href") == "/noscript"
+            assert page.is_visible("button[type=submit]")  # the form is still here: send again
+            return status.inner_text()
         finally:
             browser.close()
 
@@ -40,13 +46,16 @@ async def test_noscript_text_mode(relay: Relay, screenshots: Path) -> None:
             nursery.start_soon(curl_into, got, "r", "-i", f"{relay.url}/ns-text")
             await relay.wait_for_pipe("/ns-text", receivers=1)
             url = f"{relay.url}/noscript?path=ns-text&mode=text"
-            await trio.to_thread.run_sync(
+            lines = await trio.to_thread.run_sync(
                 lambda: _submit(url, text=text, file=None, shot=screenshots / "noscript-text.png"),
                 abandon_on_cancel=True,
             )
     head, _, body = got["r"].stdout.partition(b"\r\n\r\n")
     _, headers, _ = parse_head(head + b"\r\n\r\n")
     assert body.decode() == text
+    assert lines == (
+        "[INFO] Streaming to 1 receiver(s)...\n[INFO] Upload complete.\n[INFO] Transfer complete.\n"
+    )  # in the page's frame, under the form and its links
     assert headers["content-type"] == "text/plain; charset=utf-8"
     assert headers["content-disposition"] == 'form-data; name="text"'
 

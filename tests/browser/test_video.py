@@ -1,5 +1,5 @@
 # The ?video player in a real Chromium: it plays a WebM while curl is still sending it, through
-# MediaSource, with the page itself taking no receiver slot (its one fetch is the receiver).
+# MediaSource; its one fetch is the path's receiver, and the page says it takes that slot.
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,6 +37,7 @@ async def test_video_page_plays_while_it_arrives(
             seen["type"] = response.headers["content-type"]
             page.wait_for_selector("#state.waiting")
             seen["waiting"] = page.text_content("#state")
+            seen["note"] = page.text_content("section + p")
             page.screenshot(path=str(screenshots / f"video-{name}-waiting.png"))
             result: dict[str, CurlResult] = {}
 
@@ -63,6 +64,12 @@ async def test_video_page_plays_while_it_arrives(
             seen = await in_browser(watch, limit=80)
     assert seen["type"] == "text/html; charset=utf-8"
     assert seen["waiting"] == "waiting for the sender"
+    assert seen["note"] == (
+        f"Send to this path to play it here, for example curl -T movie.webm {relay.url}/{name}. "
+        "The player is this path's receiver: while it waits or plays it takes one receiver slot, "
+        f"as curl {relay.url}/{name} would, so another receiver of this path is refused "
+        "(unless every side adds the same ?n=)."
+    )
     assert seen["format"] == sniffed
     assert isinstance(seen["time"], float) and seen["time"] > 0
     assert seen["while_sending"] is True
