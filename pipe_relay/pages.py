@@ -107,8 +107,9 @@ def _page(
     return body, page_headers(nonce, scripts=bool(script), media=media, frames=frames)
 
 
-def index_page(*, url: str, prefixed: bool) -> tuple[str, list[tuple[str, str]]]:
-    """The web UI: send (text, files, E2E encryption) and receive in the browser."""
+def index_page(*, url: str, prefixed: bool, max_receivers: int) -> tuple[str, list[tuple[str, str]]]:
+    """The web UI: send (text, files, E2E encryption) and receive in the browser; its Receivers
+    fields go up to the server's own `--max-receivers`."""
     return _page(
         "index.html",
         title="pipe-relay",
@@ -117,6 +118,7 @@ def index_page(*, url: str, prefixed: bool) -> tuple[str, list[tuple[str, str]]]
         version=html.escape(__version__),
         url=html.escape(url),
         prefix="/api/v1/pipe" if prefixed else "",
+        max_receivers=str(int(max_receivers)),
     )
 
 

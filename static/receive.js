@@ -5,7 +5,8 @@
   const { $ } = Ui;
   // Elsewhere a plain receive goes to the browser's own downloads (`?download`), and only an
   // encrypted one is held in the page's memory.
-  const TEXT_PREVIEW_LIMIT = 1 << 20;
+  const TEXT_PREVIEW_LIMIT = 1 << 20; // a body typed as text is shown up to this size
+  const ANY_TYPE_TEXT_LIMIT = 64 << 10; // any other type (curl -T - sends octet-stream), up to this
   const recvView = Ui.progressView("recv");
   let receiving = null; // AbortController while a receive runs
   let savedUrl = null;
@@ -29,10 +30,14 @@
     message.classList.toggle("bad", bad);
   }
 
-  /** The text of `bytes` when they are shown best as text, else null. */
+  /**
+   * The text of `bytes` (a whole body) when they are shown best as text, else null: valid UTF-8
+   * without NUL, up to 1 MiB when typed as text, up to 64 KiB whatever the type.
+   */
   function asText(bytes, type) {
     if (bytes.length === 0 || bytes.length > TEXT_PREVIEW_LIMIT) return null;
-    if (type && !/^text\//i.test(type) && !/json|xml|javascript/i.test(type)) return null;
+    const typedAsText = !type || /^text\//i.test(type) || /json|xml|javascript/i.test(type);
+    if (!typedAsText && bytes.length > ANY_TYPE_TEXT_LIMIT) return null;
     try {
       const text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
       return text.includes("\0") ? null : text;
@@ -168,6 +173,11 @@
     savedUrl = null;
     if (!path) {
       recvView.state("error", "choose a path");
+      return;
+    }
+    const refused = Ui.receiversProblem($("recv-n"));
+    if (refused) {
+      recvView.state("error", refused);
       return;
     }
     const url = Ui.pipeUrl(path, Ui.receivers($("recv-n")));

@@ -74,27 +74,91 @@
     return { body: Tar.archive(files), type: "application/x-tar", disposition: Ui.attachment("files.tar") };
   }
 
+  /**
+   * How far the server's status lines say the send got: "starting" (no line yet; over HTTP/2 the
+   * lines come only at the end), "waiting" with the receivers still awaited, or "streaming".
+   */
+  function phaseOf(text) {
+    if (/^\[INFO\] Streaming to /m.test(text)) return { name: "streaming" };
+    const waiting = /^\[INFO\] Waiting for (\d+) receiver\(s\)/m.exec(text);
+    if (!waiting) return { name: "starting" };
+    const counts = [...text.matchAll(/^\[INFO\] (\d+) of \d+ receiver\(s\) connected\./gm)];
+    const connected = counts.length ? Number(counts[counts.length - 1][1]) : 0;
+    const awaited = Number(waiting[1]) - connected;
+    return awaited > 0 ? { name: "waiting", awaited } : { name: "starting" };
+  }
+
+  /**
+   * Over HTTP/2 Chromium hands over the status lines only once the upload has ended: there the path's
+   * ?progress stream (a watcher: it takes no receiver slot) tells `phase` when the transfer starts.
+   * Returns stop().
+   */
+  function watchPhase(url, phase) {
+    if (!/^h[23]/.test(Upload.protocol())) return () => {};
+    const watch = new URL(url);
+    watch.searchParams.set("progress", "1");
+    const source = new EventSource(watch.toString());
+    source.onmessage = (message) => {
+      const p = JSON.parse(message.data);
+      const awaited = p.receivers.expected - p.receivers.connected;
+      if (p.state === "waiting" && awaited > 0) phase({ name: "waiting", awaited });
+      if (p.state === "streaming") phase({ name: "streaming" });
+      if (p.state !== "idle" && p.state !== "waiting") source.close();
+    };
+    source.onerror = () => source.close(); // (a watcher refused: the status lines will say it at the end)
+    return () => source.close();
+  }
+
   /** The callbacks of one transfer: they update the page until the send ends. */
   function outcome(job) {
+    let phase = "starting";
+    let sent = null; // [done, total] handed to the upload, shown once the transfer streams
     const end = (ok, name, label) => {
+      job.unwatch();
       view.finish(ok);
       view.state(name, label);
       sendBusy(false);
       sending = null;
     };
-    return {
-      progress: (done, total) => view.show(done, total),
-      log: sendLog,
-      done(status, text) {
+    const on = {
+      progress(done, total) {
+        sent = [done, total];
+        $("send-bytes").dataset.handed = String(done);
+        if (phase !== "waiting") view.show(done, total);
+      },
+      phase(now) {
+        if (phase === "streaming" || now.name === "starting") return; // (it never goes back)
+        if (now.name === "waiting") {
+          const label = "waiting for " + now.awaited + " receiver(s)";
+          view.state("waiting", label);
+          view.waiting("nothing yet: " + label);
+        } else {
+          view.state("sending", job.label);
+          if (sent) view.show(...sent);
+        }
+        phase = now.name;
+      },
+      log(text) {
         sendLog(text);
+        on.phase(phaseOf(text));
+      },
+      done(status, text) {
+        on.log(text);
         const complete = status === 200 && /^\[INFO\] Transfer complete\./m.test(text);
         if (complete) view.show(job.total, job.total);
+        else if (status !== 200) view.fail("nothing: the server refused the send", false);
+        else if (phase !== "streaming") view.fail("nothing: the transfer did not start", false);
+        else view.fail("not complete (" + Fmt.size(sent ? sent[0] : 0) + " uploaded)", true);
         const why = Ui.lastLine(text, "[ERROR]") || "failed (HTTP " + status + ")";
         end(complete, complete ? "done" : "error", complete ? "done" : why);
       },
-      failed: (why) => end(false, "error", job.broken || why),
+      failed(why) {
+        if (sent) view.fail("not complete (" + Fmt.size(sent[0]) + " uploaded)", true);
+        end(false, "error", job.broken || why);
+      },
       aborted: () => end(false, "aborted", "cancelled"),
     };
+    return on;
   }
 
   async function startSend() {
@@ -106,11 +170,17 @@
       view.state("error", "choose a path");
       return;
     }
-    const job = { transfer: null, cancelled: false, broken: null, total: 0 };
+    const refused = Ui.receiversProblem($("send-n"));
+    if (refused) {
+      view.state("error", refused);
+      return;
+    }
+    const job = { transfer: null, cancelled: false, broken: null, total: 0, label: "sending", unwatch: () => {} };
     sending = job;
     sendBusy(true);
     const url = Ui.pipeUrl(path, Ui.receivers($("send-n")));
     const on = outcome(job);
+    job.unwatch = watchPhase(url, on.phase);
     try {
       const { body, type, disposition } = sendBody();
       const passphrase = $("send-pass").value;
@@ -118,7 +188,7 @@
         job.total = body.size;
         const headers = { "Content-Type": type };
         if (disposition) headers["Content-Disposition"] = disposition;
-        view.state("sending", "sending");
+        view.state("sending", job.label);
         job.transfer = Upload.blob(url, body, headers, on);
         return;
       }
@@ -130,7 +200,8 @@
           "Streamed over " + Upload.protocolName() + ", encrypted on the fly: the file is read and " +
           "encrypted piece by piece as it is sent.";
         sendLog("");
-        view.state("sending", "encrypting and sending");
+        job.label = "encrypting and sending";
+        view.state("sending", job.label);
         view.show(0, job.total);
         const source = Upload.encryptedStream(body, passphrase, on.progress, (why) => (job.broken = why));
         job.transfer = Upload.streamed(url, source, headers, on);
@@ -143,7 +214,7 @@
       view.state("sending", "encrypting");
       const cipher = await OpensslAes.encryptBlob(body, passphrase, on.progress, () => job.cancelled);
       view.reset();
-      view.state("sending", "sending");
+      view.state("sending", job.label);
       job.transfer = Upload.blob(url, cipher, headers, on);
     } catch (error) {
       if (job.cancelled) on.aborted();

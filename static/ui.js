@@ -4,6 +4,7 @@
 const Ui = (() => {
   const $ = (id) => document.getElementById(id);
   const PREFIX = $("app").dataset.prefix || "";
+  const MAX_RECEIVERS = Number($("app").dataset.maxReceivers) || 1; // the server's --max-receivers
 
   // ---- paths, URLs and the curl line ------------------------------------------------------
 
@@ -35,6 +36,13 @@ const Ui = (() => {
   function receivers(input) {
     const n = Number(input.value);
     return Number.isInteger(n) && n >= 1 ? n : 1;
+  }
+
+  /** Why a Receivers field's value cannot go to this server (its `--max-receivers`), or null. */
+  function receiversProblem(input) {
+    const n = Number(input.value);
+    if (input.value.trim() === "" || (Number.isInteger(n) && n >= 1 && n <= MAX_RECEIVERS)) return null;
+    return "receivers: 1 to " + MAX_RECEIVERS + " on this server";
   }
 
   /** The last line of `text` that starts with `prefix` (a status line such as "[ERROR]"), or null. */
@@ -100,9 +108,19 @@ const Ui = (() => {
 
   // ---- progress display shared by both tabs -------------------------------------------------
 
+  /**
+   * One tab's state label and bar. show() counts bytes once they move; waiting() says who is awaited
+   * instead; finish() gives the average rate of a complete transfer; fail() says what a failed one
+   * delivered, so a refused or cut transfer never reads as "100%".
+   */
   function progressView(prefix) {
-    const meter = Fmt.rateMeter();
+    let meter = Fmt.rateMeter();
+    let started = null; // performance.now() at the first count shown
+    let last = 0; // the last count shown
     const state = $(prefix + "-state");
+    const fill = $(prefix + "-fill");
+    const bytes = $(prefix + "-bytes");
+    const rate = $(prefix + "-rate");
     return {
       state(name, label = name) {
         state.textContent = label;
@@ -110,34 +128,52 @@ const Ui = (() => {
       },
       show(done, total) {
         $(prefix + "-progress").hidden = false;
-        const fill = $(prefix + "-fill");
-        const rate = meter(done);
+        if (started === null) started = performance.now();
+        last = done;
+        const perSecond = meter(done);
         if (total) {
           fill.classList.remove("unknown");
           const percent = Math.min(100, (100 * done) / total);
           fill.style.width = percent.toFixed(1) + "%";
-          $(prefix + "-bytes").textContent =
-            Fmt.size(done) + " of " + Fmt.size(total) + " (" + percent.toFixed(0) + "%)";
+          bytes.textContent = Fmt.size(done) + " of " + Fmt.size(total) + " (" + percent.toFixed(0) + "%)";
         } else {
           fill.classList.add("unknown");
           fill.style.width = "100%"; // so finishing does not animate from zero
-          $(prefix + "-bytes").textContent = Fmt.size(done);
+          bytes.textContent = Fmt.size(done);
         }
-        $(prefix + "-rate").textContent = Fmt.size(Math.round(rate)) + "/s";
+        rate.textContent = Fmt.size(Math.round(perSecond)) + "/s";
+      },
+      waiting(label) {
+        meter = Fmt.rateMeter(); // the count and the average start again when bytes move
+        started = null;
+        $(prefix + "-progress").hidden = false;
+        fill.className = "fill";
+        fill.style.width = "0";
+        bytes.textContent = label;
+        rate.textContent = "-";
       },
       finish(ok) {
-        const fill = $(prefix + "-fill");
         fill.classList.remove("unknown");
         fill.classList.toggle("ok", ok);
         fill.classList.toggle("bad", !ok);
-        if (ok) fill.style.width = "100%";
+        if (!ok) return;
+        fill.style.width = "100%";
+        const seconds = started === null ? 0 : (performance.now() - started) / 1000;
+        if (seconds > 0) rate.textContent = Fmt.size(Math.round(last / seconds)) + "/s (average)";
+      },
+      fail(what, keepBar) {
+        if (!keepBar) fill.style.width = "0";
+        bytes.textContent = what;
+        rate.textContent = "-";
       },
       reset() {
-        const fill = $(prefix + "-fill");
+        meter = Fmt.rateMeter();
+        started = null;
+        last = 0;
         fill.className = "fill";
         fill.style.width = "0";
-        $(prefix + "-bytes").textContent = "-";
-        $(prefix + "-rate").textContent = "-";
+        bytes.textContent = "-";
+        rate.textContent = "-";
       },
     };
   }
@@ -158,6 +194,7 @@ const Ui = (() => {
     pipeUrl,
     shellQuote,
     receivers,
+    receiversProblem,
     lastLine,
     attachment,
     dispositionName,

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .. import pages
+from ..config import Config
 from ..core.headers import SAFETY_HEADERS, cors_headers
 from ..core.paths import Reserved
 from ..core.replies import TEXT_PLAIN, Reply, reply
@@ -25,6 +26,8 @@ from .libc import heap_bytes
 _STARTED = datetime.now(UTC)
 _BUILT = datetime.fromtimestamp(Path(__file__).stat().st_mtime, UTC)
 _HTML = "text/html; charset=utf-8"
+_DEFAULT_MAX_RECEIVERS = Config().max_receivers
+"""The largest ?n, for a caller that does not pass its server's own (the page must offer no more)."""
 
 
 def _iso(moment: datetime) -> str:
@@ -46,13 +49,20 @@ def _fd_count() -> int:
         return 0
 
 
-def page_reply(decision: ServePage, request: Request, peer: str, *, draining: bool = False) -> Reply:
+def page_reply(
+    decision: ServePage,
+    request: Request,
+    peer: str,
+    *,
+    draining: bool = False,
+    max_receivers: int = _DEFAULT_MAX_RECEIVERS,
+) -> Reply:
     origin = request.header("origin")
     url = base_url(request.header("host"), request.header("x-forwarded-proto"), secure=request.secure)
     page = decision.page
     prefixed = decision.target.prefixed
     if page is Reserved.INDEX:
-        body, headers = pages.index_page(url=url, prefixed=prefixed)
+        body, headers = pages.index_page(url=url, prefixed=prefixed, max_receivers=max_receivers)
         return reply(200, body.encode(), content_type=_HTML, origin=origin, extra=tuple(headers))
     if page is Reserved.NOSCRIPT:
         paths = decision.target.values("path")

@@ -1,5 +1,5 @@
-# Helpers for the browser tests with big files: random files on disk, sha256 per step, and the RSS
-# of this process's Chromium renderers from /proc. Invariant: no fixtures and no tests here.
+# Helpers for the browser tests with big files: random files, sha256 per step (of a file here and of
+# the page's saved out.bin), the RSS of Chromium's renderers. Invariant: no fixtures and no tests here.
 from __future__ import annotations
 
 import hashlib
@@ -10,6 +10,24 @@ MiB = 1 << 20
 DIGEST_STEP = 16 * MiB
 RSS_LIMIT = 200 * MiB
 """How much the renderers' RSS may grow over a big transfer (the page must not hold the file)."""
+
+# The page reads out.bin back from its origin-private file system in steps (crypto.subtle has no
+# incremental digest): the sha256 of every step, or null when the file is not there.
+OPFS_DIGESTS = """async (step) => {
+  let handle;
+  try {
+    handle = await (await navigator.storage.getDirectory()).getFileHandle("out.bin");
+  } catch {
+    return null;
+  }
+  const file = await handle.getFile();
+  const digests = [];
+  for (let at = 0; at < file.size; at += step) {
+    const digest = await crypto.subtle.digest("SHA-256", await file.slice(at, at + step).arrayBuffer());
+    digests.push(Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join(""));
+  }
+  return { size: file.size, digests };
+}"""
 
 
 def step_digests(path: Path) -> list[str]:

@@ -16,6 +16,7 @@ from playwright.sync_api import Page
 
 from tests.browser.bigfiles import (
     DIGEST_STEP,
+    OPFS_DIGESTS,
     RSS_LIMIT,
     MiB,
     random_file,
@@ -61,24 +62,6 @@ ENCRYPTED_SIZES = [
         marks=pytest.mark.skipif(not os.environ.get(BIG_ENCRYPTED), reason=f"opt-in: set {BIG_ENCRYPTED}=1"),
     ),
 ]
-
-# The page reads out.bin back from its origin-private file system in steps (crypto.subtle has no
-# incremental digest): the sha256 of every step, or null when the file is not there.
-OPFS_DIGESTS = """async (step) => {
-  let handle;
-  try {
-    handle = await (await navigator.storage.getDirectory()).getFileHandle("out.bin");
-  } catch {
-    return null;
-  }
-  const file = await handle.getFile();
-  const digests = [];
-  for (let at = 0; at < file.size; at += step) {
-    const digest = await crypto.subtle.digest("SHA-256", await file.slice(at, at + step).arrayBuffer());
-    digests.push(Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join(""));
-  }
-  return { size: file.size, digests };
-}"""
 
 
 def state(page: Page) -> str:
