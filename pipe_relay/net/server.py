@@ -327,4 +327,4 @@ def _page(decision: Decision, request: Request, hub: Hub, peer: str) -> Reply:
     if isinstance(decision, Play):
         return video_page_reply(decision, request)
     assert isinstance(decision, ServePage), decision
-    return page_reply(decision, request, peer, draining=hub.draining)
+    return page_reply(decision, request, peer, draining=hub.draining, max_receivers=hub.config.max_receivers)

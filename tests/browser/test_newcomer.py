@@ -225,10 +225,6 @@ async def test_receivers_beyond_the_server_limit_and_a_refused_send(relay: Relay
     assert problems == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs pipe_relay/net/server.py to pass config.max_receivers to page_reply (lead's file)",
-)
 async def test_the_page_takes_the_receiver_limit_from_the_server(start_relay: StartRelay) -> None:
     relay = await start_relay(max_receivers=5)
     with trio.fail_after(10):
