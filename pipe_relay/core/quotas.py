@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 from ..errors import ErrorCode, PipeError
 from .registry import RETRY_AFTER_SECONDS
+from .shared_counts import SharedCounts
 
 
 class Quota(enum.Enum):
@@ -22,23 +23,28 @@ class Quota(enum.Enum):
 
 class Quotas:
     """Counts per (quota, client) against per-quota limits (0 = no limit). Pure: callers name the
-    client (its address, or the forwarded one from a trusted proxy)."""
+    client (its address, or the forwarded one from a trusted proxy). With `shared` (several worker
+    processes), a limit holds for what the client holds in all of them."""
 
-    def __init__(self, limits: Mapping[Quota, int]) -> None:
+    def __init__(self, limits: Mapping[Quota, int], shared: SharedCounts | None = None) -> None:
         self.limits = {quota: limits.get(quota, 0) for quota in Quota}
         self._held: dict[Quota, dict[str, int]] = {quota: {} for quota in Quota}
+        self._shared = shared
+        self._kinds = {quota: index for index, quota in enumerate(Quota)}
 
     def __repr__(self) -> str:
         clients = {client for held in self._held.values() for client in held}
         return f"<Quotas clients={len(clients)} held={sum(sum(h.values()) for h in self._held.values())}>"
 
     def held(self, quota: Quota, client: str) -> int:
+        if self._shared is not None:
+            return self._shared.total(client, self._kinds[quota])
         return self._held[quota].get(client, 0)
 
     def check(self, quota: Quota, client: str) -> None:
         """Raise the quota's 429 if `client` holds its limit already."""
         limit = self.limits[quota]
-        if limit and self._held[quota].get(client, 0) >= limit:
+        if limit and self.held(quota, client) >= limit:
             raise PipeError(quota.value, {"max": limit}, (("Retry-After", RETRY_AFTER_SECONDS),))
 
     def take(self, quota: Quota, client: str) -> None:
@@ -50,6 +56,8 @@ class Quotas:
         """One more for `client`, limit or not (a transfer counts for every client in it)."""
         held = self._held[quota]
         held[client] = held.get(client, 0) + 1
+        if self._shared is not None:
+            self._shared.add(client, self._kinds[quota], 1)
 
     def give(self, quota: Quota, client: str) -> None:
         held = self._held[quota]
@@ -58,3 +66,5 @@ class Quotas:
             held.pop(client, None)
         else:
             held[client] = count - 1
+        if count and self._shared is not None:
+            self._shared.add(client, self._kinds[quota], -1)
