@@ -2,8 +2,11 @@
 # Invariant: a bad flag or a busy address ends the program with one `pipe-relay: error: ...` line, exit 2/1.
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
+import math
+import os
 import resource
 import signal
 import socket
@@ -19,7 +22,9 @@ from .net import serve
 from .net.hub import Hub
 from .net.listen import Listener, ListenError
 from .net.splice import splice_available
+from .net.supervisor import Workers, supervise
 from .net.tls import CertificateError
+from .net.workers import ENV, Siblings, WorkerSpec, wait_orphaned
 
 log = logging.getLogger("pipe_relay")
 
@@ -54,18 +59,25 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, int]:
     return config, level
 
 
-async def _run(config: Config) -> str | None:
-    """Serve until a drain ends; the one-line reason if the server could not start.
+async def _run(config: Config, argv: Sequence[str] = ()) -> str | None:
+    """Serve until a drain ends; the one-line reason if the server could not start. With
+    `--workers N` (N > 1) this process is the supervisor of N workers, each running `argv`.
 
     The first SIGTERM or SIGINT drains (no new connections or pipes, active transfers get
     `--drain-timeout`); a second one cuts what is left at once."""
     hub = Hub(config)
+    workers: Workers | None = None
     # The signal handlers come first: a SIGTERM right after the start-up line must drain, not kill
     # (in a container the server is PID 1, where a signal without a handler is ignored).
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             try:
-                listeners = await nursery.start(_serve_until_drained, config, hub, nursery.cancel_scope)
+                if config.workers > 1:
+                    listeners, workers = await nursery.start(
+                        _supervise_until_drained, config, argv, nursery.cancel_scope
+                    )
+                else:
+                    listeners = await nursery.start(_serve_until_drained, config, hub, nursery.cancel_scope)
             except ListenError as exc:
                 return f"pipe-relay: error: cannot listen on {exc.address}: {_listen_failure(exc)}"
             except CertificateError as exc:
@@ -77,14 +89,63 @@ async def _run(config: Config) -> str | None:
                 print(f"pipe-relay {__version__} listening on {url}{note}", flush=True)
             for url in _openable(listeners):
                 print(f"open {url} in a browser, or see: curl {url}help", flush=True)
+            if workers is not None:
+                print(f"{config.workers} worker processes, each pipe served by one", flush=True)
             async for signum in signals:
+                name = signal.Signals(signum).name
+                if workers is not None:
+                    log.info("%s: %s", name, "telling the workers again" if workers.draining else "draining")
+                    workers.drain()  # (a worker told twice cuts what it has left)
+                    continue
                 if hub.draining:
-                    log.warning("%s again: cutting every connection now", signal.Signals(signum).name)
+                    log.warning("%s again: cutting every connection now", name)
                     nursery.cancel_scope.cancel()
                     break
-                log.info("%s: draining", signal.Signals(signum).name)
+                log.info("%s: draining", name)
                 hub.drain()
     return None
+
+
+async def _run_worker(config: Config, spec: WorkerSpec) -> None:
+    """One of the supervisor's workers: serve the listeners it was given until drained (its
+    supervisor sends SIGTERM; a second one cuts what is left). It says nothing on stdout."""
+    siblings = Siblings(spec)
+    hub = Hub(config, shared=siblings.counts)
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(_serve_until_drained, config, hub, nursery.cancel_scope, siblings)
+            os.write(spec.ready_fd, b"r")
+            nursery.start_soon(_drain_when_orphaned, hub, spec.lifeline_fd)
+            async for _ in signals:
+                if hub.draining:
+                    nursery.cancel_scope.cancel()
+                    break
+                hub.drain()
+    siblings.close()
+
+
+async def _drain_when_orphaned(hub: Hub, lifeline: int) -> None:
+    """The supervisor is gone (killed): nobody will tell this worker to stop, so it drains now."""
+    await wait_orphaned(lifeline)
+    log.warning("the supervisor is gone: draining")
+    hub.drain()
+
+
+def worker_config(config: Config) -> Config:
+    """A worker's share of the server-wide limits (pipes are spread over the workers by their key's
+    hash); the per-client limits stay whole, counted across the workers."""
+    count = config.workers
+
+    def share(limit: int) -> int:
+        return max(1, math.ceil(limit / count))
+
+    return dataclasses.replace(
+        config,
+        max_pending=share(config.max_pending),
+        max_active=share(config.max_active),
+        max_connections=share(config.max_connections),
+        max_watchers=0 if config.max_watchers == 0 else share(config.max_watchers),
+    )
 
 
 def _listen_failure(exc: ListenError) -> str:
@@ -117,11 +178,23 @@ async def _serve_until_drained(
     config: Config,
     hub: Hub,
     done: trio.CancelScope,
+    siblings: Siblings | None = None,
     *,
     task_status: trio.TaskStatus[list[Listener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    await serve(config, hub=hub, task_status=task_status)
+    await serve(config, hub=hub, siblings=siblings, task_status=task_status)
     done.cancel()  # drained: the signal watcher ends too
+
+
+async def _supervise_until_drained(
+    config: Config,
+    argv: Sequence[str],
+    done: trio.CancelScope,
+    *,
+    task_status: trio.TaskStatus[tuple[list[Listener], Workers]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    await supervise(config, argv, task_status=task_status)
+    done.cancel()  # every worker drained: the signal watcher ends too
 
 
 def raise_fd_limit() -> None:
@@ -138,11 +211,18 @@ def raise_fd_limit() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    config, level = parse_args(argv)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s")
+    args = list(sys.argv[1:] if argv is None else argv)
+    config, level = parse_args(args)
+    spec_text = os.environ.pop(ENV, None)
+    spec = WorkerSpec.from_env(spec_text) if spec_text else None
+    where = f"worker {spec.index}: " if spec is not None else ""
+    logging.basicConfig(level=level, format=f"%(asctime)s %(levelname)s {where}%(message)s")
     raise_fd_limit()
     try:
-        failure = trio.run(_run, config)
+        if spec is not None:
+            trio.run(_run_worker, worker_config(config), spec)
+            return
+        failure = trio.run(_run, config, args)
     except KeyboardInterrupt:
         return
     if failure:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any, NoReturn
 
 from ._version import __version__
@@ -20,6 +21,7 @@ SECTIONS = (
     "timeouts",
     "logging",
     "byte engine",
+    "processes",
 )
 """The --help sections of the server's flags, in order (--help and --version come first)."""
 
@@ -233,7 +235,27 @@ def build_parser(defaults: Config | None = None) -> Parser:
         "buffer (portable), splice (Linux zero-copy), auto (what measured fastest: buffer)",
         choices=ENGINES,
     )
+    field(
+        "processes",
+        "--workers",
+        "worker processes sharing the listeners, each pipe owned by one (by a hash of its path); "
+        "auto = one per core",
+        type=_workers,
+        metavar="N",
+    )
     return parser
+
+
+def _workers(text: str) -> int:
+    """`--workers 4`, or `--workers auto`: one per core this process may run on."""
+    if text == "auto":
+        return max(
+            1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        )
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number or auto: {text!r}") from None
 
 
 def _mode(text: str) -> int:

@@ -71,6 +71,8 @@ class Config:
     CPU, less speed here), `auto` (what measured fastest: the buffer engine)."""
     buffer_size: int = 1024 * 1024
     """Bytes read from a sender per step of a transfer: the chunk every receiver gets in lockstep."""
+    workers: int = 1
+    """Worker processes serving the listeners; a pipe is owned by one, chosen by its key."""
     flood_limits: FloodLimits = field(default_factory=FloodLimits)
     """What one HTTP/2 connection may spend (resets, streams, control frames, header bytes) before
     it is ended with GOAWAY ENHANCE_YOUR_CALM (no flag: an embedding program or a test sets it)."""
@@ -85,7 +87,14 @@ class Config:
             raise ValueError("HTTPS needs a certificate and its key (--crt-path, --key-path)")
         if self.https_port is None and (self.crt_path or self.key_path):
             raise ValueError("a certificate or key is given, but HTTPS is not enabled (--enable-https)")
-        for name in ("max_pending", "max_active", "max_connections", "max_receivers", "max_path_length"):
+        for name in (
+            "max_pending",
+            "max_active",
+            "max_connections",
+            "max_receivers",
+            "max_path_length",
+            "workers",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be at least 1")
         if self.max_watchers < 0:

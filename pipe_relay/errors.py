@@ -37,6 +37,7 @@ class ErrorCode(enum.Enum):
     UNSUPPORTED_VERSION = "UNSUPPORTED_VERSION"
     INVALID_UPLOAD = "INVALID_UPLOAD"
     SENDER_FAILED = "SENDER_FAILED"
+    WORKER_UNAVAILABLE = "WORKER_UNAVAILABLE"
 
 
 # code -> (HTTP status, message template). Templates use str.format with named fields.
@@ -103,6 +104,7 @@ _CATALOGUE: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.UNSUPPORTED_VERSION: (505, "HTTP version {version} is not supported: use HTTP/1.1."),
     ErrorCode.INVALID_UPLOAD: (400, "Invalid upload: {detail}."),
     ErrorCode.SENDER_FAILED: (502, "The transfer failed before it started: {detail}."),
+    ErrorCode.WORKER_UNAVAILABLE: (503, "The worker that serves this path is restarting. Try again later."),
 }
 
 

@@ -179,7 +179,12 @@ class MemoryLink:
         return self.body
 
     def open_response(
-        self, request: Request, content_length: int | None, headers: Callable[[Headers], Headers]
+        self,
+        request: Request,
+        content_length: int | None,
+        headers: Callable[[Headers], Headers],
+        *,
+        status: int = 200,
     ) -> Sink:
         framing = () if content_length is None else (("Content-Length", str(content_length)),)
         self.response_headers = headers(framing)

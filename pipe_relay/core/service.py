@@ -91,9 +91,13 @@ class HealthFacts:
     user_agent: str
 
 
-def health_document(facts: HealthFacts, *, draining: bool = False) -> dict[str, object]:
-    """The 9-field health response; `status` is `draining` while the server shuts down."""
-    return {
+def health_document(
+    facts: HealthFacts, *, draining: bool = False, worker: dict[str, int] | None = None
+) -> dict[str, object]:
+    """The 9-field health response; `status` is `draining` while the server shuts down. Under
+    --workers, a tenth: `worker`, which one answered (`index`), of how many (`workers`), how many
+    are alive, and the connections it handed off, took, and requests it carried."""
+    document: dict[str, object] = {
         "status": "draining" if draining else "ok",
         "service": SERVICE_NAME,
         "built": facts.built,
@@ -104,3 +108,6 @@ def health_document(facts: HealthFacts, *, draining: bool = False) -> dict[str, 
         "ip": facts.ip,
         "userAgent": facts.user_agent,
     }
+    if worker is not None:
+        document["worker"] = dict(worker)
+    return document

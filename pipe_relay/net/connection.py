@@ -54,6 +54,7 @@ class HttpConnection:
         *,
         head_deadline: float | None = None,
         received: bytes = b"",
+        secure: bool | None = None,
     ) -> None:
         self.sock = sock
         """A non-blocking stdlib socket, or one with TLS on it: waits go through trio's epoll."""
@@ -76,6 +77,12 @@ class HttpConnection:
         self._requests = Meter(rate=rate, burst=burst)  # (a connection's requests: parties end it)
         self.last_reply = False
         """The client spent its requests' budget: this reply is the connection's last."""
+        self._secure = isinstance(sock, TlsSocket) if secure is None else secure
+        self.head_bytes = b""
+        """The current request's head as it came, until it is served here (`serving`): a connection
+        handed to another worker takes it along."""
+        self.handed_off = False
+        """Given to another worker: the socket is its now, and our close must not touch the connection."""
 
     @property
     def peer(self) -> str:
@@ -133,6 +140,7 @@ class HttpConnection:
                     raise pipe_error(ErrorCode.HEAD_TOO_LARGE, max=self.config.max_head_size)
                 request = self._request(event)
                 folded = has_obs_fold(memoryview(self._fed)[:head_size])
+                self.head_bytes = bytes(memoryview(self._fed)[:head_size])
                 self._fed = bytearray()
                 check_head(request, header_lines=len(event.headers), folded=folded)
                 if not self._requests.spend(1, trio.current_time()):
@@ -170,7 +178,7 @@ class HttpConnection:
             target=event.target.decode("latin-1"),
             headers=kept_headers(event.headers.raw_items()),
             http_version=event.http_version.decode("ascii"),
-            secure=isinstance(self.sock, TlsSocket),
+            secure=self._secure,
         )
         length = request.header("content-length")
         chunked = request.header("transfer-encoding") is not None
@@ -180,7 +188,9 @@ class HttpConnection:
         return request
 
     def serving(self, role: Role) -> None:
-        """(A body that is not read is framed by h11 and dropped by the close: nothing held here.)"""
+        """The request is served here: its head's bytes are not needed for a hand-off (nor kept
+        while a party waits). (A body that is not read is framed by h11 and dropped by the close.)"""
+        self.head_bytes = b""
 
     async def send_reply(self, reply: Reply) -> None:
         """Send a complete small response through h11 (headers only, for a HEAD request); one that
@@ -210,6 +220,11 @@ class HttpConnection:
         await self.send_reply(reply)
         if self._request_has_body:
             self.close_mode = CloseMode.LINGER
+
+    async def answer_continue(self, request: Request) -> None:
+        interim = interim_continue(request.header("expect"), request.http_version)
+        if interim:
+            await self.send_raw(interim)
 
     async def send_raw_error(self, error: PipeError) -> None:
         """Reject a request h11 could not parse (h11 can no longer frame replies)."""
@@ -324,11 +339,16 @@ class HttpConnection:
         )
 
     def open_response(
-        self, request: Request, content_length: int | None, headers: Callable[[Headers], Headers]
+        self,
+        request: Request,
+        content_length: int | None,
+        headers: Callable[[Headers], Headers],
+        *,
+        status: int = 200,
     ) -> Sink:
         """Length, chunked or close-delimited, as `receiver_framing` decides for the receiver's version."""
         framing = receiver_framing(content_length, request.http_version)
-        head = render_head(framing.http_version, 200, headers(framing.headers))
+        head = render_head(framing.http_version, status, headers(framing.headers))
         sock = self.sock
         writer: Writer = TlsWriter(sock) if isinstance(sock, TlsSocket) else SocketWriter(self.fd)
         return Sink(writer, framing.framing, head)
@@ -343,6 +363,9 @@ class HttpConnection:
 
     async def close(self) -> None:
         """Close the socket in the chosen mode. Never raises for an already-broken peer."""
+        if self.handed_off:
+            self.sock.close()  # (our descriptor only: the worker it went to has the connection)
+            return
         try:
             if self.close_mode is CloseMode.ABORT:
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)

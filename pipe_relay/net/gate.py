@@ -74,8 +74,13 @@ class Gate:
         """One of our own proxies: many clients share its connections, so none counts per client."""
         return bool(self.trusted) and is_trusted(peer, self.trusted)
 
-    def leave(self, peer: str) -> None:
-        if not self._proxy(peer):
+    def admit_sibling(self) -> None:
+        """A request another worker carries here: open until it ends (a drain waits for it), but
+        counted against its client where the client is connected, not here."""
+        self.open += 1
+
+    def leave(self, peer: str, *, counted: bool = True) -> None:
+        if counted and not self._proxy(peer):
             self.quotas.give(Quota.CONNECTIONS, peer)
         self.open -= 1
         if self.open == 0 and self._empty is not None:
@@ -87,9 +92,9 @@ class Gate:
         if self.draining:
             conn.drain()
 
-    def exit(self, conn: Drainable, peer: str) -> None:
+    def exit(self, conn: Drainable, peer: str, *, counted: bool = True) -> None:
         self._conns.discard(conn)
-        self.leave(peer)
+        self.leave(peer, counted=counted)
 
     def drain(self) -> None:
         """No connection waits for another request from now on: each is told (`drain`)."""

@@ -247,6 +247,9 @@ class Http2Stream:
         if role is not Role.PAGE:
             self.connection.party_stream()
 
+    async def answer_continue(self, request: Request) -> None:
+        """(An HTTP/2 client sends its body without waiting for a 100.)"""
+
     async def send_error(self, error: PipeError, origin: str | None, *, last: bool = False) -> None:
         await self.send_reply(error_reply(error, origin=origin))
 
@@ -272,10 +275,15 @@ class Http2Stream:
         return self.body
 
     def open_response(
-        self, request: Request, content_length: int | None, headers: Callable[[Headers], Headers]
+        self,
+        request: Request,
+        content_length: int | None,
+        headers: Callable[[Headers], Headers],
+        *,
+        status: int = 200,
     ) -> Sink:
         framing = () if content_length is None else (("Content-Length", str(content_length)),)
-        self.pending_head = (200, headers(framing))
+        self.pending_head = (status, headers(framing))
         return Sink(Http2Writer(self), Framing.CLOSE, b"")
 
     # sending --------------------------------------------------------------------------------

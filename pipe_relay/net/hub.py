@@ -14,6 +14,7 @@ from ..core.progress import TransferState
 from ..core.quotas import Quota, Quotas
 from ..core.registry import RETRY_AFTER_SECONDS, Closed, Established, Expired, Registry, Waiting
 from ..core.routing import Receive, Request, Send
+from ..core.shared_counts import SharedCounts
 from ..errors import ErrorCode, PipeError, TransferFailure, pipe_error
 from .body import SeekBudget
 from .engine import BufferEngine, ByteEngine
@@ -43,7 +44,9 @@ def make_engine(config: Config) -> ByteEngine:
 class Hub:
     """Owns the registry and the waiting parties; the server runs one per process."""
 
-    def __init__(self, config: Config, engine: ByteEngine | None = None) -> None:
+    def __init__(
+        self, config: Config, engine: ByteEngine | None = None, shared: SharedCounts | None = None
+    ) -> None:
         self.config = config
         self.engine: ByteEngine = engine or make_engine(config)
         self.registry: Registry[Party] = Registry(
@@ -62,7 +65,8 @@ class Hub:
                 Quota.WATCHERS: config.client_max_watchers,
                 Quota.CONNECTIONS: config.client_max_connections,
                 Quota.PAGES: config.client_max_pages,
-            }
+            },
+            shared,
         )
         """What each client address holds (pending, active, watchers, connections) against its limits."""
         self.trusted = parse_networks(config.trusted_proxies)

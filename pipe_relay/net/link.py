@@ -149,10 +149,16 @@ class Link(Protocol):
         ...
 
     def open_response(
-        self, request: Request, content_length: int | None, headers: Callable[[Headers], Headers]
+        self,
+        request: Request,
+        content_length: int | None,
+        headers: Callable[[Headers], Headers],
+        *,
+        status: int = 200,
     ) -> Sink:
-        """A receiver's 200 response for a body of `content_length` (None: unknown), framed as this
-        protocol frames it; `headers(framing_headers)` makes its header list."""
+        """A receiver's response (200, or `status` for a reply carried from another worker) for a
+        body of `content_length` (None: unknown), framed as this protocol frames it;
+        `headers(framing_headers)` makes its header list."""
         ...
 
 
@@ -167,4 +173,9 @@ class Responder(Link, Protocol):
 
     async def send_reply(self, reply: Reply) -> None:
         """Send a complete small response (headers only, for a HEAD request)."""
+        ...
+
+    async def answer_continue(self, request: Request) -> None:
+        """Answer the request's `Expect: 100-continue` now (where the protocol has one): its body
+        is wanted (by the worker it is carried to)."""
         ...

@@ -56,7 +56,10 @@ def page_reply(
     *,
     draining: bool = False,
     max_receivers: int = _DEFAULT_MAX_RECEIVERS,
+    worker: dict[str, int] | None = None,
 ) -> Reply:
+    """A reserved path's reply. `worker`: under --workers, the answering worker's facts for the
+    health document."""
     origin = request.header("origin")
     url = base_url(request.header("host"), request.header("x-forwarded-proto"), secure=request.secure)
     page = decision.page
@@ -95,7 +98,7 @@ def page_reply(
         ip=peer,
         user_agent=request.header("user-agent") or "",
     )
-    document = (json.dumps(health_document(facts, draining=draining)) + "\n").encode()
+    document = (json.dumps(health_document(facts, draining=draining, worker=worker)) + "\n").encode()
     return reply(
         503 if draining else 200,  # a load balancer stops sending here
         document,

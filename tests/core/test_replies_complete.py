@@ -253,6 +253,11 @@ CATALOGUE: dict[ErrorCode, tuple[int, dict[str, object], str]] = {
         {"detail": "gone"},
         "[ERROR] The transfer failed before it started: gone.",
     ),
+    ErrorCode.WORKER_UNAVAILABLE: (
+        503,
+        {},
+        "[ERROR] The worker that serves this path is restarting. Try again later.",
+    ),
 }
 
 

@@ -16,7 +16,7 @@ import trio
 
 from pipe_relay.core.routing import Decision, Request
 from pipe_relay.core.routing import route as real_route
-from pipe_relay.net import server as server_module
+from pipe_relay.net import respond as respond_module
 from tests.clients import CurlResult, Payload, RawClient, Relay, curl, curl_into
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -167,7 +167,7 @@ async def test_an_internal_error_drops_only_its_own_connection(
             raise RuntimeError("injected fault for /boom")
         return real_route(request, max_path_length=max_path_length, max_receivers=max_receivers)
 
-    monkeypatch.setattr(server_module, "route", route)
+    monkeypatch.setattr(respond_module, "route", route)
     caplog.set_level(logging.ERROR, logger="pipe_relay")
     payload = payloads[1 << 20]
     body = payload.path.read_bytes()

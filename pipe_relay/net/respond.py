@@ -1,0 +1,269 @@
+# One connection's protocol (HTTP/1.1, HTTP/2 by ALPN or prior knowledge) and the answer to each request.
+# Invariant: a request reaches the hub, a page, or the worker that owns its pipe: exactly one of them.
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import struct
+from functools import partial
+
+import trio
+
+from ..core.clients import client_address
+from ..core.http2 import preface_seen
+from ..core.owners import pipe_key
+from ..core.quotas import Quota
+from ..core.registry import RETRY_AFTER_SECONDS
+from ..core.replies import Reply, preflight_reply
+from ..core.routing import Decision, Play, Preflight, Receive, Request, Send, ServePage, Watch, route
+from ..errors import ErrorCode, PipeError, pipe_error
+from .carry import carry
+from .connection import READ_SIZE, HttpConnection
+from .gate import Gate
+from .http2 import Http2Connection, Http2Stream
+from .hub import Hub
+from .link import LINGER_TIMEOUT, CloseMode, Responder, Role
+from .service import page_reply, progress_page_reply, video_page_reply
+from .tls import Certificates, TlsSocket, handshake
+from .workers import Siblings
+
+log = logging.getLogger("pipe_relay")
+
+
+async def handle_connection(
+    sock: socket.socket,
+    peer: str,
+    hub: Hub,
+    gate: Gate,
+    tls: Certificates | None = None,
+    received: bytes | None = None,
+    siblings: Siblings | None = None,
+) -> None:
+    """One connection's task: (its TLS handshake,) its protocol (ALPN, or the HTTP/2 preface on the
+    plain port), its requests, its close; all of it under the head deadline counted from the accept.
+    `received`: an HTTP/1.1 connection another worker handed over, with what it read of it."""
+    deadline = trio.current_time() + hub.config.header_timeout
+    conn_sock: socket.socket | TlsSocket = sock
+    first = b""
+    handed_over = False  # (then the protocol's own code closes the socket and leaves the gate)
+    try:
+        if tls is not None:
+            secured = await handshake(sock, tls, deadline)  # (closes the socket if it fails)
+            if secured is None:
+                return
+            conn_sock = secured
+            http2 = secured.alpn == "h2"
+        elif received is not None:
+            first, http2 = received, False
+        else:
+            first = await _first_bytes(sock, deadline)
+            http2 = preface_seen(first) is True
+        handed_over = True
+    finally:
+        if not handed_over:
+            conn_sock.close()
+            gate.leave(peer)
+    if http2:
+        connection = Http2Connection(
+            conn_sock,
+            hub.config,
+            peer,
+            partial(_answer, hub, peer, siblings),
+            head_deadline=deadline,
+            received=first,
+        )
+        del first  # (see below)
+        await _serve_http2(connection, gate)
+        return
+    conn = HttpConnection(conn_sock, hub.config, peer, head_deadline=deadline, received=first)
+    # `first` is the connection's now, which lets go of it once parsed; this frame lives as long as the
+    # connection: kept here, a waiting client's whole first read would stay held (1,000 heads: 58 MiB).
+    del first
+    gate.enter(conn)
+    try:
+        await serve_requests(conn, hub, gate, siblings)
+    except trio.Cancelled:
+        conn.close_mode = CloseMode.ABORT  # the server stops: a cut transfer must never look complete
+        raise
+    except ConnectionError:
+        pass  # the peer went away mid-reply: nothing left to tell it
+    except Exception:
+        # A bug in one connection must not end every other transfer: log it, drop this one.
+        log.exception("internal error on connection from %s", conn.peer)
+        conn.close_mode = CloseMode.ABORT
+    finally:
+        await conn.close()
+        gate.exit(conn, peer)
+
+
+async def _first_bytes(sock: socket.socket, deadline: float) -> bytes:
+    """A plain connection's first bytes, enough to tell the HTTP/2 preface (prior knowledge, h2c)
+    from an HTTP/1.x head (one read, as a rule: TCP_DEFER_ACCEPT accepted it with its bytes in).
+    b"" at the client's end or past the deadline; the HTTP/1.1 path takes what came, as its own
+    first read, so an HTTP/1.1 request (even one saying `HTTP/2.0`) reaches h11 untouched."""
+    data = b""
+    while True:
+        try:
+            chunk = sock.recv(READ_SIZE)
+        except BlockingIOError:
+            chunk = None
+        except OSError:
+            return data
+        if chunk is not None:
+            data += chunk
+            if not chunk or preface_seen(data) is not None:
+                return data
+        with trio.move_on_at(deadline):
+            await trio.lowlevel.wait_readable(sock)
+            continue
+        return data
+
+
+async def _answer(
+    hub: Hub, peer: str, siblings: Siblings | None, stream: Http2Stream, request: Request
+) -> None:
+    await respond(stream, request, hub, peer, siblings)
+
+
+async def _serve_http2(connection: Http2Connection, gate: Gate) -> None:
+    sock, peer = connection.sock, connection.peer
+    gate.enter(connection)
+    abort = False
+    try:
+        await connection.serve()
+        await connection.drain_out(LINGER_TIMEOUT)
+        abort = connection.close_mode is CloseMode.ABORT
+    except trio.Cancelled:
+        abort = True  # the server stops: a cut transfer must never look complete
+        raise
+    except Exception:
+        log.exception("internal error on an HTTP/2 connection from %s", peer)
+        abort = True
+    finally:
+        with contextlib.suppress(OSError):
+            if abort:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+            elif isinstance(sock, TlsSocket) and connection.ended_for is None:
+                sock.close_notify()
+        sock.close()
+        gate.exit(connection, peer)
+
+
+_RESET = struct.pack("ii", 1, 0)
+
+
+async def serve_requests(
+    conn: HttpConnection, hub: Hub, gate: Gate, siblings: Siblings | None = None
+) -> None:
+    while True:
+        if gate.draining and conn.idle:
+            return  # (a drain closes connections between requests)
+        try:
+            request = await conn.read_request()
+        except PipeError as exc:
+            await conn.send_raw_error(exc)
+            return
+        if request is None:
+            return
+        if await respond(conn, request, hub, conn.peer, siblings):
+            return
+        if gate.draining or not conn.next_cycle():
+            return
+        await trio.lowlevel.checkpoint()  # (pipelined requests: one a turn, so no client holds the loop)
+
+
+async def respond(
+    front: Responder, request: Request, hub: Hub, peer: str, siblings: Siblings | None = None
+) -> bool:
+    """Answer one request on any front end (an HTTP/1.1 connection, an HTTP/2 stream). True if a
+    pipe party or a watcher took it (or the worker that owns its pipe did): then nothing more is
+    read on an HTTP/1.1 connection."""
+    config = hub.config
+    origin = request.header("origin")
+    client = client_address(peer, request.header("x-forwarded-for"), hub.trusted)
+    decision: Decision | PipeError
+    try:
+        decision = route(request, max_path_length=config.max_path_length, max_receivers=config.max_receivers)
+    except PipeError as exc:
+        decision = exc
+    key = pipe_key(decision)
+    if siblings is not None and key is not None and not siblings.owns(key):
+        await _to_owner(front, request, decision, hub, peer, siblings, siblings.owner(key))
+        return True
+    if isinstance(decision, Send):
+        front.serving(Role.SENDER)
+        await hub.serve_sender(front, request, decision, client)
+        return True
+    if isinstance(decision, Receive):
+        front.serving(Role.RECEIVER)
+        await hub.serve_receiver(front, request, decision, client)
+        return True
+    if isinstance(decision, Watch) and not decision.html:
+        front.serving(Role.WATCHER)
+        await hub.serve_watcher(front, request, decision.key, client)
+        return True
+    front.serving(Role.PAGE)
+    try:
+        hub.quotas.take(Quota.PAGES, client)  # (a reply held by a client that does not read counts)
+    except PipeError as exc:
+        await front.send_error(exc, origin)
+        return False
+    try:
+        if isinstance(decision, PipeError):
+            await front.send_error(decision, origin)
+        else:
+            await front.send_reply(_page(decision, request, hub, peer, siblings))
+    finally:
+        hub.quotas.give(Quota.PAGES, client)
+    return False
+
+
+async def _to_owner(
+    front: Responder,
+    request: Request,
+    decision: Decision | PipeError,
+    hub: Hub,
+    peer: str,
+    siblings: Siblings,
+    owner: int,
+) -> None:
+    """A pipe's party (or watcher) reached a worker that does not own the pipe: a plain connection
+    moves to the owner (its descriptor, with the head read from it); a TLS connection or an HTTP/2
+    stream cannot, and has its request carried there."""
+    if isinstance(front, HttpConnection) and not isinstance(front.sock, TlsSocket):
+        if await siblings.hand_off(owner, front.sock, front.head_bytes + front.body_prefix, peer):
+            front.handed_off = True
+            return
+        unavailable = pipe_error(ErrorCode.WORKER_UNAVAILABLE, ("Retry-After", RETRY_AFTER_SECONDS))
+        await front.send_error(unavailable, request.header("origin"), last=True)
+        return
+    sender = isinstance(decision, Send)
+    front.serving(Role.SENDER if sender else Role.RECEIVER)
+    await carry(
+        front,
+        request,
+        siblings=siblings,
+        owner=owner,
+        peer=peer,
+        tls=request.secure,
+        has_body=sender,
+        config=hub.config,
+    )
+
+
+def _page(decision: Decision, request: Request, hub: Hub, peer: str, siblings: Siblings | None) -> Reply:
+    """The whole reply to a request that is not a pipe's party nor a watcher."""
+    origin = request.header("origin")
+    if isinstance(decision, Preflight):
+        private = request.header("access-control-request-private-network") == "true"
+        return preflight_reply(origin=origin, private_network=private)
+    if isinstance(decision, Watch):
+        return progress_page_reply(decision, request)
+    if isinstance(decision, Play):
+        return video_page_reply(decision, request)
+    assert isinstance(decision, ServePage), decision
+    worker = None if siblings is None else siblings.facts()
+    return page_reply(
+        decision, request, peer, draining=hub.draining, max_receivers=hub.config.max_receivers, worker=worker
+    )

@@ -1,0 +1,242 @@
+# `--workers 2` as a user runs it: pipes owned by key, parties on any worker and protocol, limits kept.
+# Invariant: each test runs its own supervisor process on port 0 and ends it; every wait is bounded.
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import trio
+
+from pipe_relay.core.owners import owner_of
+from tests.cli_process import ROOT, startup_lines
+from tests.clients import CurlResult, TlsFiles, curl, curl_into
+
+PAYLOAD = hashlib.shake_256(b"workers").digest(300_000)
+DIGEST = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+@dataclass
+class Server:
+    process: trio.Process
+    url: str
+    tls_url: str = ""
+    log: Path | None = None
+
+    async def health(self) -> dict[str, object]:
+        got = await curl(f"{self.url}/api/v1/pipe/health")
+        document: dict[str, object] = json.loads(got.stdout)
+        return document
+
+    async def worker_pids(self, count: int) -> dict[int, int]:
+        """Each worker's pid, by index (health answers come from whichever worker accepts)."""
+        pids: dict[int, int] = {}
+        while len(pids) < count:
+            document = await self.health()
+            worker = document["worker"]
+            assert isinstance(worker, dict)
+            pids[int(worker["index"])] = int(str(document["pid"]))
+        return pids
+
+
+@asynccontextmanager
+async def workers_server(tmp_path: Path, *flags: str, workers: int = 2) -> AsyncIterator[Server]:
+    log = tmp_path / "server.log"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "pipe_relay", "--host", "127.0.0.1", "--http-port", "0"]
+    with log.open("wb") as stderr:
+        process = await trio.lowlevel.open_process(
+            [*command, "--workers", str(workers), *flags], stdout=-1, stderr=stderr, cwd=ROOT, env=env
+        )
+    try:
+        lines = await startup_lines(process, 3 + ("--enable-https" in flags) * 2)
+        urls = [m.group(1) for line in lines if (m := re.search(r"listening on (\S+)", line))]
+        assert lines[-1] == f"{workers} worker processes, each pipe served by one", lines
+        plain = next(u for u in urls if u.startswith("http:"))
+        secure = next((u for u in urls if u.startswith("https:")), "")
+        yield Server(process, plain, secure, log)
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+
+
+def keys_owned_by(owner: int, count: int, prefix: str, workers: int = 2) -> list[str]:
+    keys: list[str] = []
+    index = 0
+    while len(keys) < count:
+        key = f"/{prefix}-{index}"
+        if owner_of(key, workers) == owner:
+            keys.append(key)
+        index += 1
+    return keys
+
+
+async def _transfer(
+    url: str, key: str, results: dict[str, tuple[CurlResult, CurlResult]], *flags: str
+) -> None:
+    got: dict[str, CurlResult] = {}
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(curl_into, got, "r", *flags, url + key)
+        nursery.start_soon(partial(curl_into, got, "s", *flags, "-T", "-", url + key, stdin=PAYLOAD))
+    results[key] = (got["s"], got["r"])
+
+
+async def test_forty_transfers_on_distinct_paths_all_arrive_and_both_workers_own_some(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        async with workers_server(tmp_path) as server:
+            keys = keys_owned_by(0, 20, "forty") + keys_owned_by(1, 20, "forty")
+            results: dict[str, tuple[CurlResult, CurlResult]] = {}
+            for batch in range(0, 40, 10):
+                async with trio.open_nursery() as nursery:
+                    for key in keys[batch : batch + 10]:
+                        nursery.start_soon(_transfer, server.url, key, results)
+            handed: dict[int, int] = {}
+            while len(handed) < 2:
+                worker = (await server.health())["worker"]
+                assert isinstance(worker, dict)
+                handed[int(worker["index"])] = int(worker["handedOff"]) + int(worker["taken"])
+    for key, (sent, received) in results.items():
+        assert received.returncode == 0, (key, received.stderr)
+        assert hashlib.sha256(received.stdout).hexdigest() == DIGEST, key
+        assert sent.stdout.decode().splitlines()[-1] == "[INFO] Transfer complete.", key
+    assert all(count > 0 for count in handed.values()), handed  # (connections moved between them)
+
+
+async def test_a_fan_out_whose_parties_come_over_every_protocol(tmp_path: Path, tls_files: TlsFiles) -> None:
+    """n=3 with the sender over h2c and its receivers over HTTP/1.1, HTTP/1.1 over TLS and HTTP/2
+    over TLS, on one key: whichever worker accepts each, they meet at the owner."""
+    tls = ("--cacert", str(tls_files.ca_pem))
+    flags = (
+        "--enable-https",
+        "--https-port",
+        "0",
+        "--crt-path",
+        str(tls_files.crt),
+        "--key-path",
+        str(tls_files.key),
+    )
+    with trio.fail_after(60):
+        async with workers_server(tmp_path, *flags) as server:
+            for owner in (0, 1):
+                key = keys_owned_by(owner, 1, "fan")[0] + "?n=3"
+                got: dict[str, CurlResult] = {}
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(curl_into, got, "h1", "--http1.1", server.url + key)
+                    nursery.start_soon(curl_into, got, "tls", *tls, "--http1.1", server.tls_url + key)
+                    nursery.start_soon(curl_into, got, "h2", *tls, "--http2", server.tls_url + key)
+                    sender = ("--http2-prior-knowledge", "-T", "-", server.url + key)
+                    nursery.start_soon(partial(curl_into, got, "s", *sender, stdin=PAYLOAD))
+                for name in ("h1", "tls", "h2"):
+                    assert got[name].returncode == 0, (owner, name, got[name].stderr)
+                    assert hashlib.sha256(got[name].stdout).hexdigest() == DIGEST, (owner, name)
+                assert got["s"].stdout.decode().splitlines()[-1] == "[INFO] Transfer complete."
+
+
+async def test_progress_of_a_pipe_owned_by_the_other_worker(tmp_path: Path) -> None:
+    """`?progress` events come from the owner, whichever worker the watcher reached."""
+    with trio.fail_after(60):
+        async with workers_server(tmp_path) as server:
+            for owner in (0, 1):
+                key = keys_owned_by(owner, 1, "watched")[0]
+                watcher = await trio.lowlevel.open_process(
+                    ["curl", "-sS", "-N", "-H", "Accept: text/event-stream", server.url + key + "?progress"],
+                    stdout=-1,
+                )
+                assert watcher.stdout is not None
+                events = b""
+                while b"data:" not in events:  # (its first event: nobody is there yet)
+                    chunk = await watcher.stdout.receive_some()
+                    assert chunk, events
+                    events += chunk
+                await _transfer(server.url, key, {})
+                while chunk := await watcher.stdout.receive_some():
+                    events += chunk
+                assert await watcher.wait() == 0
+                last = json.loads(events.decode().strip().splitlines()[-1].removeprefix("data: "))
+                assert last["state"] == "done" and last["bytes"] == len(PAYLOAD), events
+
+
+async def _until_receivers(server: Server, key: str, count: int) -> None:
+    """Follow `key`'s ?progress events (from its owner) until `count` receivers wait there."""
+    watcher = await trio.lowlevel.open_process(
+        ["curl", "-sS", "-N", "-H", "Accept: text/event-stream", server.url + key + "?progress"], stdout=-1
+    )
+    assert watcher.stdout is not None
+    events = b""
+    try:
+        while True:
+            chunk = await watcher.stdout.receive_some()
+            assert chunk, events
+            events += chunk
+            for line in events.decode().splitlines():
+                if line.startswith("data: ") and json.loads(line[6:])["receivers"]["connected"] >= count:
+                    return
+    finally:
+        watcher.kill()
+        await watcher.wait()
+
+
+async def test_one_client_gets_its_quota_once_not_once_per_worker(tmp_path: Path) -> None:
+    """--client-max-pending 2 with two workers: waiting on a key of each worker uses it up."""
+    with trio.fail_after(30):
+        async with workers_server(tmp_path, "--client-max-pending", "2") as server:
+            first, second = keys_owned_by(0, 1, "quota")[0], keys_owned_by(1, 1, "quota")[0]
+            third = keys_owned_by(0, 2, "quota")[1]
+            got: dict[str, CurlResult] = {}
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(curl_into, got, "a", server.url + first)
+                nursery.start_soon(curl_into, got, "b", server.url + second)
+                await _until_receivers(server, first, 1)
+                await _until_receivers(server, second, 1)
+                refused = await curl("-i", server.url + third)
+                nursery.cancel_scope.cancel()
+    head = refused.stdout.decode()
+    assert head.startswith("HTTP/1.1 429"), head
+    assert "X-Pipe-Error: CLIENT_PENDING_LIMIT" in head
+
+
+async def test_a_killed_worker_cuts_its_transfers_only_and_comes_back(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        async with workers_server(tmp_path) as server:
+            pids = await server.worker_pids(2)
+            doomed, kept = keys_owned_by(0, 1, "killed")[0], keys_owned_by(1, 1, "killed")[0]
+            big = b"x" * (8 << 20)
+            got: dict[str, CurlResult] = {}
+            async with trio.open_nursery() as nursery:
+                # each sender's body stalls half-way (its stdin is a pipe we feed), so both run
+                senders: dict[str, trio.Process] = {}
+                for key in (doomed, kept):
+                    nursery.start_soon(curl_into, got, key, "--limit-rate", "2M", server.url + key)
+                    senders[key] = await trio.lowlevel.open_process(
+                        ["curl", "-sS", "-T", "-", server.url + key], stdin=-1, stdout=-1, stderr=-1
+                    )
+                    assert senders[key].stdin is not None
+                    await senders[key].stdin.send_all(big[: 4 << 20])
+                os.kill(pids[0], signal.SIGKILL)
+                for key in (doomed, kept):
+                    stdin = senders[key].stdin
+                    assert stdin is not None
+                    with contextlib.suppress(trio.BrokenResourceError):  # (the doomed one's is gone)
+                        await stdin.send_all(big[4 << 20 :])
+                    await stdin.aclose()
+                for process in senders.values():
+                    await process.wait()
+            while True:  # the supervisor starts worker 0 again
+                now = await server.worker_pids(2)
+                if now[0] != pids[0]:
+                    break
+            after = await server.health()
+    assert got[doomed].returncode != 0 and len(got[doomed].stdout) < len(big)  # cut, never complete
+    assert got[kept].returncode == 0 and got[kept].stdout == big
+    worker = after["worker"]
+    assert isinstance(worker, dict) and worker["alive"] == 2
