@@ -61,6 +61,7 @@ from harness import (  # type: ignore[import-not-found]
     GIB,
     NODE,
     NODE_VERSION,
+    RELAY,
     BenchError,
     Server,
     checkout_key,
@@ -116,6 +117,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         type=Path,
         help="one more pipe-relay run from this checkout (its own code: `git worktree add DIR COMMIT`) "
         "in the same round-robin, for before/after figures (repeatable)",
+    )
+    p.add_argument(
+        "--also-workers",
+        action="append",
+        default=[],
+        type=int,
+        help="one more pipe-relay with --workers N in the same round-robin (repeatable; plain HTTP only)",
     )
     p.add_argument(
         "--h2c",
@@ -197,6 +205,11 @@ def terminate_as_interrupt() -> Iterator[None]:
             signal.signal(sig, h)
 
 
+def workers_key(count: int) -> str:
+    """The key (and label) of an extra pipe-relay in the same run, with `--workers count`."""
+    return f"{RELAY} --workers {count}"
+
+
 def start_servers(args: argparse.Namespace, workdir: Path, servers: list[Server]) -> None:
     """pipe-relay, then Node and the two C modes unless left out, appended to ``servers`` as they
     start (so the caller stops every one that did). The C relay serves one transfer at a time: it
@@ -212,6 +225,10 @@ def start_servers(args: argparse.Namespace, workdir: Path, servers: list[Server]
         starts += [
             functools.partial(start_relay, workdir, args.engine, key=checkout_key(root), root=root)
             for root in args.also_checkout
+        ]
+        starts += [
+            functools.partial(start_relay, workdir, args.engine, ("--workers", str(n)), key=workers_key(n))
+            for n in args.also_workers
         ]
         starts += [] if args.no_node or args.h2c else [lambda: start_node(workdir, args.node_dir)]
     else:

@@ -110,15 +110,35 @@ def wait_for_tcp(port: int, deadline: float, proc: subprocess.Popen[bytes] | Non
 # procfs
 
 
-def cpu_ticks(pid: int) -> int:
-    """utime + stime of a process, in clock ticks (fields 14 and 15 of /proc/PID/stat)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
+def process_tree(pid: int) -> list[int]:
+    """A server process and its live descendants (pipe-relay --workers N: the supervisor and its
+    workers), so its CPU and memory are the whole server's."""
+    tree = [pid]
+    for parent in tree:
+        try:
+            for task in Path(f"/proc/{parent}/task").iterdir():
+                tree += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return tree
+
+
+def _own_ticks(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
     fields = stat[stat.rindex(")") + 2 :].split()
     return int(fields[11]) + int(fields[12])
 
 
-def proc_status_kib(pid: int, key: str) -> int | None:
-    """A ``kB`` field of /proc/PID/status (VmRSS, VmHWM), or None if the process or field is gone."""
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of a process and its live descendants, in clock ticks (fields 14 and 15 of
+    /proc/PID/stat)."""
+    return sum(_own_ticks(each) for each in process_tree(pid))
+
+
+def _own_status_kib(pid: int, key: str) -> int | None:
     try:
         text = Path(f"/proc/{pid}/status").read_text()
     except OSError:
@@ -127,15 +147,26 @@ def proc_status_kib(pid: int, key: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def proc_status_kib(pid: int, key: str) -> int | None:
+    """A ``kB`` field of /proc/PID/status (VmRSS, VmHWM) summed over the process and its live
+    descendants, or None if the process or field is gone."""
+    own = _own_status_kib(pid, key)
+    if own is None:
+        return None
+    return own + sum(_own_status_kib(child, key) or 0 for child in process_tree(pid)[1:])
+
+
 def rss_mib(pid: int) -> float:
     """Current RSS (VmRSS) in MiB; 0.0 if it cannot be read."""
     return (proc_status_kib(pid, "VmRSS") or 0) / 1024
 
 
 def reset_peak_rss(pid: int) -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0, own processes). False if not possible."""
+    """Reset VmHWM to the current RSS (Linux >= 4.0, own processes), for the process and its
+    descendants. False if not possible."""
     try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        for each in process_tree(pid):
+            Path(f"/proc/{each}/clear_refs").write_text("5")
     except OSError:
         return False
     return True
