@@ -124,18 +124,19 @@ def process_tree(pid: int) -> list[int]:
 
 
 def _own_ticks(pid: int) -> int:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0
+    stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2 :].split()
     return int(fields[11]) + int(fields[12])
 
 
 def cpu_ticks(pid: int) -> int:
     """utime + stime of a process and its live descendants, in clock ticks (fields 14 and 15 of
-    /proc/PID/stat)."""
-    return sum(_own_ticks(each) for each in process_tree(pid))
+    /proc/PID/stat). OSError once the process itself is gone (a zombie still reads)."""
+    total = _own_ticks(pid)
+    for child in process_tree(pid)[1:]:
+        with contextlib.suppress(OSError):  # (a worker that just ended)
+            total += _own_ticks(child)
+    return total
 
 
 def _own_status_kib(pid: int, key: str) -> int | None:
