@@ -30,8 +30,13 @@ RESTART_BACKOFF = (0.1, 5.0)
 class Workers:
     """The running workers: started, kept alive, told to drain."""
 
-    def __init__(self, count: int, argv: Sequence[str], spec: WorkerSpec) -> None:
+    def __init__(
+        self, count: int, argv: Sequence[str], spec: WorkerSpec, sockets: Sequence[socket.socket] = ()
+    ) -> None:
         self.count = count
+        self._sockets = list(
+            sockets
+        )  # (ours, for restarts: closed at the drain, as the workers close theirs)
         self.argv = list(argv)
         self.spec = spec
         self.draining = False
@@ -86,6 +91,9 @@ class Workers:
 
     def drain(self) -> None:
         """No worker is restarted from now on; each is told to drain (SIGTERM; again: cut now)."""
+        if not self.draining:
+            for sock in self._sockets:  # (with every copy closed, new clients are refused at once)
+                sock.close()
         self.draining = True
         if not self.processes:
             self.ended.set()
@@ -140,7 +148,7 @@ async def supervise(
             ready_write,
             lifeline_read,
         )
-        workers = Workers(config.workers, argv, spec)
+        workers = Workers(config.workers, argv, spec, sockets)
         listeners = [Listener(trio.socket.from_stdlib_socket(s), tls=s in secure) for s in sockets]
         async with trio.open_nursery() as nursery:
             for index in range(config.workers):

@@ -240,3 +240,57 @@ async def test_a_killed_worker_cuts_its_transfers_only_and_comes_back(tmp_path: 
     assert got[kept].returncode == 0 and got[kept].stdout == big
     worker = after["worker"]
     assert isinstance(worker, dict) and worker["alive"] == 2
+
+
+async def test_sigterm_drains_every_worker_and_the_supervisor_exits_when_they_have(tmp_path: Path) -> None:
+    """A transfer running on each worker at the SIGTERM finishes whole; a new pipe is refused; the
+    supervisor exits 0 once both workers have drained."""
+    with trio.fail_after(60):
+        async with workers_server(tmp_path) as server:
+            keys = [keys_owned_by(owner, 1, "drain")[0] for owner in (0, 1)]
+            got: dict[str, CurlResult] = {}
+            senders: dict[str, trio.Process] = {}
+            async with trio.open_nursery() as nursery:
+                for key in keys:
+                    nursery.start_soon(curl_into, got, key, server.url + key)
+                    senders[key] = await trio.lowlevel.open_process(
+                        ["curl", "-sS", "-T", "-", server.url + key], stdin=-1, stdout=-1
+                    )
+                    stdin = senders[key].stdin
+                    assert stdin is not None
+                    await stdin.send_all(PAYLOAD[:100_000])
+                for key in keys:  # both transfers run: the receivers' first bytes are out
+                    await _until_bytes(server, key)
+                server.process.send_signal(signal.SIGTERM)
+                refused = await curl("-i", "-T", "-", server.url + "/drain-new", stdin=b"x")
+                for key in keys:
+                    stdin = senders[key].stdin
+                    assert stdin is not None
+                    await stdin.send_all(PAYLOAD[100_000:])
+                    await stdin.aclose()
+                for process in senders.values():
+                    await process.wait()
+            assert await server.process.wait() == 0
+    for key in keys:
+        assert got[key].returncode == 0 and hashlib.sha256(got[key].stdout).hexdigest() == DIGEST, key
+    assert refused.returncode != 0 or b"503" in refused.stdout.split(b"\r\n", 1)[0], refused.stdout
+
+
+async def _until_bytes(server: Server, key: str) -> None:
+    """Follow `key`'s ?progress events until its transfer has moved a byte."""
+    watcher = await trio.lowlevel.open_process(
+        ["curl", "-sS", "-N", "-H", "Accept: text/event-stream", server.url + key + "?progress"], stdout=-1
+    )
+    assert watcher.stdout is not None
+    events = b""
+    try:
+        while True:
+            chunk = await watcher.stdout.receive_some()
+            assert chunk, events
+            events += chunk
+            for line in events.decode().splitlines():
+                if line.startswith("data: ") and json.loads(line[6:])["bytes"] > 0:
+                    return
+    finally:
+        watcher.kill()
+        await watcher.wait()
