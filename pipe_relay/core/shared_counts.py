@@ -12,6 +12,8 @@ import hashlib
 import struct
 
 CELL = struct.Struct("=I")
+KNOWN_LIMIT = 4096
+"""Clients whose row is remembered (each take and give would hash the address again)."""
 
 
 class SharedCounts:
@@ -28,14 +30,21 @@ class SharedCounts:
         self._workers = workers
         self._worker = worker
         self._key = key[:64]
+        self._known: dict[str, int] = {}  # client -> slot, for the clients seen lately
 
     @staticmethod
     def size(*, slots: int, kinds: int, workers: int) -> int:
         return slots * kinds * workers * CELL.size
 
     def slot(self, client: str) -> int:
-        digest = hashlib.blake2b(client.encode("utf-8", "surrogateescape"), digest_size=8, key=self._key)
-        return int.from_bytes(digest.digest(), "big") % self._slots
+        slot = self._known.get(client)
+        if slot is None:
+            digest = hashlib.blake2b(client.encode("utf-8", "surrogateescape"), digest_size=8, key=self._key)
+            slot = int.from_bytes(digest.digest(), "big") % self._slots
+            if len(self._known) >= KNOWN_LIMIT:
+                self._known.clear()  # (bounded: a flood of addresses only costs their hashes again)
+            self._known[client] = slot
+        return slot
 
     def _base(self, client: str, kind: int) -> int:
         return (self.slot(client) * self._kinds + kind) * self._workers
