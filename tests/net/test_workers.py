@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path
 
 import trio
+import trustme
 
 from pipe_relay.core.owners import owner_of
 from tests.cli_process import ROOT, startup_lines
@@ -294,3 +295,29 @@ async def _until_bytes(server: Server, key: str) -> None:
     finally:
         watcher.kill()
         await watcher.wait()
+
+
+async def test_a_renewed_certificate_is_served_by_every_worker(tmp_path: Path, tls_files: TlsFiles) -> None:
+    flags = (
+        "--enable-https",
+        "--https-port",
+        "0",
+        "--crt-path",
+        str(tls_files.crt),
+        "--key-path",
+        str(tls_files.key),
+    )
+    with trio.fail_after(60):
+        async with workers_server(tmp_path, *flags) as server:
+            renewed = trustme.CA()
+            tls_files.issue(renewed)
+            renewed_pem = tmp_path / "renewed-ca.pem"
+            renewed.cert_pem.write_to_path(str(renewed_pem))
+            seen: set[int] = set()
+            while len(seen) < 2:  # (each answer comes from whichever worker accepted it)
+                got = await curl("--cacert", str(renewed_pem), server.tls_url + "/api/v1/pipe/health")
+                assert got.returncode == 0, got.stderr  # (the old certificate would fail: not this CA)
+                worker = json.loads(got.stdout)["worker"]
+                seen.add(int(worker["index"]))
+            old = await curl("--cacert", str(tls_files.ca_pem), server.tls_url + "/api/v1/pipe/health")
+    assert old.returncode == 60, old.stderr  # (the old CA no longer verifies what is served)
