@@ -24,7 +24,7 @@ from .net.listen import Listener, ListenError
 from .net.splice import splice_available
 from .net.supervisor import Workers, supervise
 from .net.tls import CertificateError
-from .net.workers import ENV, Siblings, WorkerSpec, wait_orphaned
+from .net.workers import ENV, Siblings, WorkerSpec, read_to_end
 
 log = logging.getLogger("pipe_relay")
 
@@ -126,7 +126,7 @@ async def _run_worker(config: Config, spec: WorkerSpec) -> None:
 
 async def _drain_when_orphaned(hub: Hub, lifeline: int) -> None:
     """The supervisor is gone (killed): nobody will tell this worker to stop, so it drains now."""
-    await wait_orphaned(lifeline)
+    await read_to_end(lifeline)
     log.warning("the supervisor is gone: draining")
     hub.drain()
 

@@ -324,6 +324,18 @@ class TlsFiles:
             new.write_bytes(text)
             new.replace(path)
 
+    def cli_flags(self) -> tuple[str, ...]:
+        """The command line's HTTPS flags for these files, on a port the kernel picks."""
+        return (
+            "--enable-https",
+            "--https-port",
+            "0",
+            "--crt-path",
+            str(self.crt),
+            "--key-path",
+            str(self.key),
+        )
+
     def overrides(self) -> dict[str, object]:
         return {"https_port": 0, "crt_path": str(self.crt), "key_path": str(self.key)}
 

@@ -18,7 +18,7 @@ import trio
 
 from ..config import Config
 from .listen import Listener, defer_accept, listen_tcp, listen_unix, remove_unix
-from .workers import ENV, WorkerSpec, map_shared, set_alive, shared_size
+from .workers import ENV, WorkerSpec, map_shared, read_to_end, set_alive, shared_size
 
 log = logging.getLogger("pipe_relay")
 READY_TIMEOUT = 30.0
@@ -154,7 +154,7 @@ async def supervise(
             for index in range(config.workers):
                 nursery.start_soon(workers.keep, index)
             await _wait_ready(ready_read, config.workers)
-            nursery.start_soon(_drop_ready, ready_read)
+            nursery.start_soon(read_to_end, ready_read)
             task_status.started((listeners, workers))
             await workers.ended.wait()
             nursery.cancel_scope.cancel()
@@ -179,14 +179,3 @@ async def _wait_ready(fd: int, count: int) -> None:
                 seen += len(os.read(fd, count - seen))
             except BlockingIOError:
                 await trio.lowlevel.wait_readable(fd)
-
-
-async def _drop_ready(fd: int) -> None:
-    """Restarted workers say they are ready too: read and drop it."""
-    while True:
-        await trio.lowlevel.wait_readable(fd)
-        try:
-            if not os.read(fd, 64):
-                return
-        except BlockingIOError:
-            continue

@@ -290,8 +290,9 @@ async def _connect(kind: int, path: str) -> socket.socket | None:
     return None
 
 
-async def wait_orphaned(fd: int) -> None:
-    """Return once the supervisor is gone (the lifeline pipe ends: killed, crashed)."""
+async def read_to_end(fd: int) -> None:
+    """Read and drop what comes on a pipe until it ends: the lifeline (its end: the supervisor is
+    gone, killed or crashed), or the ready pipe (restarted workers say they are ready too)."""
     os.set_blocking(fd, False)
     while True:
         await trio.lowlevel.wait_readable(fd)

@@ -117,15 +117,7 @@ async def test_a_fan_out_whose_parties_come_over_every_protocol(tmp_path: Path, 
     """n=3 with the sender over h2c and its receivers over HTTP/1.1, HTTP/1.1 over TLS and HTTP/2
     over TLS, on one key: whichever worker accepts each, they meet at the owner."""
     tls = ("--cacert", str(tls_files.ca_pem))
-    flags = (
-        "--enable-https",
-        "--https-port",
-        "0",
-        "--crt-path",
-        str(tls_files.crt),
-        "--key-path",
-        str(tls_files.key),
-    )
+    flags = tls_files.cli_flags()
     with trio.fail_after(60):
         async with workers_server(tmp_path, *flags) as server:
             for owner in (0, 1):
@@ -298,15 +290,7 @@ async def _until_bytes(server: Server, key: str) -> None:
 
 
 async def test_a_renewed_certificate_is_served_by_every_worker(tmp_path: Path, tls_files: TlsFiles) -> None:
-    flags = (
-        "--enable-https",
-        "--https-port",
-        "0",
-        "--crt-path",
-        str(tls_files.crt),
-        "--key-path",
-        str(tls_files.key),
-    )
+    flags = tls_files.cli_flags()
     with trio.fail_after(60):
         async with workers_server(tmp_path, *flags) as server:
             renewed = trustme.CA()
