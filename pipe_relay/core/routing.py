@@ -29,6 +29,13 @@ class Request:
         """The first value of header `name` (lower-case), or None."""
         return self._first.get(name)
 
+    def joined(self, name: str) -> str | None:
+        """Every value of header `name`, in order, joined with commas as RFC 9110 (5.3) combines a
+        list field sent on several lines (a proxy may add an `X-Forwarded-For` line of its own
+        rather than append to the client's); None if there is none."""
+        values = [value for field, value in self.headers if field == name]
+        return ", ".join(values) if values else None
+
 
 @dataclass(frozen=True, slots=True)
 class ServePage:

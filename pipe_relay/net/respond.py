@@ -181,7 +181,7 @@ async def respond(
     read on an HTTP/1.1 connection."""
     config = hub.config
     origin = request.header("origin")
-    client = client_address(peer, request.header("x-forwarded-for"), hub.trusted)
+    client = client_address(peer, request.joined("x-forwarded-for"), hub.trusted)
     decision: Decision | PipeError
     try:
         decision = route(request, max_path_length=config.max_path_length, max_receivers=config.max_receivers)
@@ -213,7 +213,7 @@ async def respond(
         if isinstance(decision, PipeError):
             await front.send_error(decision, origin)
         else:
-            await front.send_reply(_page(decision, request, hub, peer, siblings))
+            await front.send_reply(_page(decision, request, hub, client, siblings))
     finally:
         hub.quotas.give(Quota.PAGES, client)
     return False
@@ -252,7 +252,7 @@ async def _to_owner(
     )
 
 
-def _page(decision: Decision, request: Request, hub: Hub, peer: str, siblings: Siblings | None) -> Reply:
+def _page(decision: Decision, request: Request, hub: Hub, client: str, siblings: Siblings | None) -> Reply:
     """The whole reply to a request that is not a pipe's party nor a watcher."""
     origin = request.header("origin")
     if isinstance(decision, Preflight):
@@ -265,5 +265,10 @@ def _page(decision: Decision, request: Request, hub: Hub, peer: str, siblings: S
     assert isinstance(decision, ServePage), decision
     worker = None if siblings is None else siblings.facts()
     return page_reply(
-        decision, request, peer, draining=hub.draining, max_receivers=hub.config.max_receivers, worker=worker
+        decision,
+        request,
+        client,
+        draining=hub.draining,
+        max_receivers=hub.config.max_receivers,
+        worker=worker,
     )

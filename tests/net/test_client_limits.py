@@ -2,6 +2,8 @@
 # clients); behind a trusted proxy the forwarded address counts; a watcher that leaves frees its slot.
 from __future__ import annotations
 
+import json
+
 import pytest
 import trio
 
@@ -166,3 +168,35 @@ async def test_behind_a_trusted_proxy_the_forwarded_address_is_the_client(
         assert await _reply(await receiver("/e", SQUATTER, "203.0.113.100")) == (429, "CLIENT_PENDING_LIMIT")
     assert relay.hub.quotas.held(Quota.PENDING, "198.51.100.7") == 1
     assert relay.hub.quotas.held(Quota.PENDING, SQUATTER) == 1
+
+
+async def test_a_proxy_that_adds_its_own_forwarded_line_is_not_fooled_by_the_clients(
+    start_relay: StartRelay, raw_clients: list[RawClient]
+) -> None:
+    """HAProxy's `option forwardfor` adds a second X-Forwarded-For line instead of appending: the
+    lines are one list (RFC 9110 5.3), so the client's forged first line cannot win. The health
+    document names the client so found."""
+    relay = await start_relay(client_max_pending=1, trusted_proxies=("127.0.0.1",))
+    forged_then_real = "X-Forwarded-For: 203.0.113.66\r\nX-Forwarded-For: 198.51.100.8\r\n"
+    with trio.fail_after(10):
+        first = await RawClient.connect(relay)
+        raw_clients.append(first)
+        await first.send(f"GET /xff-a HTTP/1.1\r\nHost: t\r\n{forged_then_real}\r\n".encode())
+        await relay.wait_for_pipe("/xff-a", receivers=1)
+        second = await RawClient.connect(relay)
+        raw_clients.append(second)
+        # the same real client, forging another first line: still counted as itself
+        await second.send(
+            b"GET /xff-b HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 203.0.113.67\r\n"
+            b"X-Forwarded-For: 198.51.100.8\r\n\r\n"
+        )
+        assert await _reply(second) == (429, "CLIENT_PENDING_LIMIT")
+        health = await RawClient.connect(relay)
+        raw_clients.append(health)
+        await health.send(f"GET /api/v1/pipe/health HTTP/1.1\r\nHost: t\r\n{forged_then_real}\r\n".encode())
+        head = await health.read_until(b"\r\n\r\n")
+        length = int(parse_head(head)[1]["content-length"])
+        document = json.loads(await health.read_exactly(length))
+    assert relay.hub.quotas.held(Quota.PENDING, "198.51.100.8") == 1
+    assert relay.hub.quotas.held(Quota.PENDING, "203.0.113.66") == 0
+    assert document["ip"] == "198.51.100.8"
