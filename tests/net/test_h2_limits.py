@@ -14,7 +14,7 @@ import pytest
 import trio
 
 import pipe_relay.net.http2 as http2_module
-import pipe_relay.net.server as server_module
+import pipe_relay.net.respond as respond_module
 from loadtests.attack_plans import PING, frame
 from pipe_relay.core.abuse import FloodLimits
 from tests.cli_process import cli_server
@@ -146,7 +146,7 @@ async def test_a_client_that_reads_none_of_our_answers_is_not_read_either(
     buffer, so the kernels hold little): past OUT_PAUSE bytes waiting for it, we stop reading it,
     and close it when nothing moved for WRITE_TIMEOUT (2 s here)."""
     monkeypatch.setattr(http2_module, "WRITE_TIMEOUT", 2.0)
-    monkeypatch.setattr(server_module, "Http2Connection", _Recording)
+    monkeypatch.setattr(respond_module, "Http2Connection", _Recording)
     relay = await start_relay(flood_limits=FloodLimits(control=(1e12, 1e12)))
     command = [sys.executable, "-m", "loadtests.h2attacks", "ping", "--port", str(relay.port)]
     with trio.fail_after(60):

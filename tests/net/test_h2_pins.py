@@ -11,7 +11,7 @@ import h2.events
 import pytest
 import trio
 
-import pipe_relay.net.server
+import pipe_relay.net.respond
 from pipe_relay.net.http2 import OUT_LIMIT, Http2Connection
 from tests.clients import RawClient, Relay, StartRelay, curl, parse_head, read_payload
 from tests.h2client import H2Client, H2Response
@@ -131,7 +131,7 @@ async def test_a_wide_open_h2_receiver_that_reads_nothing_costs_at_most_the_out_
     """An h2 receiver opens 2 GiB windows (stream and connection) and stops reading its socket while
     16 MiB come: the server holds at most OUT_LIMIT (+ frame headers) for it; then every byte arrives."""
     monkeypatch.setattr(_Watched, "made", [])
-    monkeypatch.setattr(pipe_relay.net.server, "Http2Connection", _Watched)
+    monkeypatch.setattr(pipe_relay.net.respond, "Http2Connection", _Watched)
     data = os.urandom(16 << 20)
     wide = 2**31 - 1
     with trio.fail_after(30):
