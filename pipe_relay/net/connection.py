@@ -301,16 +301,15 @@ class HttpConnection:
         await trio.lowlevel.wait_readable(self.sock)
 
     async def still_there(self) -> bool:
-        """Only a client whose bytes wait unread here can have its close hidden behind them, and
-        only if part of its body has not come yet; that one is asked (`answered`)."""
-        if self.peer_closed():
-            return False
+        """A client whose whole body is here counts as there (whatever it did since: its body can
+        be delivered). Else only one whose bytes wait unread here can have its close hidden behind
+        them; that one is asked (`answered`)."""
         waiting = unread(self.fd)
-        if waiting == 0:
-            return True
         if self._body_length is not None and waiting >= self._body_length - len(self.body_prefix):
             return True
-        return await answered(self.sock, self.peer_closed)
+        if self.peer_closed():
+            return False
+        return True if waiting == 0 else await answered(self.sock, self.peer_closed)
 
     def open_stream(
         self, request: Request, content_type: str, *, extra: Headers = (), answer_continue: bool = False

@@ -262,6 +262,8 @@ async def test_ui_receive_reports_a_cut_short_transfer(relay: Relay, raw_clients
     async def start_and_die() -> None:
         await sender.send(b"PUT /ui-cut HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
         await sender.send(b"x" * 30000)
+        # (mid-body: once bytes reached the page; gone before that, the page would wait on)
+        await relay.wait_for_bytes("/ui-cut", 1)
         await sender.aclose()
 
     def receive() -> tuple[str | None, str | None, bool, list[str]]:
