@@ -62,7 +62,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-# pipe-relay against the Node piping-server (installed on demand with npm); see README, Performance.
+# pipe-relay against the Node piping-server (installed on demand with npm); see docs/performance.md.
 bench: $(STAMP) system-deps
 	$(PY) loadtests/bench.py $(ARGS)
 

@@ -1,6 +1,6 @@
 # The benchmark report: the environment, then markdown tables of the large and small transfers.
 # Invariant: formats results (asks only tool versions); a missing figure shows as "–", never guessed.
-"""Tables as in the top-level README, section Performance."""
+"""Tables as in docs/performance.md (the newest one is copied into the README)."""
 
 from __future__ import annotations
 

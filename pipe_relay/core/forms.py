@@ -55,7 +55,7 @@ def _invalid(detail: str) -> PipeError:
 class FormExtractor:
     """Feed a multipart/form-data body; get events for the one part that is the content.
 
-    The rule (README, Multipart):
+    The rule (docs/protocol.md, Multipart):
     1. the first part with a non-empty `filename` is the content;
     2. a part without one is held, up to MAX_HELD_FIELD bytes, while a file part may still come:
        one that grows past that is the content (streamed from its first byte, the held bytes

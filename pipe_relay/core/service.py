@@ -70,7 +70,7 @@ curl -H 'Accept: text/event-stream' '{url}/mypath?progress'
 # sender
 openssl aes-256-cbc -pbkdf2 -iter 100000 -md sha256 -salt < myfile | curl -T - {url}/mypath
 # receiver
-curl {url}/mypath | openssl aes-256-cbc -d -pbkdf2 -iter 100000 -md sha256
+curl -s {url}/mypath | openssl aes-256-cbc -d -pbkdf2 -iter 100000 -md sha256
 # the web UI ({url}/) encrypts and decrypts in the browser in this same format
 
 ======= Paths =======

@@ -32,7 +32,7 @@ CHECK_TIMEOUT = 2.0
 
 def make_engine(config: Config) -> ByteEngine:
     """The byte engine for `config.engine`. `auto` is the buffer engine: measured side by side with
-    the C reference (README, Performance), it is faster than splice/tee at n=1 and at n=3 on this
+    the C reference (docs/performance.md), it is faster than splice/tee at n=1 and at n=3 on this
     kernel; `splice` trades speed for CPU (about half the buffer engine's at n=1), and falls back
     to the buffer engine for what it cannot carry (chunked or multipart bodies, no pipes, not Linux)."""
     buffer = BufferEngine(idle_timeout=config.idle_timeout)

@@ -81,7 +81,7 @@ def test_help_text_starts_with_the_version() -> None:
         "curl -H 'Accept: text/event-stream' 'https://pipe.example.com/mypath?progress'",
         # end-to-end encryption
         "openssl aes-256-cbc -pbkdf2 -iter 100000 -md sha256 -salt < myfile | curl -T - https://pipe.example.com/mypath",
-        "curl https://pipe.example.com/mypath | openssl aes-256-cbc -d -pbkdf2 -iter 100000 -md sha256",
+        "curl -s https://pipe.example.com/mypath | openssl aes-256-cbc -d -pbkdf2 -iter 100000 -md sha256",
     ],
 )
 def test_help_text_has_the_recipe(line: str) -> None:

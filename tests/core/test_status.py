@@ -1,4 +1,4 @@
-# Tests for the catalogue of status lines a sender reads: the exact texts the README promises.
+# Tests for the catalogue of status lines a sender reads: the exact texts docs/protocol.md promises.
 from __future__ import annotations
 
 import pytest

@@ -182,7 +182,7 @@ async def test_the_splice_engine_drops_a_receiver_stalled_past_the_idle_limit() 
 
 
 def test_auto_is_the_buffer_engine_and_splice_is_asked_for() -> None:
-    """`auto` is what measured fastest at n=1 and n=3 here (README, Performance): the buffer engine."""
+    """`auto` is what measured fastest at n=1 and n=3 here (docs/performance.md): the buffer engine."""
     assert type(make_engine(Config(engine="auto"))) is BufferEngine
     assert type(make_engine(Config(engine="buffer"))) is BufferEngine
     splice = make_engine(Config(engine="splice"))

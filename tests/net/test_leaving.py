@@ -12,7 +12,7 @@ import pipe_relay.net.hub
 from tests.clients import CurlResult, RawClient, Relay, StartRelay, curl, curl_into
 
 SEEN_WITHIN = 0.25
-"""The README promises 50 ms; this is that with room for a loaded 2-core CI (the tick is 30 s)."""
+"""docs/protocol.md promises 50 ms; this is that with room for a loaded 2-core CI (the tick is 30 s)."""
 
 
 @pytest.fixture
