@@ -167,7 +167,7 @@ async def test_multipart_without_boundary_is_an_invalid_upload(
     assert status == 502 and headers["x-pipe-error"] == "SENDER_FAILED"
 
 
-# Which part is the content (docs/protocol.md, Multipart): piping-server clients post one unnamed part --------
+# Which part is the content (docs/protocol.md, Multipart): piping-server clients post one unnamed part ----
 
 BOUNDARY = b"pipeRelayB0undary"
 
