@@ -147,9 +147,11 @@ async def test_ui_sends_several_files_as_one_tar(relay: Relay, tmp_path: Path) -
 async def test_ui_cancel_mid_transfer_never_looks_complete(
     relay: Relay, tmp_path: Path, payloads: dict[int, Payload]
 ) -> None:
-    # 64 MiB against a receiver taking 256 KiB/s: the loopback socket buffers and the relay's pipe
-    # hold some 20 MiB at most, so the upload cannot have finished when Cancel is clicked.
-    # (A cancel after the browser handed over every byte would rightly be a complete transfer.)
+    # 64 MiB against a receiver taking 2 MiB/s: the loopback socket buffers and the relay's pipe
+    # hold some 20 MiB at most, so the upload cannot have finished when Cancel is clicked (about 2 s
+    # in). (A cancel after the browser handed over every byte would rightly be a complete transfer.)
+    # What the sender handed over before its cancel still reaches the receiver, then the cut: at
+    # 256 KiB/s that took 40 s.
     upload = payloads[64 << 20]
     got: dict[str, CurlResult] = {}
 
@@ -172,7 +174,7 @@ async def test_ui_cancel_mid_transfer_never_looks_complete(
                 got,
                 "r",
                 "--limit-rate",
-                "256K",
+                "2M",
                 "-o",
                 str(tmp_path / "out"),
                 f"{relay.url}/ui-cancel",
