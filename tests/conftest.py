@@ -111,3 +111,11 @@ def tls_files(tmp_path: Path) -> TlsFiles:
     ca.cert_pem.write_to_path(str(files.ca_pem))
     files.issue(ca)
     return files
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `session_end` run last (the deploy receivers that wait 90 s do it while the rest
+    of the session runs)."""
+    last = [item for item in items if item.get_closest_marker("session_end")]
+    if last:
+        items[:] = [item for item in items if not item.get_closest_marker("session_end")] + last

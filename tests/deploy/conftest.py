@@ -1,9 +1,10 @@
-# One cluster per module: three hosts in namespaces, two HAProxies and an nginx in front, receivers that wait.
-# Invariant: the cluster outlives single tests only inside its module, and everything it made is gone after.
+# One cluster per session: three hosts in namespaces, two HAProxies and an nginx in front, waiting receivers.
+# Invariant: it lives from the first deploy test to the session's end; then everything it made is gone.
 from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -23,7 +24,8 @@ LONG_WAIT = 90.0
 
 @dataclass
 class Waiting:
-    """A receiver that entered through `proxy` when the cluster started and waits for `sender_via`."""
+    """A receiver that entered through `proxy` when the cluster started and waits for `sender_via`;
+    LONG_WAIT later a background thread sends to it (`send_late`), while other tests run."""
 
     key: str
     proxy: Proxy
@@ -32,6 +34,26 @@ class Waiting:
     process: subprocess.Popen[bytes]
     output: Path
     started: float
+    body: Path
+    sender: subprocess.CompletedProcess[bytes] | None = None
+    waited_for_it: bool = False
+    """The receiver was still waiting when its sender came."""
+    failure: BaseException | None = None
+    thread: threading.Thread | None = None
+
+    def send_late(self) -> None:
+        try:
+            time.sleep(max(0.0, self.started + LONG_WAIT - time.monotonic()))
+            self.waited_for_it = self.process.poll() is None
+            self.sender = subprocess.run(
+                ["curl", "-sS", "--max-time", "60", "-T", str(self.body), self.sender_via.url(self.key)],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=90,
+                check=False,
+            )
+        except BaseException as exc:  # (kept for the test to report: a thread must not raise)
+            self.failure = exc
 
 
 @dataclass
@@ -45,7 +67,7 @@ class Cluster:
     waiting: list[Waiting] = field(default_factory=list)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     workdir = tmp_path_factory.mktemp("deploy")
     with ExitStack() as stack:
@@ -80,9 +102,14 @@ def _start_waiting(cluster: Cluster, proxy: Proxy, sender_via: Proxy, stack: Exi
 
     host = trio.run(find_host)
     output = cluster.workdir / f"waited-{proxy.name}"
+    body = cluster.workdir / f"late-{proxy.name}"
+    body.write_bytes(os.urandom(500_000))
     process = curl_waiting(proxy.url(key), output)
     stack.callback(_stop, process)
-    return Waiting(key, proxy, sender_via, host, process, output, time.monotonic())
+    waiting = Waiting(key, proxy, sender_via, host, process, output, time.monotonic(), body)
+    waiting.thread = threading.Thread(target=waiting.send_late, name=f"late sender {proxy.name}", daemon=True)
+    waiting.thread.start()
+    return waiting
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
