@@ -159,8 +159,9 @@ async def test_progress_of_a_pipe_owned_by_the_other_worker(tmp_path: Path) -> N
                 assert last["state"] == "done" and last["bytes"] == len(PAYLOAD), events
 
 
-async def _until_receivers(server: Server, key: str, count: int) -> None:
-    """Follow `key`'s ?progress events (from its owner) until `count` receivers wait there."""
+async def _until_receivers(server: Server, key: str, count: int, *, at_most: bool = False) -> None:
+    """Follow `key`'s ?progress events (from its owner) until `count` receivers wait there (or, with
+    `at_most`, no more than `count`)."""
     watcher = await trio.lowlevel.open_process(
         ["curl", "-sS", "-N", "-H", "Accept: text/event-stream", server.url + key + "?progress"], stdout=-1
     )
@@ -172,7 +173,10 @@ async def _until_receivers(server: Server, key: str, count: int) -> None:
             assert chunk, events
             events += chunk
             for line in events.decode().splitlines():
-                if line.startswith("data: ") and json.loads(line[6:])["receivers"]["connected"] >= count:
+                if not line.startswith("data: "):
+                    continue
+                connected = json.loads(line[6:])["receivers"]["connected"]
+                if (connected <= count) if at_most else (connected >= count):
                     return
     finally:
         watcher.kill()
@@ -305,3 +309,31 @@ async def test_a_renewed_certificate_is_served_by_every_worker(tmp_path: Path, t
                 seen.add(int(worker["index"]))
             old = await curl("--cacert", str(tls_files.ca_pem), server.tls_url + "/api/v1/pipe/health")
     assert old.returncode == 60, old.stderr  # (the old CA no longer verifies what is served)
+
+
+async def test_a_receiver_that_leaves_through_a_carrying_worker_is_forgotten_at_once(
+    tmp_path: Path, tls_files: TlsFiles
+) -> None:
+    """A waiting receiver over HTTPS/1.1 or HTTP/2, its request carried to the other worker, is
+    Ctrl-C'd: the owner forgets it within a second, and the path serves the next receiver."""
+    tls = ("--cacert", str(tls_files.ca_pem))
+    with trio.fail_after(60):
+        async with workers_server(tmp_path, *tls_files.cli_flags()) as server:
+            for index, flag in enumerate(("--http1.1", "--http2")):
+                for owner in (0, 1):
+                    key = keys_owned_by(owner, 3, "left")[index]
+                    killed = await trio.lowlevel.open_process(
+                        ["env", "--default-signal=INT", "curl", "-sS", *tls, flag, server.tls_url + key],
+                        stdout=-1,
+                        stderr=-1,
+                    )
+                    await _until_receivers(server, key, 1)
+                    killed.send_signal(signal.SIGINT)
+                    await killed.wait()
+                    started = trio.current_time()
+                    await _until_receivers(server, key, 0, at_most=True)
+                    assert trio.current_time() - started < 1.0, (flag, owner)
+                    results: dict[str, tuple[CurlResult, CurlResult]] = {}
+                    await _transfer(server.tls_url, key, results, *tls, flag)
+                    _, received = results[key]
+                    assert hashlib.sha256(received.stdout).hexdigest() == DIGEST, (flag, owner)
