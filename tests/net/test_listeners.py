@@ -301,5 +301,10 @@ async def test_a_busy_address_among_several_is_one_line_and_nothing_stays_bound(
                     await nursery.start(serve, config)
     assert (busy.value.address, busy.value.errno) == (f"[::1]:{port}", errno.EADDRINUSE)
     with socket.socket() as again:
-        again.bind(("127.0.0.1", port))  # (no SO_REUSEADDR: a socket left listening would refuse it)
+        # SO_REUSEADDR, as the server binds: a socket left listening there refuses it, while a
+        # closed connection of another test in TIME_WAIT on that port (the ephemeral range is
+        # shared) does not (without it, the bind failed now and then in a full run)
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(("127.0.0.1", port))
+        again.listen()
     assert not unix_path.exists()
