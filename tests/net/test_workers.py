@@ -9,11 +9,12 @@ import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import trio
 import trustme
@@ -159,9 +160,9 @@ async def test_progress_of_a_pipe_owned_by_the_other_worker(tmp_path: Path) -> N
                 assert last["state"] == "done" and last["bytes"] == len(PAYLOAD), events
 
 
-async def _until_receivers(server: Server, key: str, count: int, *, at_most: bool = False) -> None:
-    """Follow `key`'s ?progress events (from its owner) until `count` receivers wait there (or, with
-    `at_most`, no more than `count`)."""
+async def _until_progress(server: Server, key: str, reached: Callable[[dict[str, Any]], bool]) -> None:
+    """Follow `key`'s ?progress events (from its owner, whichever worker answers) until one has
+    `reached` what is awaited."""
     watcher = await trio.lowlevel.open_process(
         ["curl", "-sS", "-N", "-H", "Accept: text/event-stream", server.url + key + "?progress"], stdout=-1
     )
@@ -173,14 +174,21 @@ async def _until_receivers(server: Server, key: str, count: int, *, at_most: boo
             assert chunk, events
             events += chunk
             for line in events.decode().splitlines():
-                if not line.startswith("data: "):
-                    continue
-                connected = json.loads(line[6:])["receivers"]["connected"]
-                if (connected <= count) if at_most else (connected >= count):
+                if line.startswith("data: ") and reached(json.loads(line[6:])):
                     return
     finally:
         watcher.kill()
         await watcher.wait()
+
+
+async def _until_receivers(server: Server, key: str, count: int, *, at_most: bool = False) -> None:
+    """Until `count` receivers wait on `key` (or, with `at_most`, no more than `count`)."""
+
+    def reached(event: dict[str, Any]) -> bool:
+        connected = int(event["receivers"]["connected"])
+        return connected <= count if at_most else connected >= count
+
+    await _until_progress(server, key, reached)
 
 
 async def test_one_client_gets_its_quota_once_not_once_per_worker(tmp_path: Path) -> None:
@@ -274,23 +282,8 @@ async def test_sigterm_drains_every_worker_and_the_supervisor_exits_when_they_ha
 
 
 async def _until_bytes(server: Server, key: str) -> None:
-    """Follow `key`'s ?progress events until its transfer has moved a byte."""
-    watcher = await trio.lowlevel.open_process(
-        ["curl", "-sS", "-N", "-H", "Accept: text/event-stream", server.url + key + "?progress"], stdout=-1
-    )
-    assert watcher.stdout is not None
-    events = b""
-    try:
-        while True:
-            chunk = await watcher.stdout.receive_some()
-            assert chunk, events
-            events += chunk
-            for line in events.decode().splitlines():
-                if line.startswith("data: ") and json.loads(line[6:])["bytes"] > 0:
-                    return
-    finally:
-        watcher.kill()
-        await watcher.wait()
+    """Until `key`'s transfer has moved a byte."""
+    await _until_progress(server, key, lambda event: int(event["bytes"]) > 0)
 
 
 async def test_a_renewed_certificate_is_served_by_every_worker(tmp_path: Path, tls_files: TlsFiles) -> None:
