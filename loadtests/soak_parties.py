@@ -213,9 +213,7 @@ async def curl_receiver(target: Target, out: Outcome) -> None:
             out.note = "" if out.clean else f"curl exit {code}: {bytes(stderr[-200:])!r}"
         out.bytes, out.correct = checker.pos, checker.correct
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await _reap(process)
 
 
 async def _status_stream(conn: Conn, text: bytearray, streaming: trio.Event, ended: list[bool]) -> None:
@@ -382,7 +380,18 @@ async def curl_sender(target: Target, out: Outcome) -> None:
             out.clean = code == 0 and stdout.endswith(COMPLETE)
             out.note = "" if out.clean else f"curl exit {code}: {bytes(stderr[-200:] or stdout[-120:])!r}"
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await _reap(process)
         path.unlink(missing_ok=True)
+
+
+async def _reap(process: trio.Process) -> None:
+    """Kill a curl that still runs and wait for it, even when the party is being cancelled (the
+    watchdog ends a stuck transfer): an unshielded wait was cancelled at once and left the process
+    running and its pipes open (a ResourceWarning, which fails the test run)."""
+    if process.returncode is None:
+        process.kill()
+    with trio.CancelScope(shield=True), trio.move_on_after(10):
+        await process.wait()
+        for stream in (process.stdin, process.stdout, process.stderr):
+            if stream is not None:
+                await stream.aclose()
