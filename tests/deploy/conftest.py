@@ -43,7 +43,8 @@ class Waiting:
 
     def send_late(self) -> None:
         try:
-            time.sleep(max(0.0, self.started + LONG_WAIT - time.monotonic()))
+            # (one second more: curl's own clock starts a little after `started`, taken at its spawn)
+            time.sleep(max(0.0, self.started + LONG_WAIT + 1.0 - time.monotonic()))
             self.waited_for_it = self.process.poll() is None
             self.sender = subprocess.run(
                 ["curl", "-sS", "--max-time", "60", "-T", str(self.body), self.sender_via.url(self.key)],
