@@ -331,7 +331,12 @@ class Prepend:
 
 def body_decoder(request: Request) -> LengthDecoder | ChunkedDecoder:
     """How the sender's body ends, as h11 validated it: chunked, Content-Length, or empty."""
-    if request.header("transfer-encoding") is not None:
+    return framed_by(request.header("transfer-encoding"), request.header("content-length"))
+
+
+def framed_by(transfer_encoding: str | None, content_length: str | None) -> LengthDecoder | ChunkedDecoder:
+    """How a body framed by these (h11-validated) headers ends: chunked, its length, or empty (a
+    request's, or a reply carried from another worker)."""
+    if transfer_encoding is not None:
         return ChunkedDecoder()
-    length = request.header("content-length")
-    return LengthDecoder(int(length)) if length is not None else EmptyDecoder()
+    return LengthDecoder(int(content_length)) if content_length is not None else EmptyDecoder()

@@ -16,15 +16,16 @@ import trio
 
 from ..config import Config
 from ..core.framing import ChunkedDecoder, EmptyDecoder, Framing, LengthDecoder
-from ..core.registry import RETRY_AFTER_SECONDS
 from ..core.routing import Request
-from ..errors import ErrorCode, TransferError, pipe_error
-from .body import SocketBody
+from ..errors import TransferError
+from .body import SocketBody, framed_by
 from .engine import BufferEngine, Sink, SocketWriter
 from .link import Body, CloseMode, Headers, Responder
-from .workers import Siblings
+from .workers import Siblings, owner_unavailable
 
-_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "expect", "proxy-connection"}
+_NOT_CARRIED = {"transfer-encoding", "expect"}
+"""Of the headers a request keeps (core/heads.py), those of its own hop: its framing is made anew
+here, and its `Expect: 100-continue` is answered here."""
 _RESPONSE_DROPPED = {"connection", "keep-alive", "transfer-encoding", "content-length"}
 HEAD_LIMIT = 64 * 1024
 
@@ -54,9 +55,7 @@ async def carry(
     origin = request.header("origin")
     upstream = await siblings.carry_to(owner, peer, tls)
     if upstream is None:
-        await front.send_error(
-            pipe_error(ErrorCode.WORKER_UNAVAILABLE, ("Retry-After", RETRY_AFTER_SECONDS)), origin
-        )
+        await front.send_error(owner_unavailable(), origin)
         return
     try:
         await _exchange(front, request, upstream, has_body=has_body, config=config)
@@ -70,7 +69,7 @@ async def _exchange(
     client = h11.Connection(h11.CLIENT, max_incomplete_event_size=HEAD_LIMIT)
     length = request.header("content-length")
     chunked = has_body and length is None
-    headers = [(name, value) for name, value in request.headers if name not in _HOP_BY_HOP]
+    headers = [(name, value) for name, value in request.headers if name not in _NOT_CARRIED]
     if not any(name == "host" for name, _ in headers):
         headers.insert(0, ("host", "localhost"))
     if chunked:
@@ -171,16 +170,15 @@ async def _response_head(
         if not isinstance(event, h11.Response):
             return None
         kept: list[tuple[str, str]] = []
-        decoder: LengthDecoder | ChunkedDecoder = EmptyDecoder()
+        framing: dict[str, str] = {}
         for raw_name, raw_value in event.headers.raw_items():
             name, value = raw_name.decode("latin-1"), raw_value.decode("latin-1")
             lower = name.lower()
-            if lower == "content-length":
-                decoder = LengthDecoder(int(value))
-            elif lower == "transfer-encoding":
-                decoder = ChunkedDecoder()
+            if lower in ("content-length", "transfer-encoding"):
+                framing[lower] = value
             if lower not in _RESPONSE_DROPPED:
                 kept.append((name, value))
+        decoder = framed_by(framing.get("transfer-encoding"), framing.get("content-length"))
         return event.status_code, tuple(kept), decoder
 
 

@@ -14,10 +14,9 @@ from ..core.clients import client_address
 from ..core.http2 import preface_seen
 from ..core.owners import pipe_key
 from ..core.quotas import Quota
-from ..core.registry import RETRY_AFTER_SECONDS
 from ..core.replies import Reply, preflight_reply
 from ..core.routing import Decision, Play, Preflight, Receive, Request, Send, ServePage, Watch, route
-from ..errors import ErrorCode, PipeError, pipe_error
+from ..errors import PipeError
 from .carry import carry
 from .connection import READ_SIZE, HttpConnection
 from .gate import Gate
@@ -26,7 +25,7 @@ from .hub import Hub
 from .link import LINGER_TIMEOUT, CloseMode, Responder, Role
 from .service import page_reply, progress_page_reply, video_page_reply
 from .tls import Certificates, TlsSocket, handshake
-from .workers import Siblings
+from .workers import Siblings, owner_unavailable
 
 log = logging.getLogger("pipe_relay")
 
@@ -235,8 +234,7 @@ async def _to_owner(
         if await siblings.hand_off(owner, front.sock, front.head_bytes + front.body_prefix, peer):
             front.handed_off = True
             return
-        unavailable = pipe_error(ErrorCode.WORKER_UNAVAILABLE, ("Retry-After", RETRY_AFTER_SECONDS))
-        await front.send_error(unavailable, request.header("origin"), last=True)
+        await front.send_error(owner_unavailable(), request.header("origin"), last=True)
         return
     sender = isinstance(decision, Send)
     front.serving(Role.SENDER if sender else Role.RECEIVER)

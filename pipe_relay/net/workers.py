@@ -23,7 +23,9 @@ import trio
 
 from ..core.owners import owner_of
 from ..core.quotas import Quota
+from ..core.registry import RETRY_AFTER_SECONDS
 from ..core.shared_counts import SharedCounts
+from ..errors import ErrorCode, PipeError, pipe_error
 
 ENV = "PIPE_RELAY_WORKER"
 HEADER = 64
@@ -288,6 +290,11 @@ async def _connect(kind: int, path: str) -> socket.socket | None:
                 sock.close()
                 await trio.sleep(0.05)
     return None
+
+
+def owner_unavailable() -> PipeError:
+    """The answer when the worker that owns a pipe cannot be reached (being restarted)."""
+    return pipe_error(ErrorCode.WORKER_UNAVAILABLE, ("Retry-After", RETRY_AFTER_SECONDS))
 
 
 async def read_to_end(fd: int) -> None:
