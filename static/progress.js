@@ -32,9 +32,13 @@
     return p.receivers.connected + " of " + p.receivers.expected;
   }
 
+  const perSecond = (r) => Fmt.size(Math.round(r)) + "/s";
+  const tenths = (s) => (s < 60 ? s.toFixed(1) + " s" : Fmt.seconds(s));
+  const average = (p) => "average " + perSecond(p.bytes / p.elapsed) + " over " + tenths(p.elapsed);
+
   function rate(p) {
-    if (p.state === "streaming") return Fmt.size(Math.round(p.rate)) + "/s";
-    if (p.state === "done" && p.elapsed > 0) return Fmt.size(Math.round(p.bytes / p.elapsed)) + "/s (average)";
+    if (p.state === "streaming") return perSecond(p.rate);
+    if (p.state === "done" && p.elapsed > 0) return average(p);
     return "-";
   }
 
@@ -60,7 +64,7 @@
     $("eta").textContent =
       p.total && p.rate > 0 && p.state === "streaming" ? Fmt.seconds((p.total - p.bytes) / p.rate) : "-";
     $("receivers").textContent = receivers(p);
-    $("elapsed").textContent = p.state === "idle" || p.state === "waiting" ? "-" : Fmt.seconds(p.elapsed);
+    $("elapsed").textContent = p.state === "idle" || p.state === "waiting" ? "-" : tenths(p.elapsed);
     if (p.state === "done" || p.state === "aborted") source.close();
   };
   source.onerror = () => {
