@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import hashlib
 import logging
 import math
 import os
@@ -16,13 +17,14 @@ from collections.abc import Sequence
 import trio
 
 from ._version import __version__
-from .cli_help import build_parser
+from .cli_help import ADMIN_TOKEN_ENV, Parser, build_parser
 from .config import HTTPS_PORT, Config
 from .net import serve
 from .net.hub import Hub
 from .net.listen import Listener, ListenError
 from .net.splice import splice_available
 from .net.supervisor import Workers, supervise
+from .net.telemetry import TALLY, JsonFormatter, use_id_key
 from .net.tls import CertificateError
 from .net.workers import ENV, Siblings, WorkerSpec, read_to_end
 
@@ -42,6 +44,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, int]:
     https_port = (HTTPS_PORT if args.https_port is None else args.https_port) if args.enable_https else None
     defaults = Config()
     fields = {name: getattr(args, dest) for dest, name in parser.fields.items()}
+    fields["admin_token"] = _admin_token(parser, args.admin_token_file)
     try:
         config = Config(
             hosts=tuple(args.host) if args.host else defaults.hosts,
@@ -57,6 +60,17 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, int]:
         parser.error("--engine splice needs Linux splice(2) and tee(2)")
     level: int = getattr(logging, args.log_level.upper())
     return config, level
+
+
+def _admin_token(parser: Parser, path: str | None) -> str:
+    """The admin token: the first line of --admin-token-file, else PIPE_RELAY_ADMIN_TOKEN, else ""."""
+    if path is None:
+        return os.environ.get(ADMIN_TOKEN_ENV, "").strip()
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.readline(4096).strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        parser.error(f"cannot read --admin-token-file {path}: {getattr(exc, 'strerror', None) or exc}")
 
 
 async def _run(config: Config, argv: Sequence[str] = ()) -> str | None:
@@ -83,6 +97,9 @@ async def _run(config: Config, argv: Sequence[str] = ()) -> str | None:
             except CertificateError as exc:
                 return f"pipe-relay: error: cannot load the TLS certificate: {exc.strerror}"
             for listener in listeners:
+                if listener.admin:
+                    print(f"admin listener (metrics, live transfers) on {listener.url}", flush=True)
+                    continue
                 url = listener.url
                 fell_back = "://0.0.0.0:" in url and "0.0.0.0" not in config.hosts
                 note = " (this host has no IPv6: IPv4 only)" if fell_back else ""
@@ -110,6 +127,9 @@ async def _run_worker(config: Config, spec: WorkerSpec) -> None:
     """One of the supervisor's workers: serve the listeners it was given until drained (its
     supervisor sends SIGTERM; a second one cuts what is left). It says nothing on stdout."""
     siblings = Siblings(spec)
+    TALLY.slots = siblings.tally_row()  # (the row its siblings read for a scrape; what it held is gone)
+    TALLY.clear_gauges()
+    use_id_key(hashlib.blake2b(b"pipe ids", key=bytes.fromhex(spec.shared_key)).digest())
     hub = Hub(config, shared=siblings.counts)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
@@ -154,7 +174,7 @@ def _listen_failure(exc: ListenError) -> str:
         return exc.strerror or str(exc)
     if exc.address.startswith("unix:"):
         return "address already in use; choose another path with --unix"
-    return f"address already in use; choose another port with {'--https-port' if exc.tls else '--http-port'}"
+    return f"address already in use; choose another port with {exc.flag}"
 
 
 def _openable(listeners: list[Listener]) -> list[str]:
@@ -162,7 +182,7 @@ def _openable(listeners: list[Listener]) -> list[str]:
     wildcard address (`::`, `0.0.0.0`), else the address itself; the port is the one bound."""
     urls: dict[str, str] = {}
     for listener in listeners:
-        if listener.socket.family == socket.AF_UNIX:
+        if listener.socket.family == socket.AF_UNIX or listener.admin:
             continue
         host, port = listener.socket.getsockname()[:2]
         if host in ("::", "0.0.0.0"):
@@ -217,6 +237,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     spec = WorkerSpec.from_env(spec_text) if spec_text else None
     where = f"worker {spec.index}: " if spec is not None else ""
     logging.basicConfig(level=level, format=f"%(asctime)s %(levelname)s {where}%(message)s")
+    if config.log_format == "json":
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     raise_fd_limit()
     try:
         if spec is not None:

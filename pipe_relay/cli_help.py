@@ -7,9 +7,11 @@ import os
 from typing import Any, NoReturn
 
 from ._version import __version__
-from .config import ENGINES, HTTPS_PORT, Config
+from .config import ENGINES, HTTPS_PORT, LOG_FORMATS, Config
 
 LOG_LEVELS = ("debug", "info", "warning")
+ADMIN_TOKEN_ENV = "PIPE_RELAY_ADMIN_TOKEN"
+"""The admin token, when no --admin-token-file is given (a flag's value would show in `ps`)."""
 LOG_LEVEL = "info"
 """The one default that is not the server's (a Config does not log)."""
 
@@ -22,6 +24,7 @@ SECTIONS = (
     "logging",
     "byte engine",
     "processes",
+    "admin listener",
 )
 """The --help sections of the server's flags, in order (--help and --version come first)."""
 
@@ -230,6 +233,13 @@ def build_parser(defaults: Config | None = None) -> Parser:
     )
 
     field(
+        "logging",
+        "--log-format",
+        "text lines, or json: one object a line (an access line's fields by name)",
+        choices=LOG_FORMATS,
+    )
+
+    field(
         "byte engine",
         "--engine",
         "buffer (portable), splice (Linux zero-copy), auto (what measured fastest: buffer)",
@@ -242,6 +252,22 @@ def build_parser(defaults: Config | None = None) -> Parser:
         "auto = one per core",
         type=_workers,
         metavar="N",
+    )
+    field(
+        "admin listener",
+        "--admin-port",
+        f"serve /metrics and the live-transfers API on this port (needs a token: --admin-token-file or "
+        f"the environment variable {ADMIN_TOKEN_ENV}); 0 picks a free one",
+        type=int,
+        metavar="PORT",
+    )
+    field("admin listener", "--admin-host", "address of the admin listener", metavar="ADDRESS")
+    _option(
+        groups["admin listener"],
+        "--admin-token-file",
+        "file whose first line is the bearer token every admin request must carry",
+        default=None,
+        metavar="FILE",
     )
     return parser
 

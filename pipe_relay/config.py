@@ -9,6 +9,9 @@ from .core.abuse import FloodLimits
 from .core.clients import parse_networks
 
 ENGINES = ("auto", "splice", "buffer")
+LOG_FORMATS = ("text", "json")
+ADMIN_TOKEN_MIN = 16
+"""Characters an admin token has at least (a guessable token is no lock)."""
 UNIX_PATH_MAX = 107
 """Longest Unix socket path in bytes (Linux's sun_path holds 108, with its terminating NUL)."""
 
@@ -65,6 +68,13 @@ class Config:
     """On SIGTERM/SIGINT: seconds active transfers get to finish before they are cut; 0 = at once."""
     log_paths: bool = False
     """Write pipe paths (secrets: whoever knows one can take the transfer) into the log."""
+    log_format: str = "text"
+    """`text` lines, or `json`: one object a line (an access line's fields by name)."""
+    admin_port: int | None = None
+    """The admin listener (metrics, live transfers) on this port (None: none), on `admin_host`."""
+    admin_host: str = "127.0.0.1"
+    admin_token: str = field(default="", repr=False)
+    """The bearer token every admin request must carry (read from a file or the environment)."""
     max_head_size: int = 64 * 1024
     engine: str = "auto"
     """Byte engine: `buffer` (portable), `splice` (Linux zero-copy where it can carry a body: less
@@ -79,7 +89,7 @@ class Config:
 
     def __post_init__(self) -> None:
         self._check_listeners()
-        for name in ("port", "https_port"):
+        for name in ("port", "https_port", "admin_port"):
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 65535:
                 raise ValueError(f"{name.replace('_', '-')} must be 0..65535, not {value}")
@@ -119,6 +129,19 @@ class Config:
                 raise ValueError(f"{name.replace('_', '-')} must be 0 (off) or positive")
         if self.header_timeout <= 0:
             raise ValueError("header-timeout must be positive")
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"log-format must be one of {', '.join(LOG_FORMATS)}")
+        if self.admin_port is not None and not self.admin_token:
+            raise ValueError(
+                "the admin listener needs a token: --admin-token-file FILE or PIPE_RELAY_ADMIN_TOKEN"
+            )
+        token = self.admin_token
+        if token and (
+            len(token) < ADMIN_TOKEN_MIN or not token.isascii() or not token.isprintable() or " " in token
+        ):
+            raise ValueError(
+                f"the admin token must be at least {ADMIN_TOKEN_MIN} printable ASCII characters, no spaces"
+            )
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {self.engine!r}")
         if self.buffer_size < 4096:

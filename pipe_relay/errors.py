@@ -38,6 +38,7 @@ class ErrorCode(enum.Enum):
     INVALID_UPLOAD = "INVALID_UPLOAD"
     SENDER_FAILED = "SENDER_FAILED"
     WORKER_UNAVAILABLE = "WORKER_UNAVAILABLE"
+    TERMINATED = "TERMINATED"
 
 
 # code -> (HTTP status, message template). Templates use str.format with named fields.
@@ -105,6 +106,7 @@ _CATALOGUE: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.INVALID_UPLOAD: (400, "Invalid upload: {detail}."),
     ErrorCode.SENDER_FAILED: (502, "The transfer failed before it started: {detail}."),
     ErrorCode.WORKER_UNAVAILABLE: (503, "The worker that serves this path is restarting. Try again later."),
+    ErrorCode.TERMINATED: (410, "Transfer terminated by the operator."),
 }
 
 

@@ -17,6 +17,7 @@ from pipe_relay.core.routing import Receive, Request, Send, route
 from pipe_relay.errors import PipeError, TransferError, TransferFailure
 from pipe_relay.net.engine import Segment, Sink
 from pipe_relay.net.link import CloseMode, Headers
+from pipe_relay.net.telemetry import Exchange
 
 
 class MemoryWriter:
@@ -134,6 +135,7 @@ class MemoryLink:
     body: MemoryBody = field(default_factory=MemoryBody)
     writer: MemoryWriter = field(default_factory=MemoryWriter)
     close_mode: CloseMode = CloseMode.NORMAL
+    exchange: Exchange = field(default_factory=Exchange)
     left: bool = False
     errors: list[PipeError] = field(default_factory=list)
     stream: MemoryStream | None = None

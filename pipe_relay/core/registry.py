@@ -87,12 +87,14 @@ class Expired(Generic[P]):
 
 @dataclass(frozen=True, slots=True)
 class Closed(Generic[P]):
-    """The server is shutting down: a pending pipe is gone, tell every party."""
+    """The server is shutting down (or the operator ended the pipe): a pending pipe is gone, tell
+    every party why (`code`)."""
 
     key: str
     n: int
     sender: P | None
     receivers: tuple[P, ...]
+    code: ErrorCode = ErrorCode.SHUTTING_DOWN
 
 
 class Registry(Generic[P]):
@@ -213,6 +215,17 @@ class Registry(Generic[P]):
         ]
         self._pending.clear()
         return closed
+
+    def close(self, key: str) -> Closed[P] | None:
+        """The operator ends the pending pipe on `key` (None: no pipe is pending there)."""
+        pipe = self._pending.pop(key, None)
+        if pipe is None:
+            return None
+        return Closed(key, pipe.n, pipe.sender, tuple(pipe.receivers), ErrorCode.TERMINATED)
+
+    def pipes(self) -> list[Pipe[P]]:
+        """Every pipe now: pending ones (oldest first), then active ones."""
+        return [*self._pending.values(), *self._active.values()]
 
     def _new_pipe(self, key: str, n: int, now: float) -> Pipe[P]:
         if len(self._pending) >= self.max_pending:

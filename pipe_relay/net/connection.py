@@ -31,6 +31,7 @@ from .body import SocketBody, body_decoder
 from .engine import Sink, SocketWriter, Writer
 from .link import WRITE_TIMEOUT, CloseMode, Headers, Role, linger
 from .liveness import answered, unread
+from .telemetry import TALLY, Exchange
 from .tls import TlsBody, TlsSocket, TlsWriter
 
 READ_SIZE = 64 * 1024
@@ -83,6 +84,8 @@ class HttpConnection:
         handed to another worker takes it along."""
         self.handed_off = False
         """Given to another worker: the socket is its now, and our close must not touch the connection."""
+        self.exchange = Exchange("tls" if self._secure else "http1", self._peer or "")
+        """The current request, for the access log (`respond` makes one per request)."""
 
     @property
     def peer(self) -> str:
@@ -145,7 +148,7 @@ class HttpConnection:
                 check_head(request, header_lines=len(event.headers), folded=folded)
                 if not self._requests.spend(1, trio.current_time()):
                     self.last_reply = True  # (its reply says `Connection: close`; then it closes)
-                    ended_for_abuse(self.peer, "closed", Budget.STREAMS.value)
+                    ended_for_abuse(self.peer, "closed", Budget.STREAMS)
                 return request
             return None  # ConnectionClosed, or PAUSED after a close
 
@@ -208,6 +211,7 @@ class HttpConnection:
         if reply.body and not self._head_request:
             data = (data or b"") + (self._h11.send(h11.Data(data=reply.body)) or b"")
         data = (data or b"") + (self._h11.send(h11.EndOfMessage()) or b"")
+        self.exchange.status = reply.status
         if not await self.send_raw(data):
             self.close_mode = CloseMode.ABORT
 
@@ -215,6 +219,8 @@ class HttpConnection:
         """Reject the current request. The connection closes afterwards if a body may follow, or
         if this is its `last` reply (a party's: said with `Connection: close`)."""
         reply = error_reply(error, origin=origin)
+        self.exchange.error = error.code.value
+        TALLY.error(error.code)
         if last and not self.last_reply:
             reply = Reply(reply.status, (*reply.headers, ("Connection", "close")), reply.body)
         await self.send_reply(reply)
@@ -228,6 +234,8 @@ class HttpConnection:
 
     async def send_raw_error(self, error: PipeError) -> None:
         """Reject a request h11 could not parse (h11 can no longer frame replies)."""
+        self.exchange.status, self.exchange.error = error.status, error.code.value
+        TALLY.error(error.code)
         await self.send_raw(refusal(error))
         self.close_mode = CloseMode.LINGER
 
@@ -317,6 +325,7 @@ class HttpConnection:
         reply = StreamedReply(request.http_version)
         opening = interim_continue(request.header("expect"), request.http_version) if answer_continue else b""
         opening += reply.head(content_type, origin=request.header("origin"), extra=tuple(extra))
+        self.exchange.status = 200
         return Http1Stream(self, reply, opening)
 
     def open_body(self, request: Request, *, buffer_size: int, idle_timeout: float) -> SocketBody:
@@ -348,6 +357,7 @@ class HttpConnection:
         """Length, chunked or close-delimited, as `receiver_framing` decides for the receiver's version."""
         framing = receiver_framing(content_length, request.http_version)
         head = render_head(framing.http_version, status, headers(framing.headers))
+        self.exchange.status = status
         sock = self.sock
         writer: Writer = TlsWriter(sock) if isinstance(sock, TlsSocket) else SocketWriter(self.fd)
         return Sink(writer, framing.framing, head)

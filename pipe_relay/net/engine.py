@@ -261,6 +261,8 @@ async def _write_rest(sink: Sink, pieces: list[Segment], dropped: list[Sink], id
 class BufferEngine:
     """The portable engine: one reusable buffer per transfer, `writev` to every receiver."""
 
+    name = "buffer"
+
     def __init__(self, *, idle_timeout: float) -> None:
         self.idle_timeout = idle_timeout
 

@@ -14,6 +14,7 @@ from ..core.quotas import Quota, Quotas
 from ..core.registry import RETRY_AFTER_SECONDS
 from ..core.replies import refusal
 from ..errors import ErrorCode, PipeError, pipe_error
+from .telemetry import TALLY
 
 _REFUSAL = refusal(pipe_error(ErrorCode.TOO_MANY_CONNECTIONS, ("Retry-After", RETRY_AFTER_SECONDS)))
 
@@ -47,7 +48,7 @@ class Gate:
         and close it (what came with it is read first, so the close does not reset the reply). A
         TLS client is closed without a word: a plaintext reply means nothing to it, and a handshake
         is the very cost the limit saves."""
-        refusal_bytes = _REFUSAL
+        refusal_bytes, code = _REFUSAL, ErrorCode.TOO_MANY_CONNECTIONS
         if self.open < self.limit:
             if self._proxy(peer):
                 self.open += 1
@@ -57,7 +58,8 @@ class Gate:
                 self.open += 1
                 return True
             except PipeError as exc:
-                refusal_bytes = refusal(exc)
+                refusal_bytes, code = refusal(exc), exc.code
+        TALLY.error(code)
         try:
             sock.setblocking(False)
             with contextlib.suppress(BlockingIOError):

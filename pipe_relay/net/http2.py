@@ -47,6 +47,7 @@ from .abuse_log import ended_for_abuse
 from .http2_out import Outbound
 from .http2_stream import OUT_LIMIT, Http2Stream
 from .link import WRITE_TIMEOUT, CloseMode, linger
+from .telemetry import Exchange
 from .tls import TlsSocket
 
 log = logging.getLogger("pipe_relay")
@@ -126,6 +127,7 @@ class Http2Connection:
         self._goaway_at: int | None = None  # the last stream id of our drain's GOAWAY
         self._turn = 0  # bytes handed to h2 since the reader last let other tasks run
         self._received = received  # (read before this connection was made: its preface at least)
+        self.protocol = "h2" if isinstance(sock, TlsSocket) else "h2c"
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "draining" if self._goaway_at is not None else "open"
@@ -260,7 +262,7 @@ class Http2Connection:
         if self.ended_for is not None or self.closed:
             return
         self.ended_for = reason
-        ended_for_abuse(self.peer, "GOAWAY ENHANCE_YOUR_CALM", reason.value)
+        ended_for_abuse(self.peer, "GOAWAY ENHANCE_YOUR_CALM", reason)
         self.h2.close_connection(  # (its debug data names the budget: for the client's developer)
             error_code=h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, additional_data=reason.name.lower().encode()
         )
@@ -304,7 +306,7 @@ class Http2Connection:
             self._spend(Budget.RESETS, 1, now)
             self._refuse(stream_id)
             return
-        stream = Http2Stream(self, stream_id)
+        stream = Http2Stream(self, stream_id, Exchange(self.protocol, self.peer))
         self.streams[stream_id] = stream
         if self._read_scope is not None:
             self._read_scope.deadline = float("inf")

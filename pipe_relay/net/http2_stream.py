@@ -24,6 +24,7 @@ from ..core.routing import Request
 from ..errors import PipeError, TransferError, TransferFailure
 from .engine import Segment, Sink, wait_ready
 from .link import WRITE_TIMEOUT, CloseMode, Headers, Role
+from .telemetry import TALLY, Exchange, log_exchange
 
 log = logging.getLogger("pipe_relay")
 
@@ -197,8 +198,10 @@ class Http2Stream:
 
     hangup_fd = None
 
-    def __init__(self, connection: Carrier, stream_id: int) -> None:
+    def __init__(self, connection: Carrier, stream_id: int, exchange: Exchange | None = None) -> None:
         self.connection = connection
+        self.exchange = exchange or Exchange("h2")
+        """This stream's request, for the access log."""
         self.stream_id = stream_id
         self.body = Http2Body(self)
         self.close_mode = CloseMode.NORMAL
@@ -251,12 +254,15 @@ class Http2Stream:
         """(An HTTP/2 client sends its body without waiting for a 100.)"""
 
     async def send_error(self, error: PipeError, origin: str | None, *, last: bool = False) -> None:
+        self.exchange.error = error.code.value
+        TALLY.error(error.code)
         await self.send_reply(error_reply(error, origin=origin))
 
     async def send_reply(self, reply: Reply) -> None:
         """The whole reply, or a reset: a reply that cannot be finished in time never ends short."""
         self.body.discard()
         self.pending_head = (reply.status, reply.headers)
+        self.exchange.status = reply.status
         body = b"" if self._head_request else reply.body
         sent = False
         with trio.move_on_after(WRITE_TIMEOUT):
@@ -267,6 +273,7 @@ class Http2Stream:
     def open_stream(
         self, request: Request, content_type: str, *, extra: Headers = (), answer_continue: bool = False
     ) -> Http2StatusStream:
+        self.exchange.status = 200
         return Http2StatusStream(self, streamed_headers(content_type, request.header("origin"), tuple(extra)))
 
     def open_body(self, request: Request, *, buffer_size: int, idle_timeout: float) -> Http2Body:
@@ -284,6 +291,7 @@ class Http2Stream:
     ) -> Sink:
         framing = () if content_length is None else (("Content-Length", str(content_length)),)
         self.pending_head = (status, headers(framing))
+        self.exchange.status = status
         return Sink(Http2Writer(self), Framing.CLOSE, b"")
 
     # sending --------------------------------------------------------------------------------
@@ -375,6 +383,7 @@ class Http2Stream:
             await self.send_error(error, None)
         finally:
             self.finish()
+            log_exchange(self.exchange)
 
     def finish(self) -> None:
         """The stream's task is done: end it as its close mode says (a cut response: RST_STREAM)."""

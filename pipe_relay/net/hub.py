@@ -23,6 +23,7 @@ from .party import ABORTED, POLL_INTERVAL, Ending, Naps, Party, Receiver, Sender
 from .progress import Boards, watch
 from .relay import run_transfer
 from .splice import SpliceEngine, splice_available
+from .telemetry import TALLY
 
 REQUEUE_LIMIT = 8
 """How many senders found gone before their start a receiver waits past (then it gets the error)."""
@@ -74,6 +75,7 @@ class Hub:
         self.watchers = 0
         """`?progress` watchers now, against `--max-watchers`."""
         self._active_clients: dict[str, tuple[str, ...]] = {}  # key -> the clients of its transfer
+        self._stops: dict[str, trio.CancelScope] = {}  # key -> the scope that ends its transfer
         self.seek_budget = SeekBudget()
         """Shared by every multipart transfer while it looks for its content part."""
         self.draining = False
@@ -152,6 +154,7 @@ class Hub:
         now = trio.current_time()
         for key in keys:
             self.boards.sync(key, self.registry.snapshot(key), now)
+        TALLY.pipes(self.registry.pending_count, self.registry.active_count)
         self._reaper_wake.set()
         if self._changed is not None:
             self._changed.set()
@@ -181,6 +184,22 @@ class Hub:
         for client in self._active_clients.pop(key, ()):
             self.quotas.give(Quota.ACTIVE, client)
 
+    def terminate(self, key: str) -> bool:
+        """The operator ends the pipe on `key`: a transfer's receivers are cut and its sender reads
+        `[ERROR] Transfer terminated by the operator.`; waiting parties get that, with 410. False:
+        no pipe there (or it is ending already)."""
+        stop = self._stops.get(key)
+        if stop is not None:
+            if stop.cancel_called:
+                return False
+            stop.cancel()
+            return True
+        closed = self.registry.close(key)
+        if closed is None:
+            return False
+        self._evict([closed])
+        return True
+
     # senders -----------------------------------------------------------------------------
 
     async def serve_sender(self, link: Link, request: Request, decision: Send, client: str = "") -> None:
@@ -202,16 +221,25 @@ class Hub:
                 await party.say(status.timed_out_waiting(decision.n), end=True)
                 return
             if isinstance(outcome, Closed):
-                await party.say(pipe_error(ErrorCode.SHUTTING_DOWN).message, end=True)
+                await party.say(pipe_error(outcome.code).message, end=True)
                 return
             assert isinstance(outcome, Established)
-            ended = await run_transfer(
-                outcome,
-                config=self.config,
-                engine=self.engine,
-                board=self.boards.get(outcome.key),
-                seek_budget=self.seek_budget,
-            )
+            stop = self._stops[outcome.key] = trio.CancelScope()
+            try:
+                with stop:
+                    ended = await run_transfer(
+                        outcome,
+                        config=self.config,
+                        engine=self.engine,
+                        board=self.boards.get(outcome.key),
+                        seek_budget=self.seek_budget,
+                        stop=stop,
+                    )
+            finally:
+                del self._stops[outcome.key]
+            if stop.cancelled_caught:  # the operator ended it: its receivers are cut, the sender told
+                link.close_mode = CloseMode.LINGER
+                await party.say(pipe_error(ErrorCode.TERMINATED).message, end=True)
         finally:
             self._sender_done(party, ended)
 
@@ -324,7 +352,7 @@ class Hub:
                 await link.send_error(pipe_error(ErrorCode.TTL_EXPIRED), origin, last=True)
                 return False
             if isinstance(party.outcome, Closed):
-                await link.send_error(pipe_error(ErrorCode.SHUTTING_DOWN), origin, last=True)
+                await link.send_error(pipe_error(party.outcome.code), origin, last=True)
                 return False
             # The sender's task streams into this response now; wait until it is done with it.
             if not party.released.is_set():  # (set already: no need to yield once more)

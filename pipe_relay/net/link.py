@@ -18,6 +18,7 @@ from ..core.replies import Reply
 from ..core.routing import Request
 from ..errors import PipeError
 from .engine import Sink, Source
+from .telemetry import Exchange
 
 Headers = Sequence[tuple[str, str]]
 WRITE_TIMEOUT = 30.0
@@ -107,6 +108,8 @@ class Link(Protocol):
 
     close_mode: CloseMode
     """How it ends when its task lets go (the last writer decides: the hub or the relay)."""
+    exchange: Exchange
+    """The request, as the access log tells it (its front end and the transfer fill it in)."""
 
     @property
     def hangup_fd(self) -> int | None:

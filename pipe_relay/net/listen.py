@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import math
 import os
@@ -22,6 +23,8 @@ class Listener:
 
     socket: trio.socket.SocketType
     tls: bool = False
+    admin: bool = False
+    """The admin listener's (metrics, live transfers), not a public one."""
 
     @property
     def url(self) -> str:
@@ -38,7 +41,8 @@ class ListenError(OSError):
     def __init__(self, address: str, cause: OSError) -> None:
         super().__init__(cause.errno, cause.strerror or str(cause))
         self.address = address
-        self.tls = False
+        self.flag = "--http-port"
+        """The flag that picks another port."""
 
 
 BACKLOG = 0xFFFF
@@ -67,7 +71,17 @@ async def listen_tcp(config: Config, port: int, *, tls: bool = False) -> list[so
     try:
         return await _listen_tcp(config, port)
     except ListenError as exc:
-        exc.tls = tls
+        exc.flag = "--https-port" if tls else exc.flag
+        raise
+
+
+async def listen_admin(config: Config) -> list[socket.socket]:
+    """The admin listener's sockets: `--admin-host` (an address or a name) on `--admin-port`."""
+    assert config.admin_port is not None
+    try:
+        return await _listen_tcp(dataclasses.replace(config, hosts=(config.admin_host,)), config.admin_port)
+    except ListenError as exc:
+        exc.flag = "--admin-port"
         raise
 
 

@@ -2,9 +2,7 @@
 # Invariant: a receiver sees a complete body only if the sender's body completed; else an error or a reset.
 from __future__ import annotations
 
-import hmac
 import logging
-import secrets
 from typing import TYPE_CHECKING
 
 import trio
@@ -21,6 +19,7 @@ from .body import FormBody, Prepend, SeekBudget
 from .engine import ByteEngine, Sink, Source
 from .link import CloseMode, Headers
 from .party import ABORTED, COMPLETED, REQUEUED, Ending, Receiver, ReceiverEnd, Sender
+from .telemetry import TALLY, pipe_tag
 
 if TYPE_CHECKING:
     from .party import Party
@@ -32,14 +31,19 @@ DRAIN_TIMEOUT = 30.0
 
 
 class _Events:
-    def __init__(self, sender: Sender, board: Board | None) -> None:
+    """A transfer's steps as they happen: progress for its watchers, the tally, its sender's lines."""
+
+    def __init__(self, sender: Sender, board: Board | None, receivers: int) -> None:
         self.sender = sender
         self.board = board
         self.moved = 0
+        self.alive = receivers
+        self.dropped: dict[int, int] = {}  # id(sink) -> bytes it had when its receiver left
         self.started = trio.current_time()
 
     def progress(self, moved: int) -> None:
         self.moved += moved
+        TALLY.moved(moved, moved * self.alive)
         if self.board is not None:
             self.board.add_bytes(moved)
 
@@ -50,17 +54,19 @@ class _Events:
             log.log(level, "transfer %s n=%d %s: %d bytes in %.3f s", shown, n, outcome, self.moved, seconds)
 
     async def receiver_dropped(self, sink: Sink, alive: int) -> None:
+        self.alive = alive
+        self.dropped[id(sink)] = self.moved
         if alive:
             await self.sender.say(status.receiver_dropped(alive))
 
-
-_TAG_KEY = secrets.token_bytes(16)
-
-
-def pipe_tag(key: str) -> str:
-    """A pipe's stand-in in logs: the same for one path within this process (so a failure can be
-    followed), and no way back to the secret path (a keyed hash, its key never leaves memory)."""
-    return "pipe#" + hmac.new(_TAG_KEY, key.encode("utf-8", "surrogateescape"), "sha256").hexdigest()[:12]
+    def ended(self, reason: str | None, receivers: tuple[Receiver, ...], sinks: list[Sink]) -> None:
+        """Tally the transfer's end, and what each party's request moved (for the access log)."""
+        TALLY.ended(reason, trio.current_time() - self.started, self.moved)
+        self.sender.link.exchange.bytes_in = self.moved
+        for index, receiver in enumerate(receivers):
+            sink = sinks[index] if index < len(sinks) else None
+            moved = 0 if sink is None else self.dropped.get(id(sink), self.moved)
+            receiver.link.exchange.bytes_out = moved
 
 
 def _sink_for(receiver: Receiver, info: BodyInfo) -> Sink:
@@ -87,15 +93,43 @@ async def run_transfer(
     engine: ByteEngine,
     board: Board | None,
     seek_budget: SeekBudget,
+    stop: trio.CancelScope | None = None,
 ) -> TransferState:
     """Stream the sender's body to every receiver, in the sender's connection task; how it ended
-    (`done` or `aborted`), for the hub to record."""
+    (`done` or `aborted`), for the hub to record. `stop`: the scope the operator cancels to end it
+    (then the hub tells the sender; here it is only tallied)."""
     sender = established.sender
     receivers = tuple(r for r in established.receivers if isinstance(r, Receiver))
     assert isinstance(sender, Sender) and len(receivers) == established.n
+    TALLY.started(established.n)
+    events = _Events(sender, board, established.n)
+    sinks: list[Sink] = []
+    reason: str | None = "internal"
+    try:
+        ended, reason = await _run(established, sender, receivers, sinks, events, config, engine, seek_budget)
+        return ended
+    except trio.Cancelled:
+        reason = "operator" if stop is not None and stop.cancel_called else "shutdown"
+        raise
+    finally:
+        events.ended(reason, receivers, sinks)
+
+
+async def _run(
+    established: Established[Party],
+    sender: Sender,
+    receivers: tuple[Receiver, ...],
+    sinks: list[Sink],
+    events: _Events,
+    config: Config,
+    engine: ByteEngine,
+    seek_budget: SeekBudget,
+) -> tuple[TransferState, str | None]:
+    """The transfer, and why it did not complete (None: it did)."""
     request = sender.request
     raw = sender.link.open_body(request, buffer_size=config.buffer_size, idle_timeout=config.idle_timeout)
     lines = (sender.count_line(), status.streaming(established.n))
+    log_paths = config.log_paths
     if raw.complete_in_prefix:
         sender.defer(*lines)  # the body is all here: these go out with the final lines, in one write
     elif not (await sender.say(*lines) and await sender.link.still_there()):
@@ -105,17 +139,9 @@ async def run_transfer(
         for receiver in receivers:
             receiver.release(REQUEUED)
         sender.link.close_mode = CloseMode.ABORT
-        _Events(sender, board).log(
-            logging.INFO,
-            established.key,
-            established.n,
-            "sender gone before the start",
-            show_path=config.log_paths,
-        )
-        return TransferState.ABORTED
-    sinks: list[Sink] = []
-    events = _Events(sender, board)
-    log_paths = config.log_paths
+        gone = "sender gone before the start"
+        events.log(logging.INFO, established.key, established.n, gone, show_path=log_paths)
+        return TransferState.ABORTED, "sender_gone_before_start"
     content_type = request.header("content-type")
     multipart = is_multipart_form(content_type)
     try:
@@ -131,14 +157,14 @@ async def run_transfer(
             part = (start.content_type, start.disposition)
             source = Prepend(pieces, form)
         info = body_info(request.headers, multipart_part=part)
-        if board is not None:
-            board.total = info.content_length
-        sinks = [_sink_for(r, info) for r in receivers]
+        if events.board is not None:
+            events.board.total = info.content_length
+        sinks.extend(_sink_for(r, info) for r in receivers)
         await engine.relay(source, sinks, events)
     except TransferError as exc:
         events.log(logging.INFO, established.key, established.n, f"failed ({exc})", show_path=log_paths)
         await _fail(sender, receivers, sinks, exc)
-        return TransferState.ABORTED
+        return TransferState.ABORTED, exc.failure.name.lower()
     finally:
         raw.release()
     events.log(logging.DEBUG, established.key, established.n, "complete", show_path=log_paths)
@@ -148,7 +174,7 @@ async def run_transfer(
         await raw.drain(limit=DRAIN_LIMIT, seconds=DRAIN_TIMEOUT)
     sender.link.close_mode = CloseMode.NORMAL if raw.done else CloseMode.LINGER
     await sender.say(status.UPLOAD_COMPLETE, status.TRANSFER_COMPLETE, end=True)
-    return TransferState.DONE
+    return TransferState.DONE, None
 
 
 async def _fail(

@@ -24,6 +24,7 @@ from .http2 import Http2Connection, Http2Stream
 from .hub import Hub
 from .link import LINGER_TIMEOUT, CloseMode, Responder, Role
 from .service import page_reply, progress_page_reply, video_page_reply
+from .telemetry import TALLY, Exchange, log_exchange, pipe_id
 from .tls import Certificates, TlsSocket, handshake
 from .workers import Siblings, owner_unavailable
 
@@ -64,21 +65,35 @@ async def handle_connection(
             conn_sock.close()
             gate.leave(peer)
     if http2:
-        connection = Http2Connection(
-            conn_sock,
-            hub.config,
-            peer,
-            partial(_answer, hub, peer, siblings),
-            head_deadline=deadline,
-            received=first,
-        )
-        del first  # (see below)
-        await _serve_http2(connection, gate)
-        return
-    conn = HttpConnection(conn_sock, hub.config, peer, head_deadline=deadline, received=first)
-    # `first` is the connection's now, which lets go of it once parsed; this frame lives as long as the
-    # connection: kept here, a waiting client's whole first read would stay held (1,000 heads: 58 MiB).
-    del first
+        protocol = "h2" if tls is not None else "h2c"
+    else:
+        protocol = "tls" if tls is not None else "unix" if peer.startswith("unix:") else "http1"
+    TALLY.connection(protocol, 1)
+    try:
+        if http2:
+            connection = Http2Connection(
+                conn_sock,
+                hub.config,
+                peer,
+                partial(_answer, hub, peer, siblings),
+                head_deadline=deadline,
+                received=first,
+            )
+            del first  # (see below)
+            await _serve_http2(connection, gate)
+            return
+        conn = HttpConnection(conn_sock, hub.config, peer, head_deadline=deadline, received=first)
+        conn.exchange.protocol = protocol
+        # `first` is the connection's now, which lets go of it once parsed; this frame lives as long
+        # as the connection: kept here, a waiting client's whole first read would stay held (1,000
+        # heads: 58 MiB).
+        del first
+        await _serve_http1(conn, hub, gate, siblings)
+    finally:
+        TALLY.connection(protocol, -1)
+
+
+async def _serve_http1(conn: HttpConnection, hub: Hub, gate: Gate, siblings: Siblings | None) -> None:
     gate.enter(conn)
     try:
         await serve_requests(conn, hub, gate, siblings)
@@ -93,7 +108,7 @@ async def handle_connection(
         conn.close_mode = CloseMode.ABORT
     finally:
         await conn.close()
-        gate.exit(conn, peer)
+        gate.exit(conn, conn.peer)
 
 
 async def _first_bytes(sock: socket.socket, deadline: float) -> bytes:
@@ -161,7 +176,9 @@ async def serve_requests(
         try:
             request = await conn.read_request()
         except PipeError as exc:
+            conn.exchange = Exchange(conn.exchange.protocol, conn.peer)
             await conn.send_raw_error(exc)
+            log_exchange(conn.exchange)
             return
         if request is None:
             return
@@ -177,32 +194,53 @@ async def respond(
 ) -> bool:
     """Answer one request on any front end (an HTTP/1.1 connection, an HTTP/2 stream). True if a
     pipe party or a watcher took it (or the worker that owns its pipe did): then nothing more is
-    read on an HTTP/1.1 connection."""
+    read on an HTTP/1.1 connection. Then its line goes to the access log."""
+    client = client_address(peer, request.joined("x-forwarded-for"), hub.trusted)
+    exchange = front.exchange = Exchange(
+        front.exchange.protocol,
+        client,
+        request.method,
+        agent=request.header("user-agent") or "",
+        worker=None if siblings is None else siblings.index,
+    )
+    TALLY.request()
+    try:
+        return await _respond(front, request, hub, client, peer, siblings)
+    finally:
+        log_exchange(exchange)
+
+
+async def _respond(
+    front: Responder, request: Request, hub: Hub, client: str, peer: str, siblings: Siblings | None
+) -> bool:
     config = hub.config
     origin = request.header("origin")
-    client = client_address(peer, request.joined("x-forwarded-for"), hub.trusted)
+    exchange = front.exchange
     decision: Decision | PipeError
     try:
         decision = route(request, max_path_length=config.max_path_length, max_receivers=config.max_receivers)
     except PipeError as exc:
         decision = exc
     key = pipe_key(decision)
+    if key is not None:
+        exchange.pipe = key if config.log_paths else pipe_id(key)
     if siblings is not None and key is not None and not siblings.owns(key):
+        exchange.logged = True  # (the owner tells it: the bytes and the end are known there)
         await _to_owner(front, request, decision, hub, peer, siblings, siblings.owner(key))
         return True
     if isinstance(decision, Send):
-        front.serving(Role.SENDER)
+        _serving(front, Role.SENDER)
         await hub.serve_sender(front, request, decision, client)
         return True
     if isinstance(decision, Receive):
-        front.serving(Role.RECEIVER)
+        _serving(front, Role.RECEIVER)
         await hub.serve_receiver(front, request, decision, client)
         return True
     if isinstance(decision, Watch) and not decision.html:
-        front.serving(Role.WATCHER)
+        _serving(front, Role.WATCHER)
         await hub.serve_watcher(front, request, decision.key, client)
         return True
-    front.serving(Role.PAGE)
+    _serving(front, Role.PAGE)
     try:
         hub.quotas.take(Quota.PAGES, client)  # (a reply held by a client that does not read counts)
     except PipeError as exc:
@@ -216,6 +254,11 @@ async def respond(
     finally:
         hub.quotas.give(Quota.PAGES, client)
     return False
+
+
+def _serving(front: Responder, role: Role) -> None:
+    front.serving(role)
+    front.exchange.role = role.value
 
 
 async def _to_owner(

@@ -11,12 +11,13 @@ from typing import Any
 import trio
 
 from ..config import Config
+from .admin import serve_admin
 from .connection import HttpConnection
 from .gate import Gate
 from .hub import Hub
 from .libc import tune_malloc
 from .link import CloseMode
-from .listen import Listener, defer_accept, listen_tcp, listen_unix, remove_unix
+from .listen import Listener, defer_accept, listen_admin, listen_tcp, listen_unix, remove_unix
 from .respond import handle_connection, serve_requests
 from .tls import Certificates
 from .workers import Siblings, read_preamble
@@ -41,10 +42,12 @@ async def serve(
     tune_malloc()
     certificates = Certificates(config.crt_path, config.key_path) if config.https_port is not None else None
     unix_file: tuple[int, int] | None = None
+    admin: list[socket.socket] = []
     if siblings is not None:  # a worker: the supervisor bound the listeners, we share them
         spec = siblings.spec
         plain = [socket.socket(fileno=fd) for fd in (*spec.plain, *spec.unix)]
         secure = [socket.socket(fileno=fd) for fd in spec.secure]
+        admin = [socket.socket(fileno=fd) for fd in spec.admin]
         sockets = plain + secure
     else:  # We bind (addresses, SO_REUSEADDR, backlog, dual-stack `::`) and accept from stdlib sockets.
         plain = await listen_tcp(config, config.port) if config.http else []
@@ -60,11 +63,16 @@ async def serve(
         for sock in sockets:
             sock.setblocking(False)
             defer_accept(sock, config.header_timeout)
+        if siblings is None and config.admin_port is not None:
+            admin = await listen_admin(config)
         listeners = [Listener(trio.socket.from_stdlib_socket(sock), tls=sock in secure) for sock in sockets]
+        listeners += [Listener(trio.socket.from_stdlib_socket(sock), admin=True) for sock in admin]
         hub = hub or Hub(config)
         gate = Gate(config.max_connections, hub.quotas, hub.trusted)
         async with trio.open_nursery() as nursery:
             await nursery.start(hub.run)
+            for sock in admin:  # (it ends by itself at the drain)
+                await nursery.start(serve_admin, config, hub, sock, siblings)
             async with trio.open_nursery() as accepting:  # (connections live in `nursery`)
                 for sock in sockets:
                     tls = certificates if sock in secure else None
@@ -77,7 +85,7 @@ async def serve(
             await _drain(config, gate, sockets)
             nursery.cancel_scope.cancel()  # what is left past the drain timeout is cut (reset)
     finally:
-        for sock in sockets:
+        for sock in (*sockets, *admin):
             sock.close()
         if unix_file is not None:
             remove_unix(config.unix_path, unix_file)

@@ -83,6 +83,8 @@ class SpliceEngine:
     (fd or pipe-page budget), the transfer uses the fallback engine instead.
     """
 
+    name = "splice"
+
     def __init__(
         self,
         *,

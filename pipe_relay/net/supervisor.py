@@ -17,8 +17,9 @@ from collections.abc import Sequence
 import trio
 
 from ..config import Config
-from .listen import Listener, defer_accept, listen_tcp, listen_unix, remove_unix
-from .workers import ENV, WorkerSpec, map_shared, read_to_end, set_alive, shared_size
+from ..core.tally import Tally
+from .listen import Listener, defer_accept, listen_admin, listen_tcp, listen_unix, remove_unix
+from .workers import ENV, WorkerSpec, map_shared, read_to_end, set_alive, shared_size, tally_row
 
 log = logging.getLogger("pipe_relay")
 READY_TIMEOUT = 30.0
@@ -60,7 +61,8 @@ class Workers:
             started = trio.current_time()
             env = {**os.environ, ENV: self._spec(index).to_env()}
             spec = self.spec
-            fds = (*spec.plain, *spec.secure, *spec.unix, spec.shared_fd, spec.ready_fd, spec.lifeline_fd)
+            fds = (*spec.plain, *spec.secure, *spec.unix, *spec.admin)
+            fds += (spec.shared_fd, spec.ready_fd, spec.lifeline_fd)
             process = await trio.lowlevel.open_process(
                 [sys.executable, "-m", "pipe_relay", *self.argv],
                 env=env,
@@ -74,6 +76,7 @@ class Workers:
                 code = await process.wait()
             finally:
                 self.processes.pop(index, None)
+                Tally(tally_row(self._memory, index, self.count)).clear_gauges()  # (what it held is gone)
                 self._count_alive()
                 if self.draining and not self.processes:
                     self.ended.set()
@@ -117,6 +120,7 @@ async def supervise(
     plain = await listen_tcp(config, config.port) if config.http else []
     secure: list[socket.socket] = []
     unix: list[socket.socket] = []
+    admin: list[socket.socket] = []
     unix_file: tuple[int, int] | None = None
     directory = tempfile.mkdtemp(prefix="pipe-relay-")  # (0700: only this user's processes connect)
     shared = os.memfd_create("pipe-relay-shared")
@@ -131,6 +135,9 @@ async def supervise(
         sockets = [*plain, *secure, *unix]
         for sock in sockets:
             defer_accept(sock, config.header_timeout)
+        if config.admin_port is not None:
+            admin = await listen_admin(config)
+        for sock in (*sockets, *admin):
             sock.set_inheritable(True)
         os.ftruncate(shared, shared_size(config.workers))
         os.set_inheritable(shared, True)
@@ -147,9 +154,11 @@ async def supervise(
             secrets.token_hex(32),
             ready_write,
             lifeline_read,
+            tuple(s.fileno() for s in admin),
         )
-        workers = Workers(config.workers, argv, spec, sockets)
+        workers = Workers(config.workers, argv, spec, [*sockets, *admin])
         listeners = [Listener(trio.socket.from_stdlib_socket(s), tls=s in secure) for s in sockets]
+        listeners += [Listener(trio.socket.from_stdlib_socket(s), admin=True) for s in admin]
         async with trio.open_nursery() as nursery:
             for index in range(config.workers):
                 nursery.start_soon(workers.keep, index)
@@ -159,7 +168,7 @@ async def supervise(
             await workers.ended.wait()
             nursery.cancel_scope.cancel()
     finally:
-        for sock in (*plain, *secure, *unix):
+        for sock in (*plain, *secure, *unix, *admin):
             sock.close()
         for fd in (shared, ready_read, ready_write, lifeline_read, lifeline_write):
             with contextlib.suppress(OSError):

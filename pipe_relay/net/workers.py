@@ -21,6 +21,7 @@ from pathlib import Path
 
 import trio
 
+from ..core import tally
 from ..core.owners import owner_of
 from ..core.quotas import Quota
 from ..core.registry import RETRY_AFTER_SECONDS
@@ -56,6 +57,8 @@ class WorkerSpec:
     """A pipe to the supervisor: one byte once this worker accepts connections."""
     lifeline_fd: int
     """A pipe from the supervisor, never written: its end means the supervisor is gone."""
+    admin: tuple[int, ...] = ()
+    """The admin listener's sockets (every worker serves it)."""
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -63,7 +66,7 @@ class WorkerSpec:
     @classmethod
     def from_env(cls, text: str) -> WorkerSpec:
         fields = json.loads(text)
-        for name in ("plain", "secure", "unix"):
+        for name in ("plain", "secure", "unix", "admin"):
             fields[name] = tuple(fields[name])
         return cls(**fields)
 
@@ -71,8 +74,19 @@ class WorkerSpec:
         return str(Path(self.directory) / f"{kind}-{index}.sock")
 
 
-def shared_size(workers: int) -> int:
+def _tally_offset(workers: int) -> int:
     return HEADER + SharedCounts.size(slots=SLOTS, kinds=len(Quota), workers=workers)
+
+
+def shared_size(workers: int) -> int:
+    """The header, the per-client table, then each worker's row of the tally (the metrics)."""
+    return _tally_offset(workers) + workers * tally.SLOTS * 8
+
+
+def tally_row(memory: mmap.mmap, index: int, workers: int) -> memoryview:
+    """Worker `index`'s row of the tally: int64 slots only it writes, any worker reads."""
+    start = _tally_offset(workers) + index * tally.SLOTS * 8
+    return memoryview(memory)[start : start + tally.SLOTS * 8].cast("q")
 
 
 def map_shared(fd: int, workers: int) -> mmap.mmap:
@@ -119,6 +133,13 @@ class Siblings:
     @property
     def alive(self) -> int:
         return get_alive(self._memory)
+
+    def tally_row(self, index: int | None = None) -> memoryview:
+        return tally_row(self._memory, self.index if index is None else index, self.count)
+
+    def tally_rows(self) -> list[memoryview]:
+        """Every worker's row (a dead worker's counters stay; its gauges were zeroed)."""
+        return [self.tally_row(index) for index in range(self.count)]
 
     def facts(self) -> dict[str, int]:
         """For the health document: which worker answers, of how many, and what moved between them."""

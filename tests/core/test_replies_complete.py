@@ -258,6 +258,7 @@ CATALOGUE: dict[ErrorCode, tuple[int, dict[str, object], str]] = {
         {},
         "[ERROR] The worker that serves this path is restarting. Try again later.",
     ),
+    ErrorCode.TERMINATED: (410, {}, "[ERROR] Transfer terminated by the operator."),
 }
 
 

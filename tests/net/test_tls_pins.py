@@ -144,5 +144,5 @@ async def test_a_tls_senders_bare_fin_mid_body_is_a_cut(
     assert "ConnectionResetError" in ending, f"the sender's connection ended {ending}, not with a reset"
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("transfer ")]
     assert len(lines) == 1, lines
-    gone = r"transfer pipe#\w{12} n=1 failed \(the sender disconnected before the end of its body(: .*)?\)"
+    gone = r"transfer pipe#\w{16} n=1 failed \(the sender disconnected before the end of its body(: .*)?\)"
     assert re.fullmatch(gone + r": 100000 bytes in [\d.]+ s", lines[0]), lines

@@ -1,0 +1,134 @@
+# What the operator sees of each request and transfer: the process's tally (metrics) and the access log.
+# Invariant: recording never waits, and costs a few slot additions per request or step, never per byte.
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+
+import trio
+
+from ..core.tally import Tally
+
+TALLY = Tally()
+"""This process's row of the tally (a worker's row is in the memory its siblings share)."""
+access = logging.getLogger("pipe_relay.access")
+_id_key = secrets.token_bytes(16)
+
+
+def use_id_key(key: bytes) -> None:
+    """Workers share the key of pipe ids, so a pipe has one id whichever worker names it."""
+    global _id_key
+    _id_key = key[:32]
+
+
+def pipe_id(key: str) -> str:
+    """A pipe's stand-in in the log and the admin API: the same for one path while the server runs,
+    and no way back to the secret path (a keyed hash whose key never leaves memory)."""
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8, key=_id_key)
+    return digest.hexdigest()
+
+
+def pipe_tag(key: str) -> str:
+    return "pipe#" + pipe_id(key)
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One request as the access log tells it; its front end and the transfer fill it in."""
+
+    protocol: str = "http1"
+    client: str = ""
+    method: str = "-"
+    role: str = "page"
+    pipe: str = ""
+    """The pipe's id (or its path, with `--log-paths`)."""
+    status: int = 0
+    error: str = ""
+    bytes_in: int = 0
+    bytes_out: int = 0
+    agent: str = ""
+    worker: int | None = None
+    logged: bool = False
+    """Told already (or not to be: a request moved to the worker that owns its pipe, which tells it)."""
+    began: float = field(default_factory=lambda: _now())
+    at: float = field(default_factory=time.time)
+
+    def fields(self) -> dict[str, object]:
+        return {
+            "time": _iso(self.at),
+            "client": self.client,
+            "method": self.method,
+            "role": self.role,
+            "pipe": self.pipe or None,
+            "status": self.status,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "duration": round(_now() - self.began, 6),
+            "error": self.error or None,
+            "user_agent": self.agent or None,
+            "protocol": self.protocol,
+            "worker": self.worker,
+        }
+
+
+def _now() -> float:
+    try:
+        return trio.current_time()
+    except RuntimeError:  # (made outside a run: an in-memory test's link)
+        return 0.0
+
+
+def _iso(at: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at * 1000) % 1000:03d}Z"
+
+
+def log_exchange(exchange: Exchange) -> None:
+    """The access log's line for a request that is over (at INFO: `--log-level warning` hushes it)."""
+    if exchange.logged:
+        return
+    exchange.logged = True
+    if access.isEnabledFor(logging.INFO):
+        fields = exchange.fields()
+        access.info("%s", _TextLine(fields), extra={"access": fields})
+
+
+class _TextLine:
+    """The text form, made only if a handler formats the record as text."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self, fields: dict[str, object]) -> None:
+        self.fields = fields
+
+    def __str__(self) -> str:
+        f = self.fields
+        parts = [
+            f"{f['client']} {f['method']} {f['role']}",
+            f"pipe={f['pipe'] or '-'} status={f['status']} in={f['bytes_in']} out={f['bytes_out']}",
+            f"{f['duration']:.3f}s error={f['error'] or '-'} {f['protocol']}",
+        ]
+        if f["worker"] is not None:
+            parts.append(f"worker={f['worker']}")
+        parts.append(json.dumps(f["user_agent"] or "-"))
+        return " ".join(parts)
+
+
+class JsonFormatter(logging.Formatter):
+    """`--log-format json`: every stderr line one JSON object (an access line: its fields)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "access", None)
+        if isinstance(fields, dict):
+            return json.dumps({"level": record.levelname.lower(), "log": "access", **fields})
+        line = {
+            "time": _iso(record.created),
+            "level": record.levelname.lower(),
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line)
