@@ -12,13 +12,14 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import generate_latest
 from prometheus_client.utils import floatToGoString
 
 from ..core import tally
 from ..core.tally import HistogramTotals, MutableSlots
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""The classic text format (every Prometheus reads it); our names need none of 1.0.0's escaping."""
 
 
 @dataclass(frozen=True, slots=True)
