@@ -236,6 +236,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     spec_text = os.environ.pop(ENV, None)
     spec = WorkerSpec.from_env(spec_text) if spec_text else None
     where = f"worker {spec.index}: " if spec is not None else ""
+    # (a line per request: no caller, thread or process lookups, which the lines do not show; the
+    # logging docs' "Optimization" section)
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging.basicConfig(level=level, format=f"%(asctime)s %(levelname)s {where}%(message)s")
     if config.log_format == "json":
         for handler in logging.getLogger().handlers:

@@ -54,6 +54,8 @@ class Exchange:
     worker: int | None = None
     logged: bool = False
     """Told already (or not to be: a request moved to the worker that owns its pipe, which tells it)."""
+    duration: float = 0.0
+    """Seconds from its head to its end (set when it is told)."""
     began: float = field(default_factory=lambda: _now())
     at: float = field(default_factory=time.time)
 
@@ -67,7 +69,7 @@ class Exchange:
             "status": self.status,
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
-            "duration": round(_now() - self.began, 6),
+            "duration": round(self.duration, 6),
             "error": self.error or None,
             "user_agent": self.agent or None,
             "protocol": self.protocol,
@@ -92,38 +94,35 @@ def log_exchange(exchange: Exchange) -> None:
         return
     exchange.logged = True
     if access.isEnabledFor(logging.INFO):
-        fields = exchange.fields()
-        access.info("%s", _TextLine(fields), extra={"access": fields})
+        exchange.duration = _now() - exchange.began
+        access.info("%s", _TextLine(exchange), extra={"access": exchange})
 
 
 class _TextLine:
     """The text form, made only if a handler formats the record as text."""
 
-    __slots__ = ("fields",)
+    __slots__ = ("exchange",)
 
-    def __init__(self, fields: dict[str, object]) -> None:
-        self.fields = fields
+    def __init__(self, exchange: Exchange) -> None:
+        self.exchange = exchange
 
     def __str__(self) -> str:
-        f = self.fields
-        parts = [
-            f"{f['client']} {f['method']} {f['role']}",
-            f"pipe={f['pipe'] or '-'} status={f['status']} in={f['bytes_in']} out={f['bytes_out']}",
-            f"{f['duration']:.3f}s error={f['error'] or '-'} {f['protocol']}",
-        ]
-        if f["worker"] is not None:
-            parts.append(f"worker={f['worker']}")
-        parts.append(json.dumps(f["user_agent"] or "-"))
-        return " ".join(parts)
+        e = self.exchange
+        worker = "" if e.worker is None else f" worker={e.worker}"
+        return (
+            f"{e.client} {e.method} {e.role} pipe={e.pipe or '-'} status={e.status} in={e.bytes_in} "
+            f"out={e.bytes_out} {e.duration:.3f}s error={e.error or '-'} {e.protocol}{worker} "
+            f"{json.dumps(e.agent or '-')}"
+        )
 
 
 class JsonFormatter(logging.Formatter):
     """`--log-format json`: every stderr line one JSON object (an access line: its fields)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        fields = getattr(record, "access", None)
-        if isinstance(fields, dict):
-            return json.dumps({"level": record.levelname.lower(), "log": "access", **fields})
+        exchange = getattr(record, "access", None)
+        if isinstance(exchange, Exchange):
+            return json.dumps({"level": record.levelname.lower(), "log": "access", **exchange.fields()})
         line = {
             "time": _iso(record.created),
             "level": record.levelname.lower(),
