@@ -47,13 +47,13 @@ async def carry(
     siblings: Siblings,
     owner: int,
     peer: str,
-    tls: bool,
+    protocol: str,
     has_body: bool,
     config: Config,
 ) -> None:
     """Answer `request` on `front` with the owner's answer to it."""
     origin = request.header("origin")
-    upstream = await siblings.carry_to(owner, peer, tls)
+    upstream = await siblings.carry_to(owner, peer, protocol)
     if upstream is None:
         await front.send_error(owner_unavailable(), origin)
         return

@@ -287,7 +287,7 @@ async def _to_owner(
         siblings=siblings,
         owner=owner,
         peer=peer,
-        tls=request.secure,
+        protocol=front.exchange.protocol,
         has_body=sender,
         config=hub.config,
     )

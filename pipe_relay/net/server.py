@@ -196,8 +196,12 @@ async def _serve_carried(sock: socket.socket, hub: Hub, gate: Gate) -> None:
         first = await read_preamble(sock, deadline)
         if first is None:
             return
-        peer, tls, received = first
-        conn = HttpConnection(sock, hub.config, peer, head_deadline=deadline, received=received, secure=tls)
+        peer, protocol, received = first
+        secure = protocol in ("tls", "h2")  # (a TLS client's request: HTTPS links, Secure cookies...)
+        conn = HttpConnection(
+            sock, hub.config, peer, head_deadline=deadline, received=received, secure=secure
+        )
+        conn.exchange.protocol = protocol  # (as its client speaks it, for the access log and the API)
         gate.enter(conn)
         try:
             await serve_requests(conn, hub, gate)

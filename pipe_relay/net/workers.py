@@ -4,7 +4,7 @@
 siblings connect): `handoff-I.sock` (SOCK_SEQPACKET) takes a plain connection's descriptor with the
 bytes already read from it, one message each (SCM_RIGHTS); `carry-I.sock` (SOCK_STREAM) takes one
 carried request per connection (a TLS or HTTP/2 client cannot change process), after a first line
-that names the real client: `PIPE-RELAY-CARRY <address> <0|1 TLS>`."""
+that names the real client and its protocol: `PIPE-RELAY-CARRY <address> <http1|tls|h2|h2c|unix>`."""
 
 from __future__ import annotations
 
@@ -199,12 +199,12 @@ class Siblings:
             trio.lowlevel.notify_closing(channel)
             channel.close()
 
-    async def carry_to(self, owner: int, peer: str, tls: bool) -> socket.socket | None:
+    async def carry_to(self, owner: int, peer: str, protocol: str) -> socket.socket | None:
         """A new connection to `owner`'s carry socket, its first line sent; None if unreachable."""
         sock = await _connect(socket.SOCK_STREAM, self.spec.socket_path("carry", owner))
         if sock is None:
             return None
-        line = f"PIPE-RELAY-CARRY {peer or '-'} {int(tls)}\r\n".encode("utf-8", "surrogateescape")
+        line = f"PIPE-RELAY-CARRY {peer or '-'} {protocol}\r\n".encode("utf-8", "surrogateescape")
         try:
             sock.send(line)  # (a fresh socket's buffer takes a short line whole)
         except OSError:
@@ -331,8 +331,8 @@ async def read_to_end(fd: int) -> None:
             continue
 
 
-async def read_preamble(sock: socket.socket, deadline: float) -> tuple[str, bool, bytes] | None:
-    """A carried connection's first line: (client address, TLS, bytes read past it)."""
+async def read_preamble(sock: socket.socket, deadline: float) -> tuple[str, str, bytes] | None:
+    """A carried connection's first line: (client address, its protocol, bytes read past it)."""
     data = b""
     with trio.move_on_at(deadline):
         while b"\r\n" not in data and len(data) < PREAMBLE_LIMIT:
@@ -346,6 +346,6 @@ async def read_preamble(sock: socket.socket, deadline: float) -> tuple[str, bool
             data += chunk
     line, sep, rest = data.partition(b"\r\n")
     parts = line.decode("utf-8", "surrogateescape").split(" ")
-    if not sep or len(parts) != 3 or parts[0] != "PIPE-RELAY-CARRY" or parts[2] not in ("0", "1"):
+    if not sep or len(parts) != 3 or parts[0] != "PIPE-RELAY-CARRY" or parts[2] not in tally.PROTOCOLS:
         return None
-    return ("" if parts[1] == "-" else parts[1]), parts[2] == "1", rest
+    return ("" if parts[1] == "-" else parts[1]), parts[2], rest
