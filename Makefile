@@ -37,7 +37,8 @@ $(MUTANTS_STAMP): $(STAMP) pyproject.toml
 # Debian packages the tests drive as real clients: curl, and Chromium for the page tests
 # (Playwright drives Debian's /usr/bin/chromium; no browser is downloaded); gcc builds the benchmark's
 # C reference relay (loadtests/cref.c), which a test keeps honest; HAProxy and nginx run deploy/'s
-# configs in front of pipe-relay hosts in tests/deploy and loadtests/proxy_bench.py.
+# configs in front of pipe-relay hosts in tests/deploy and loadtests/proxy_bench.py; Debian's prometheus
+# package (promtool and prometheus) checks and runs deploy/'s monitoring in tests/deploy/test_monitoring.py.
 system-deps:
 	@missing=""; \
 	command -v curl >/dev/null 2>&1 || missing="$$missing curl"; \
@@ -45,6 +46,7 @@ system-deps:
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	PATH="$$PATH:/usr/sbin"; command -v haproxy >/dev/null 2>&1 || missing="$$missing haproxy"; \
 	command -v nginx >/dev/null 2>&1 || missing="$$missing nginx"; \
+	{ command -v promtool && command -v prometheus; } >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing (apt-get)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
