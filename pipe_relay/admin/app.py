@@ -104,7 +104,7 @@ class AdminApp:
         if path.startswith(TRANSFERS + "/"):
             _allow(method, ("GET", "HEAD", "DELETE"))
             transfer_id = path[len(TRANSFERS) + 1 :]
-            if not ID_PATTERN.match(transfer_id):
+            if not ID_PATTERN.fullmatch(transfer_id):
                 raise AdminError(400, "BAD_REQUEST", "A transfer id is 16 lower-case hex digits.")
             if method == "DELETE":
                 found = await self._backend.terminate(transfer_id)

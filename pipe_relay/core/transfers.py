@@ -12,7 +12,8 @@ from urllib.parse import parse_qsl
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 STATES = ("pending", "active")
-ID_PATTERN = re.compile(r"^[0-9a-f]{16}$")
+ID_PATTERN = re.compile(r"[0-9a-f]{16}")
+"""A transfer id (`fullmatch` it: `$` would let a trailing newline through)."""
 
 
 class QueryError(ValueError):
@@ -50,7 +51,7 @@ class TransferView:
             "bytes": self.bytes,
             "total": self.total,
             "rate": round(self.rate, 1),
-            "started_at": _iso(self.started_at),
+            "started_at": iso_time(self.started_at),
             "protocol": self.protocol,
             "clients": list(self.clients),
             "worker": self.worker,
@@ -88,8 +89,11 @@ def _list(value: object) -> list[object]:
     return value
 
 
-def _iso(at: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at * 1000) % 1000:03d}Z"
+def iso_time(at: float) -> str:
+    """Unix time as ISO 8601 UTC, cut to the millisecond (`2026-12-07T12:00:00.123Z`); the microseconds
+    are rounded first, so a float a hair under a whole millisecond (2**31 + 0.003) is not cut below it."""
+    seconds, millis = divmod(round(at * 1_000_000) // 1000, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
 
 
 def _parse_iso(text: str) -> float:
@@ -129,7 +133,7 @@ def parse_query(query: str) -> ListQuery:
             raise QueryError(f"limit must be an integer from 1 to {MAX_LIMIT}")
         limit = int(text)
     cursor = fields.get("cursor")
-    if cursor is not None and not ID_PATTERN.match(cursor):
+    if cursor is not None and not ID_PATTERN.fullmatch(cursor):
         raise QueryError("cursor must be a transfer id (16 lower-case hex digits)")
     return ListQuery(state, limit, cursor)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import trio
 
 from ..core.tally import Tally
+from ..core.transfers import iso_time
 
 TALLY = Tally()
 """This process's row of the tally (a worker's row is in the memory its siblings share)."""
@@ -61,7 +62,7 @@ class Exchange:
 
     def fields(self) -> dict[str, object]:
         return {
-            "time": _iso(self.at),
+            "time": iso_time(self.at),
             "client": self.client,
             "method": self.method,
             "role": self.role,
@@ -82,10 +83,6 @@ def _now() -> float:
         return trio.current_time()
     except RuntimeError:  # (made outside a run: an in-memory test's link)
         return 0.0
-
-
-def _iso(at: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at * 1000) % 1000:03d}Z"
 
 
 def log_exchange(exchange: Exchange) -> None:
@@ -124,7 +121,7 @@ class JsonFormatter(logging.Formatter):
         if isinstance(exchange, Exchange):
             return json.dumps({"level": record.levelname.lower(), "log": "access", **exchange.fields()})
         line = {
-            "time": _iso(record.created),
+            "time": iso_time(record.created),
             "level": record.levelname.lower(),
             "message": record.getMessage(),
         }
