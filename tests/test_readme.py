@@ -9,8 +9,11 @@ import shlex
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import pytest
+
 from loadtests.readme_table import PERFORMANCE, README, generated, runs, slug, with_block
 from pipe_relay.__main__ import parse_args
+from pipe_relay.cli_help import ADMIN_TOKEN_ENV
 from tests.cli_process import ROOT
 
 PROTOCOL = ROOT / "docs" / "protocol.md"
@@ -32,6 +35,9 @@ _REPO_FILE = (".py", ".md", ".c", ".toml", ".html", ".js", ".css", ".cfg")
 _NOT_REPO = {"mutants", "build", "dist"}
 _NEEDS = ["--enable-https", "--crt-path", "cert.pem", "--key-path", "key.pem", "--unix", "relay.sock"]
 """Flags the others may need beside them (--https-port, --unix-mode): a valid base for every flag."""
+TOKEN = "a-token-as-a-reader-has-one-0123"
+"""The admin token a reader has made (`--admin-port` needs one): in the environment, and in the file a
+command names with `--admin-token-file` (the reader's own file: a real one stands in for it)."""
 
 
 def _blocks(text: str) -> list[tuple[str, str]]:
@@ -106,6 +112,17 @@ def _server_flags(words: list[str]) -> list[str] | None:
     return None
 
 
+def _with_a_token_file(flags: Sequence[str], token_file: Path) -> list[str]:
+    """`flags` with the file of each `--admin-token-file` (the reader's) replaced by `token_file`."""
+    given = list(flags)
+    for index, flag in enumerate(given):
+        if flag.startswith("--admin-token-file="):
+            given[index] = f"--admin-token-file={token_file}"
+        elif flag == "--admin-token-file" and index + 1 < len(given):
+            given[index + 1] = str(token_file)
+    return given
+
+
 def _parse_failure(flags: Sequence[str]) -> str | None:
     """None if the server's own parser takes `flags`, else what it said."""
     said = io.StringIO()
@@ -119,14 +136,18 @@ def _parse_failure(flags: Sequence[str]) -> str | None:
     return None
 
 
-def test_every_server_command_in_the_docs_parses() -> None:
+def test_every_server_command_in_the_docs_parses(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Each as its reader runs it: with an admin token made (TOKEN)."""
+    monkeypatch.setenv(ADMIN_TOKEN_ENV, TOKEN)
+    token_file = tmp_path / "admin-token"
+    token_file.write_text(TOKEN + "\n")
     found = {doc: list(server_commands(doc.read_text())) for doc in DOCS}
     assert len(found[README]) >= 4, f"too few server commands found in the README: {found[README]}"
     failures = [
         f"{doc.relative_to(ROOT)}: {line!r}: {why}"
         for doc, commands in found.items()
         for line, flags in commands
-        if (why := _parse_failure(flags))
+        if (why := _parse_failure(_with_a_token_file(flags, token_file)))
     ]
     assert not failures, "\n".join(failures)
 
@@ -136,6 +157,21 @@ def test_a_made_up_flag_is_caught() -> None:
     text = '```sh\nmake run ARGS="--http-port 9000 --max-reciever 16"\n```\n'
     (line, flags) = next(server_commands(text))
     assert _parse_failure(flags) is not None, line
+
+
+def test_an_admin_listener_without_a_usable_token_is_caught(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The check gives a token only as a reader has one: the listener with none, or with a short one,
+    is still refused, and the token file stood in for must exist."""
+    monkeypatch.delenv(ADMIN_TOKEN_ENV, raising=False)
+    assert _parse_failure(["--admin-port", "9180"]) is not None
+    monkeypatch.setenv(ADMIN_TOKEN_ENV, "short")
+    assert _parse_failure(["--admin-port", "9180"]) is not None
+    monkeypatch.setenv(ADMIN_TOKEN_ENV, TOKEN)
+    assert _parse_failure(["--admin-port", "9180"]) is None
+    flags = ["--admin-port", "9180", "--admin-token-file", "/etc/pipe-relay/admin-token"]
+    assert _parse_failure(_with_a_token_file(flags, tmp_path / "missing")) is not None
 
 
 def _tables(text: str) -> Iterator[list[list[str]]]:
