@@ -1,5 +1,4 @@
-# deploy/'s monitoring for real: promtool checks the shipped config and rules, a real Prometheus scrapes
-# a real server, and the Grafana dashboard queries only what a real scrape exposes.
+# deploy/'s monitoring for real: promtool on the shipped files, Prometheus on a real server, the dashboard.
 # Invariant: every process started here is killed and reaped; every wait is bounded by trio.fail_after.
 from __future__ import annotations
 
