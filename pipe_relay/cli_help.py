@@ -60,6 +60,8 @@ def shown(value: object) -> str:
     """A default as --help shows it: `300` for 300.0, `none` for an empty value, `off` for False."""
     if isinstance(value, bool):
         return "on" if value else "off"
+    if value is None:
+        return "none"
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, tuple):
@@ -221,7 +223,7 @@ def build_parser(defaults: Config | None = None) -> Parser:
     _option(
         groups["logging"],
         "--log-level",
-        "debug logs every transfer; info logs failures",
+        "info: a line per request (the access log) and failures; debug: more",
         default=LOG_LEVEL,
         choices=LOG_LEVELS,
     )

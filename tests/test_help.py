@@ -86,11 +86,16 @@ def test_the_defaults_shown_follow_the_config_they_are_built_from() -> None:
         unix_mode=0o600,
         trusted_proxies=("10.0.0.0/8",),
         engine="buffer",
+        log_format="json",
+        admin_port=9181,
+        admin_host="10.0.0.1",
+        admin_token="t" * 16,
     )
     other = dataclasses.replace(base, **changed)  # type: ignore[arg-type]
     before = {a.option_strings[0]: _default(a) for a in _flags(build_parser(base))}
     after = {a.option_strings[0]: _default(a) for a in _flags(build_parser(other))}
-    assert {flag for flag in before if before[flag] == after[flag]} == {"--log-level"}  # (not a Config's)
+    # (not a Config's: the level, and the token's file, whose token is never shown)
+    assert {flag for flag in before if before[flag] == after[flag]} == {"--log-level", "--admin-token-file"}
     assert (after["--max-pending"], after["--pending-ttl"], after["--unix-mode"]) == ("1001", "301", "0600")
 
 
