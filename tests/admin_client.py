@@ -9,10 +9,11 @@ import re
 import secrets
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import h11
 import trio
@@ -28,6 +29,22 @@ AUTH = ("Authorization", f"Bearer {TOKEN}")
 
 Metrics = dict[tuple[str, frozenset[tuple[str, str]]], float]
 """A scrape: each sample's value by its name and labels."""
+POLL_SECONDS = 5.0
+"""How long `poll` asks again for what the server will soon show (then the caller's asserts tell)."""
+T = TypeVar("T")
+
+
+async def poll(
+    fetch: Callable[[], Awaitable[T]], done: Callable[[T], bool], within: float = POLL_SECONDS
+) -> T:
+    """`fetch()` again (every 20 ms) until `done` holds of what it gave, or `within` seconds have
+    passed: its last value, which the caller asserts on (so a failure shows what was seen instead)."""
+    value = await fetch()
+    with trio.move_on_after(within):
+        while not done(value):
+            await trio.sleep(0.02)
+            value = await fetch()
+    return value
 
 
 @dataclass

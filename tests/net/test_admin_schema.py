@@ -22,7 +22,7 @@ from schemathesis.errors import FailureGroup
 from schemathesis.openapi.checks import JsonSchemaError, UndefinedStatusCode
 
 from pipe_relay.admin.openapi import document
-from tests.admin_client import TOKEN, AdminConnection, AdminServer, admin_server, keys_owned_by
+from tests.admin_client import TOKEN, AdminConnection, AdminServer, admin_server, keys_owned_by, poll
 from tests.clients import CurlResult, curl_into
 from tests.fuzzing import fuzz_settings
 
@@ -98,12 +98,13 @@ def _conformance(server: AdminServer, ids: list[str]) -> tuple[list[str], dict[s
 
 async def _until_listed(admin: AdminConnection, count: int) -> list[dict[str, object]]:
     """Until `count` transfers are listed, each active one with bytes moved."""
-    while True:
-        listed = await admin.transfers()
-        moving = [t for t in listed if t["state"] == "pending" or int(str(t["bytes"])) > 0]
-        if len(moving) >= count:
-            return listed
-        await trio.sleep(0.02)
+
+    def moving(listed: list[dict[str, object]]) -> int:
+        return sum(t["state"] == "pending" or int(str(t["bytes"])) > 0 for t in listed)
+
+    listed = await poll(admin.transfers, lambda listed: moving(listed) >= count)
+    assert moving(listed) == count, listed
+    return listed
 
 
 async def test_every_admin_operation_answers_as_its_openapi_document_says(tmp_path: Path) -> None:

@@ -7,11 +7,15 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import time
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 
+import pytest
 import trio
 
+from pipe_relay.net.admin import PEER_TIMEOUT
 from pipe_relay.net.workers import ENV
 from tests.admin_client import (
     AdminConnection,
@@ -19,6 +23,7 @@ from tests.admin_client import (
     Metrics,
     admin_server,
     keys_owned_by,
+    poll,
     sample,
 )
 from tests.clients import CurlResult, curl_into
@@ -52,16 +57,17 @@ async def _transfer(url: str, key: str, payload: bytes, results: dict[str, CurlR
 
 async def _scrape_until(connection: AdminConnection, name: str, value: float, **labels: str) -> Metrics:
     """Scrapes until `name{labels}` has reached `value` (a transfer is counted as it ends on the
-    server, which may be a moment after its receiver has read the last byte)."""
-    while True:
-        metrics = await connection.scrape()
-        if sample(metrics, name, **labels) >= value:
-            return metrics
-        await trio.sleep(0.02)
+    server, which may be a moment after its receiver has read the last byte), or POLL_SECONDS."""
+    return await poll(connection.scrape, lambda metrics: sample(metrics, name, **labels) >= value)
 
 
 def _connections_open(metrics: Metrics) -> float:
     return sum(sample(metrics, "pipe_relay_connections", protocol=p) for p in PROTOCOLS)
+
+
+def _unix_time(iso: str) -> float:
+    """`2026-12-07T12:00:00.123Z` as Unix time."""
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 def _assert_no_paths(server: AdminServer) -> None:
@@ -127,15 +133,13 @@ async def test_waiting_receivers_of_both_workers_are_listed_inspected_and_ended_
                     nursery.start_soon(curl_into, got, str(owner), "-i", server.url + key)
                 ids: dict[int, str] = {}
                 for index in (0, 1):  # (each worker's list: its own pipe and its sibling's)
-                    listed = await admin[index].transfers()
-                    while len(listed) < 2:
-                        await trio.sleep(0.02)
-                        listed = await admin[index].transfers()
+                    listed = await poll(admin[index].transfers, lambda listed: len(listed) >= 2)
                     assert sorted(int(str(t["worker"])) for t in listed) == [0, 1], (index, listed)
                     for view in listed:
                         assert view["state"] == "pending" and view["receivers"] == 1, view
                         assert view["sender"] is False and view["n"] == 1 and view["bytes"] == 0, view
                         assert view["protocol"] == "http1", view
+                        assert abs(_unix_time(str(view["started_at"])) - time.time()) < 60, view
                         assert ids.setdefault(int(str(view["worker"])), str(view["id"])) == view["id"]
                     assert await admin[index].transfers("?state=active") == []
                 for index in (0, 1):  # each id, asked of each worker
@@ -151,6 +155,8 @@ async def test_waiting_receivers_of_both_workers_are_listed_inspected_and_ended_
                 again = await admin[owner].request("DELETE", f"/api/v1/transfers/{ids[1 - owner]}")
                 assert again.status == 404 and again.json()["error"] == "TRANSFER_NOT_FOUND", again
                 assert await admin[owner].transfers() == []
+                m = await admin[owner].scrape()  # (each owner counted its 410)
+                assert sample(m, "pipe_relay_errors_total", code="TERMINATED") == 2, owner
     for name in ("0", "1"):
         head, _, body = got[name].stdout.decode().partition("\r\n\r\n")
         assert head.startswith("HTTP/1.1 410"), (name, got[name])
@@ -179,12 +185,12 @@ async def test_a_transfer_ended_through_the_other_worker_is_cut_and_its_sender_t
                     await senders[owner].send_all(
                         head.encode() + b"10000\r\n" + _payload(owner)[:0x10000] + b"\r\n"
                     )
-                ids: dict[int, str] = {}
-                while len(ids) < 2:  # (until both run and have moved bytes)
-                    for view in await admin[0].transfers("?state=active"):
-                        if int(str(view["bytes"])) > 0:
-                            ids[int(str(view["worker"]))] = str(view["id"])
-                    await trio.sleep(0.02)
+                moving = await poll(  # (until both run and have moved bytes)
+                    partial(admin[0].transfers, "?state=active"),
+                    lambda listed: sum(int(str(v["bytes"])) > 0 for v in listed) == 2,
+                )
+                ids = {int(str(view["worker"])): str(view["id"]) for view in moving}
+                assert sorted(ids) == [0, 1] and all(int(str(v["bytes"])) > 0 for v in moving), moving
                 for owner, ident in ids.items():
                     ended = await admin[1 - owner].request("DELETE", f"/api/v1/transfers/{ident}")
                     assert ended.status == 200 and ended.json()["state"] == "active", ended
@@ -251,6 +257,7 @@ async def test_a_killed_worker_keeps_its_counts_and_drops_what_it_held(tmp_path:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(curl_into, got, "doomed", "-i", server.url + keys[0][1])
                     held = await _scrape_until(survivor, "pipe_relay_pipes", 1, state="pending")
+                    assert sample(held, "pipe_relay_pipes", state="pending") == 1, held
                     assert _connections_open(held) >= 1, held
                     os.kill(pids[0], signal.SIGKILL)
                     while not (new := _children(server.process.pid) - set(pids.values())):  # noqa: ASYNC110
@@ -270,11 +277,9 @@ async def test_a_killed_worker_keeps_its_counts_and_drops_what_it_held(tmp_path:
                     os.kill(reborn, signal.SIGCONT)
             while (await server.worker_pids(2))[0] != reborn:
                 pass
-            while True:  # (curl's health requests of just now may still be open a moment)
-                after = await survivor.scrape()
-                if _connections_open(after) == 0:
-                    break
-                await trio.sleep(0.02)
+            # (curl's health requests of just now may still be open a moment)
+            after = await poll(survivor.scrape, lambda metrics: _connections_open(metrics) == 0)
+            assert _connections_open(after) == 0, after
             assert sample(after, "pipe_relay_workers", state="alive") == 2, after
             assert sample(after, "pipe_relay_transfers_completed_total") == 2, after
             assert sample(after, "pipe_relay_pipes", state="pending") == 0, after
@@ -283,4 +288,45 @@ async def test_a_killed_worker_keeps_its_counts_and_drops_what_it_held(tmp_path:
             assert sample(m, "pipe_relay_transfers_completed_total") == 3
             assert sample(m, "pipe_relay_received_bytes_total") == size + len(payloads[keys[0][1]])
     assert got["doomed"].returncode != 0 and got["doomed"].stdout == b"", got["doomed"]  # (cut)
+    _assert_no_paths(server)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: pipe_relay/net/admin.py _answer_peer sends its reply to a sibling that has given up "
+    "(PEER_TIMEOUT) and closed: send_all raises trio.BrokenResourceError, uncaught, up through "
+    "serve_peers and serve_admin into the server's nursery: the worker exits (code 1), its pipes are cut",
+)
+async def test_a_worker_that_answers_its_sibling_too_late_goes_on(tmp_path: Path) -> None:
+    """Worker 1 is stopped (SIGSTOP, as a long pause would) while worker 0 lists the transfers:
+    worker 0 answers after PEER_TIMEOUT without worker 1's (left out, as documented). Let go, worker
+    1 finds the question its asker gave up on: it must drop it and go on, its waiting receiver too."""
+    with trio.fail_after(30):
+        async with admin_server(tmp_path) as server:
+            pids, admin = await _connections(server)
+            key = keys_owned_by(1, 1, MARK + "-late")[0]
+            receiver = await trio.lowlevel.open_process(
+                ["curl", "-sS", "-i", server.url + key], stdout=-1, stderr=-1
+            )
+            try:
+                listed = await poll(admin[0].transfers, lambda listed: len(listed) == 1)
+                assert [view["worker"] for view in listed] == [1], listed
+                os.kill(pids[1], signal.SIGSTOP)
+                try:
+                    started = trio.current_time()
+                    assert await admin[0].transfers() == []  # (worker 1 left out)
+                    assert trio.current_time() - started >= PEER_TIMEOUT * 0.9
+                finally:
+                    os.kill(pids[1], signal.SIGCONT)
+                with trio.move_on_after(2):  # (it finds the stale question at once: were it to die of
+                    await receiver.wait()  # it, its waiting receiver would be cut within this)
+                assert receiver.returncode is None, "worker 1 ended: its waiting receiver was cut"
+                listed = await poll(admin[0].transfers, lambda listed: len(listed) == 1)
+                assert [view["worker"] for view in listed] == [1], listed
+                assert await server.worker_pids(2) == pids
+            finally:
+                with trio.CancelScope(shield=True):
+                    if receiver.returncode is None:
+                        receiver.kill()
+                    await receiver.wait()
     _assert_no_paths(server)
