@@ -94,6 +94,12 @@ async def test_transfers_on_both_workers_are_counted_once_in_every_workers_scrap
                 for key in keys:
                     nursery.start_soon(_transfer, server.url, key, payloads[key], done)
             assert len(done) == 6
+            for index in (0, 1):  # (no token, a wrong one: refused by either worker, and nothing shown)
+                for token in (None, "admin-test-" + "0" * 24):
+                    refused = await admin[index].request("GET", "/metrics", token=token)
+                    assert refused.status == 401, (index, refused)
+                    assert refused.json()["error"] == "UNAUTHORIZED", refused
+                    assert refused.headers["www-authenticate"] == 'Bearer realm="pipe-relay admin"'
             size = sum(len(p) for p in payloads.values())
             for _ in range(3):  # (and again: nothing more is counted, nothing goes back)
                 for index in (0, 1):
