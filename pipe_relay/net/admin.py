@@ -169,13 +169,11 @@ async def _ask(path: str, request: dict[str, str]) -> dict[str, list[dict[str, o
         except OSError:
             return None
         async with stream:
-            await stream.send_all(json.dumps(request).encode() + b"\n")
-            data = await _read_line(stream)
-            if data is None:
-                return None
             try:
-                reply = json.loads(data)
-            except ValueError:
+                await stream.send_all(json.dumps(request).encode() + b"\n")
+                data = await _read_line(stream)
+                reply = None if data is None else json.loads(data)
+            except (trio.BrokenResourceError, OSError, ValueError):  # (it died meanwhile, or garbled)
                 return None
             return reply if isinstance(reply, dict) else None
     log.warning("admin: worker at %s did not answer in %g s", path, PEER_TIMEOUT)
@@ -206,26 +204,39 @@ async def serve_peers(
     async with trio.open_nursery() as nursery:
         with listener:
             while True:
-                sock, _ = await listener.accept()
+                try:
+                    sock, _ = await listener.accept()
+                except OSError:  # (out of descriptors: the public listeners' backoff)
+                    await trio.sleep(0.1)
+                    continue
                 nursery.start_soon(_answer_peer, backend, trio.SocketStream(sock))
 
 
 async def _answer_peer(backend: Backend, stream: trio.SocketStream) -> None:
-    async with stream:
-        with trio.move_on_after(PEER_TIMEOUT):
-            data = await _read_line(stream)
-            if data is None:
-                return
-            request = json.loads(data)
-            reply: dict[str, object]
-            if request.get("op") == "list":
-                reply = {"transfers": [v.to_json() for v in backend.local()]}
-            elif request.get("op") == "terminate":
-                ended = backend.terminate_local(str(request.get("id")))
-                reply = {"terminated": None if ended is None else ended.to_json()}
-            else:
-                reply = {}
-            await stream.send_all(json.dumps(reply).encode() + b"\n")
+    """One sibling's question; one that gave up waiting (or sent garbage) costs nothing but this."""
+    try:
+        await _answer(backend, stream)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, ValueError, AttributeError):
+        pass
+    finally:
+        await stream.aclose()
+
+
+async def _answer(backend: Backend, stream: trio.SocketStream) -> None:
+    with trio.move_on_after(PEER_TIMEOUT):
+        data = await _read_line(stream)
+        if data is None:
+            return
+        request = json.loads(data)
+        reply: dict[str, object]
+        if request.get("op") == "list":
+            reply = {"transfers": [v.to_json() for v in backend.local()]}
+        elif request.get("op") == "terminate":
+            ended = backend.terminate_local(str(request.get("id")))
+            reply = {"terminated": None if ended is None else ended.to_json()}
+        else:
+            reply = {}
+        await stream.send_all(json.dumps(reply).encode() + b"\n")
 
 
 async def serve_admin(
