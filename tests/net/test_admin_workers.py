@@ -330,7 +330,7 @@ async def test_a_worker_that_answers_its_sibling_too_late_goes_on(tmp_path: Path
                     assert trio.current_time() - started >= PEER_TIMEOUT * 0.9
                 finally:
                     os.kill(pids[1], signal.SIGCONT)
-                with trio.move_on_after(2):  # (it finds the stale question at once: were it to die of
+                with trio.move_on_after(1):  # (it finds the stale question at once: were it to die of
                     await receiver.wait()  # it, its waiting receiver would be cut within this)
                 assert receiver.returncode is None, "worker 1 ended: its waiting receiver was cut"
                 listed = await poll(admin[0].transfers, lambda listed: len(listed) == 1)
