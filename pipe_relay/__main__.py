@@ -12,7 +12,8 @@ import resource
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import trio
 
@@ -24,11 +25,20 @@ from .net.hub import Hub
 from .net.listen import Listener, ListenError
 from .net.splice import splice_available
 from .net.supervisor import Workers, supervise
-from .net.telemetry import TALLY, JsonFormatter, use_id_key
+from .net.telemetry import (
+    TALLY,
+    BatchedStreamHandler,
+    DirectAccessLog,
+    JsonFormatter,
+    flush_logs,
+    use_id_key,
+    write_access_lines,
+)
 from .net.tls import CertificateError
 from .net.workers import ENV, Siblings, WorkerSpec, read_to_end
 
 log = logging.getLogger("pipe_relay")
+T = TypeVar("T")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, int]:
@@ -217,6 +227,16 @@ async def _supervise_until_drained(
     done.cancel()  # every worker drained: the signal watcher ends too
 
 
+async def _flushing_logs(run: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """`run(*args)`, the batched log lines written every 0.1 s meanwhile (and once more at its end)."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(flush_logs)
+        try:
+            return await run(*args)
+        finally:
+            nursery.cancel_scope.cancel()
+
+
 def raise_fd_limit() -> None:
     """Every connection is a descriptor: lift the soft limit to the hard one, and say so."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -240,16 +260,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     # logging docs' "Optimization" section)
     logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    logging.basicConfig(level=level, format=f"%(asctime)s %(levelname)s {where}%(message)s")
+    handler = BatchedStreamHandler()
+    logging.basicConfig(
+        level=level, format=f"%(asctime)s %(levelname)s {where}%(message)s", handlers=[handler]
+    )
     if config.log_format == "json":
-        for handler in logging.getLogger().handlers:
-            handler.setFormatter(JsonFormatter())
+        handler.setFormatter(JsonFormatter())
+    write_access_lines(DirectAccessLog(handler, where, json_lines=config.log_format == "json"))
     raise_fd_limit()
     try:
         if spec is not None:
-            trio.run(_run_worker, worker_config(config), spec)
+            trio.run(_flushing_logs, _run_worker, worker_config(config), spec)
             return
-        failure = trio.run(_run, config, args)
+        failure = trio.run(_flushing_logs, _run, config, args)
     except KeyboardInterrupt:
         return
     if failure:

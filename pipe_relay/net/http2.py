@@ -306,7 +306,7 @@ class Http2Connection:
             self._spend(Budget.RESETS, 1, now)
             self._refuse(stream_id)
             return
-        stream = Http2Stream(self, stream_id, Exchange(self.protocol, self.peer))
+        stream = Http2Stream(self, stream_id, Exchange(self.protocol, self.peer, began=now))
         self.streams[stream_id] = stream
         if self._read_scope is not None:
             self._read_scope.deadline = float("inf")

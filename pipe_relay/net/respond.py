@@ -88,27 +88,23 @@ async def handle_connection(
         # as the connection: kept here, a waiting client's whole first read would stay held (1,000
         # heads: 58 MiB).
         del first
-        await _serve_http1(conn, hub, gate, siblings)
+        gate.enter(conn)
+        try:
+            await serve_requests(conn, hub, gate, siblings)
+        except trio.Cancelled:
+            conn.close_mode = CloseMode.ABORT  # the server stops: a cut transfer must never look complete
+            raise
+        except ConnectionError:
+            pass  # the peer went away mid-reply: nothing left to tell it
+        except Exception:
+            # A bug in one connection must not end every other transfer: log it, drop this one.
+            log.exception("internal error on connection from %s", conn.peer)
+            conn.close_mode = CloseMode.ABORT
+        finally:
+            await conn.close()
+            gate.exit(conn, peer)
     finally:
         TALLY.connection(protocol, -1)
-
-
-async def _serve_http1(conn: HttpConnection, hub: Hub, gate: Gate, siblings: Siblings | None) -> None:
-    gate.enter(conn)
-    try:
-        await serve_requests(conn, hub, gate, siblings)
-    except trio.Cancelled:
-        conn.close_mode = CloseMode.ABORT  # the server stops: a cut transfer must never look complete
-        raise
-    except ConnectionError:
-        pass  # the peer went away mid-reply: nothing left to tell it
-    except Exception:
-        # A bug in one connection must not end every other transfer: log it, drop this one.
-        log.exception("internal error on connection from %s", conn.peer)
-        conn.close_mode = CloseMode.ABORT
-    finally:
-        await conn.close()
-        gate.exit(conn, conn.peer)
 
 
 async def _first_bytes(sock: socket.socket, deadline: float) -> bytes:
@@ -176,7 +172,7 @@ async def serve_requests(
         try:
             request = await conn.read_request()
         except PipeError as exc:
-            conn.exchange = Exchange(conn.exchange.protocol, conn.peer)
+            conn.exchange = Exchange(conn.exchange.protocol, conn.peer, began=trio.current_time())
             await conn.send_raw_error(exc)
             log_exchange(conn.exchange)
             return
@@ -194,7 +190,9 @@ async def respond(
 ) -> bool:
     """Answer one request on any front end (an HTTP/1.1 connection, an HTTP/2 stream). True if a
     pipe party or a watcher took it (or the worker that owns its pipe did): then nothing more is
-    read on an HTTP/1.1 connection. Then its line goes to the access log."""
+    read on an HTTP/1.1 connection. Then its line goes to the access log. (One coroutine from the
+    request to the hub: every layer more is one more frame each resumption of the task goes through.)"""
+    config = hub.config
     client = client_address(peer, request.joined("x-forwarded-for"), hub.trusted)
     exchange = front.exchange = Exchange(
         front.exchange.protocol,
@@ -202,50 +200,58 @@ async def respond(
         request.method,
         agent=request.header("user-agent") or "",
         worker=None if siblings is None else siblings.index,
+        began=trio.current_time(),
     )
     TALLY.request()
     try:
-        return await _respond(front, request, hub, client, peer, siblings)
+        decision: Decision | PipeError
+        try:
+            decision = route(
+                request, max_path_length=config.max_path_length, max_receivers=config.max_receivers
+            )
+        except PipeError as exc:
+            decision = exc
+        key = pipe_key(decision)
+        if key is not None:
+            exchange.pipe = key if config.log_paths else pipe_id(key)
+        if siblings is not None and key is not None and not siblings.owns(key):
+            exchange.logged = True  # (the owner tells it: the bytes and the end are known there)
+            await _to_owner(front, request, decision, hub, peer, siblings, siblings.owner(key))
+            return True
+        if isinstance(decision, Send):
+            _serving(front, Role.SENDER)
+            await hub.serve_sender(front, request, decision, client)
+            return True
+        if isinstance(decision, Receive):
+            _serving(front, Role.RECEIVER)
+            await hub.serve_receiver(front, request, decision, client)
+            return True
+        if isinstance(decision, Watch) and not decision.html:
+            _serving(front, Role.WATCHER)
+            await hub.serve_watcher(front, request, decision.key, client)
+            return True
+        await _answer_page(front, request, decision, hub, client, siblings)
+        return False
     finally:
         log_exchange(exchange)
 
 
-async def _respond(
-    front: Responder, request: Request, hub: Hub, client: str, peer: str, siblings: Siblings | None
-) -> bool:
-    config = hub.config
+async def _answer_page(
+    front: Responder,
+    request: Request,
+    decision: Decision | PipeError,
+    hub: Hub,
+    client: str,
+    siblings: Siblings | None,
+) -> None:
+    """A page, a preflight or an error: one small reply, within the client's quota of them."""
     origin = request.header("origin")
-    exchange = front.exchange
-    decision: Decision | PipeError
-    try:
-        decision = route(request, max_path_length=config.max_path_length, max_receivers=config.max_receivers)
-    except PipeError as exc:
-        decision = exc
-    key = pipe_key(decision)
-    if key is not None:
-        exchange.pipe = key if config.log_paths else pipe_id(key)
-    if siblings is not None and key is not None and not siblings.owns(key):
-        exchange.logged = True  # (the owner tells it: the bytes and the end are known there)
-        await _to_owner(front, request, decision, hub, peer, siblings, siblings.owner(key))
-        return True
-    if isinstance(decision, Send):
-        _serving(front, Role.SENDER)
-        await hub.serve_sender(front, request, decision, client)
-        return True
-    if isinstance(decision, Receive):
-        _serving(front, Role.RECEIVER)
-        await hub.serve_receiver(front, request, decision, client)
-        return True
-    if isinstance(decision, Watch) and not decision.html:
-        _serving(front, Role.WATCHER)
-        await hub.serve_watcher(front, request, decision.key, client)
-        return True
     _serving(front, Role.PAGE)
     try:
         hub.quotas.take(Quota.PAGES, client)  # (a reply held by a client that does not read counts)
     except PipeError as exc:
         await front.send_error(exc, origin)
-        return False
+        return
     try:
         if isinstance(decision, PipeError):
             await front.send_error(decision, origin)
@@ -253,7 +259,6 @@ async def _respond(
             await front.send_reply(_page(decision, request, hub, client, siblings))
     finally:
         hub.quotas.give(Quota.PAGES, client)
-    return False
 
 
 def _serving(front: Responder, role: Role) -> None:

@@ -11,7 +11,6 @@ from typing import Any
 import trio
 
 from ..config import Config
-from .admin import serve_admin
 from .connection import HttpConnection
 from .gate import Gate
 from .hub import Hub
@@ -71,8 +70,11 @@ async def serve(
         gate = Gate(config.max_connections, hub.quotas, hub.trusted)
         async with trio.open_nursery() as nursery:
             await nursery.start(hub.run)
-            for sock in admin:  # (it ends by itself at the drain)
-                await nursery.start(serve_admin, config, hub, sock, siblings)
+            if admin:  # (Hypercorn and prometheus-client are imported only for it)
+                from .admin import serve_admin
+
+                for sock in admin:  # (it ends by itself at the drain)
+                    await nursery.start(serve_admin, config, hub, sock, siblings)
             async with trio.open_nursery() as accepting:  # (connections live in `nursery`)
                 for sock in sockets:
                     tls = certificates if sock in secure else None

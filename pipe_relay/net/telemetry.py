@@ -2,12 +2,13 @@
 # Invariant: recording never waits, and costs a few slot additions per request or step, never per byte.
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import trio
 
@@ -57,8 +58,10 @@ class Exchange:
     """Told already (or not to be: a request moved to the worker that owns its pipe, which tells it)."""
     duration: float = 0.0
     """Seconds from its head to its end (set when it is told)."""
-    began: float = field(default_factory=lambda: _now())
-    at: float = field(default_factory=time.time)
+    began: float = 0.0
+    """When its head was read (trio's clock)."""
+    at: float = 0.0
+    """When it was told (Unix time): its line's time."""
 
     def fields(self) -> dict[str, object]:
         return {
@@ -92,7 +95,11 @@ def log_exchange(exchange: Exchange) -> None:
     exchange.logged = True
     if access.isEnabledFor(logging.INFO):
         exchange.duration = _now() - exchange.began
-        access.info("%s", _TextLine(exchange), extra={"access": exchange})
+        exchange.at = time.time()
+        if _direct is not None:
+            _direct.write(exchange)
+        else:
+            access.info("%s", _TextLine(exchange), extra={"access": exchange})
 
 
 class _TextLine:
@@ -111,6 +118,106 @@ class _TextLine:
             f"out={e.bytes_out} {e.duration:.3f}s error={e.error or '-'} {e.protocol}{worker} "
             f"{json.dumps(e.agent or '-')}"
         )
+
+
+BATCH_LIMIT = 64 * 1024
+"""Characters of log lines held before they are written (the server writes them every 0.1 s too)."""
+FLUSH_INTERVAL = 0.1
+
+
+class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """stderr, one write for many lines: each record is formatted at once, and the lines go out at
+    64 KiB, at every `flush()` (the server's every 0.1 s, and the one at exit), and at once from a
+    warning up. A write per line was half of what an access line cost (measured: 41 µs a line to a
+    file, 19 µs to /dev/null)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._batch: list[str] = []
+        self._size = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        self.write_line(text, now=record.levelno >= logging.WARNING)
+
+    def write_line(self, text: str, *, now: bool = False) -> None:
+        with self.lock or _NO_LOCK:
+            self._batch.append(text + self.terminator)
+            self._size += len(text) + 1
+            if now or self._size >= BATCH_LIMIT:
+                self.flush()
+
+    def flush(self) -> None:
+        with self.lock or _NO_LOCK:
+            if self._batch:
+                text, self._batch, self._size = "".join(self._batch), [], 0
+                with contextlib.suppress(OSError):  # (stderr gone: nothing to tell it with)
+                    self.stream.write(text)
+            super().flush()
+
+
+class _NoLock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+
+_NO_LOCK = _NoLock()
+
+
+async def flush_logs() -> None:
+    """Write the batched log lines every FLUSH_INTERVAL, until cancelled (then once more)."""
+
+    def flush() -> None:
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+
+    try:
+        while True:
+            await trio.sleep(FLUSH_INTERVAL)
+            flush()
+    finally:
+        flush()
+
+
+class DirectAccessLog:
+    """The server's own access lines, formatted as its log format would (`%(asctime)s INFO ...`, or
+    JSON) and put straight into the batch: a logging record cost twice the line (measured in the
+    server: an access line through `logging` took about 40 µs, a tenth of a small transfer). Only
+    `__main__` turns it on, for its own stderr handler; an embedding program and the tests get
+    records through `logging` as before."""
+
+    def __init__(self, handler: BatchedStreamHandler, prefix: str, json_lines: bool) -> None:
+        self.handler = handler
+        self.prefix = prefix  # ("worker 1: " under --workers, as the format says)
+        self.json_lines = json_lines
+        self._second = -1
+        self._stamp = ""
+
+    def write(self, exchange: Exchange) -> None:
+        if self.json_lines:
+            line = json.dumps({"level": "info", "log": "access", **exchange.fields()})
+        else:
+            now = exchange.at
+            second = int(now)
+            if second != self._second:
+                self._second, self._stamp = second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+            line = f"{self._stamp},{int((now - second) * 1000):03d} INFO {self.prefix}{_TextLine(exchange)}"
+        self.handler.write_line(line)
+
+
+_direct: DirectAccessLog | None = None
+
+
+def write_access_lines(direct: DirectAccessLog | None) -> None:
+    global _direct
+    _direct = direct
 
 
 class JsonFormatter(logging.Formatter):
