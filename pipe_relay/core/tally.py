@@ -6,6 +6,7 @@ counter ever goes back). Pure: the caller hands in the memory; `Totals` is what 
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
@@ -52,10 +53,8 @@ class Histogram:
     scale: int = 1
 
     def bucket(self, value: float) -> int:
-        for index, bound in enumerate(self.bounds):
-            if value <= bound:
-                return self.start + index
-        return self.start + len(self.bounds)  # (+Inf)
+        """The slot of the first bucket whose bound is >= value (le), the last one +Inf."""
+        return self.start + bisect_left(self.bounds, value)
 
     @property
     def sum_slot(self) -> int:

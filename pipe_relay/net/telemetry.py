@@ -116,7 +116,7 @@ class _TextLine:
         return (
             f"{e.client} {e.method} {e.role} pipe={e.pipe or '-'} status={e.status} in={e.bytes_in} "
             f"out={e.bytes_out} {e.duration:.3f}s error={e.error or '-'} {e.protocol}{worker} "
-            f"{json.dumps(e.agent or '-')}"
+            f"{_quoted(e.agent or '-')}"
         )
 
 
@@ -218,6 +218,13 @@ _direct: DirectAccessLog | None = None
 def write_access_lines(direct: DirectAccessLog | None) -> None:
     global _direct
     _direct = direct
+
+
+def _quoted(text: str) -> str:
+    """A JSON string (quotes, backslashes and control characters escaped), the plain ones cheaply."""
+    if text.isprintable() and text.isascii() and '"' not in text and "\\" not in text:
+        return f'"{text}"'
+    return json.dumps(text)
 
 
 class JsonFormatter(logging.Formatter):

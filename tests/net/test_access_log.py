@@ -13,7 +13,15 @@ from typing import Any
 import pytest
 import trio
 
-from pipe_relay.net.telemetry import JsonFormatter, pipe_id
+from pipe_relay.net.telemetry import (
+    BATCH_LIMIT,
+    BatchedStreamHandler,
+    DirectAccessLog,
+    Exchange,
+    JsonFormatter,
+    _TextLine,
+    pipe_id,
+)
 from tests.clients import CurlResult, RawClient, Relay, StartRelay, curl, curl_into
 
 H2C = "--http2-prior-knowledge"
@@ -321,3 +329,84 @@ def test_a_record_with_an_exception_in_json() -> None:
     parsed = json.loads(JsonFormatter().format(record))
     assert set(parsed) == {"time", "level", "message", "exception"}
     assert parsed["level"] == "error" and "RuntimeError: boom" in parsed["exception"]
+
+
+# The server's own stderr: lines straight into a batch (pipe_relay/__main__ turns it on) ---------------
+
+
+class _Stream:
+    """A stream that records each write (one write: one batch)."""
+
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.writes.append(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def _batched(json_lines: bool) -> tuple[BatchedStreamHandler, _Stream, DirectAccessLog]:
+    handler = BatchedStreamHandler()
+    stream = _Stream()
+    handler.setStream(stream)  # type: ignore[arg-type]
+    handler.setFormatter(
+        JsonFormatter()
+        if json_lines
+        else logging.Formatter("%(asctime)s %(levelname)s worker 1: %(message)s")
+    )
+    return handler, stream, DirectAccessLog(handler, "worker 1: ", json_lines)
+
+
+def _exchange() -> Exchange:
+    exchange = Exchange("h2", "192.0.2.7", "PUT", role="sender", pipe="0123456789abcdef", agent='curl "8"')
+    exchange.status, exchange.bytes_in, exchange.duration, exchange.worker = 200, 1234, 0.25, 1
+    exchange.at = 1_765_000_000.123
+    return exchange
+
+
+@pytest.mark.parametrize("json_lines", [False, True])
+def test_a_direct_line_reads_as_the_logged_one(json_lines: bool) -> None:
+    """The server's fast path writes what `logging` would have written for the same request."""
+    handler, stream, direct = _batched(json_lines)
+    exchange = _exchange()
+    direct.write(exchange)
+    record = logging.LogRecord(
+        "pipe_relay.access", logging.INFO, "x", 1, "%s", (str(_TextLine(exchange)),), None
+    )
+    record.created, record.msecs = (
+        exchange.at,
+        int((exchange.at - int(exchange.at)) * 1000) + 0.0,
+    )  # (as logging)
+    record.access = exchange
+    handler.emit(record)
+    handler.flush()
+    assert len(stream.writes) == 1  # (both lines in one write)
+    fast, slow = stream.writes[0].splitlines()
+    if json_lines:
+        assert json.loads(fast) == json.loads(slow) == {"level": "info", "log": "access", **exchange.fields()}
+    else:
+        assert fast == slow, (fast, slow)
+        assert fast.endswith(
+            "INFO worker 1: 192.0.2.7 PUT sender pipe=0123456789abcdef status=200 in=1234 "
+            'out=0 0.250s error=- h2 worker=1 "curl \\"8\\""'
+        )
+
+
+def test_lines_wait_for_the_flush_but_a_warning_or_a_full_batch_goes_at_once() -> None:
+    handler, stream, direct = _batched(False)
+    direct.write(_exchange())
+    direct.write(_exchange())
+    assert stream.writes == []
+    handler.emit(logging.LogRecord("pipe_relay", logging.WARNING, "x", 1, "careful", (), None))
+    assert len(stream.writes) == 1 and stream.writes[0].count("\n") == 3
+    assert stream.writes[0].splitlines()[-1].endswith("WARNING worker 1: careful")
+    line = len(stream.writes[0].splitlines()[0]) + 1
+    for _ in range(BATCH_LIMIT // line + 1):
+        direct.write(_exchange())
+    assert len(stream.writes) == 2  # (the batch went out at its limit, not later)
+    direct.write(_exchange())
+    assert len(stream.writes) == 2
+    handler.flush()
+    assert len(stream.writes) == 3 and all(w.endswith("\n") for w in stream.writes)
