@@ -9,11 +9,19 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 import trio
 import trustme
 
 from pipe_relay import Config, serve
 from pipe_relay.net.hub import Hub
+from pipe_relay.net.splice import splice_available
+
+ENGINES = [
+    "buffer",
+    pytest.param("splice", marks=pytest.mark.skipif(not splice_available(), reason="Linux only")),
+]
+"""The byte engines a server-backed test runs on (the `engine` fixture's parameters)."""
 
 
 @dataclass

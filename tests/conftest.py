@@ -17,13 +17,7 @@ import trustme
 
 from pipe_relay import Config, serve
 from pipe_relay.net.hub import Hub
-from pipe_relay.net.splice import splice_available
-from tests.clients import Payload, RawClient, Relay, StartRelay, TlsFiles
-
-ENGINES = [
-    "buffer",
-    pytest.param("splice", marks=pytest.mark.skipif(not splice_available(), reason="Linux only")),
-]
+from tests.clients import ENGINES, Payload, RawClient, Relay, StartRelay, TlsFiles
 
 
 @pytest.fixture(params=ENGINES)

@@ -38,8 +38,7 @@ from tests.browser.recipe import (
     WRONG_PASSPHRASE,
     rejected_cipher,
 )
-from tests.clients import CurlResult, Relay, curl, curl_into
-from tests.conftest import ENGINES
+from tests.clients import ENGINES, CurlResult, Relay, curl, curl_into
 
 BIG = "PIPE_RELAY_BROWSER_2G"  # set to 1 to add the 2 GiB case (some minutes)
 BIG_ENCRYPTED = (

@@ -159,11 +159,11 @@ async def test_an_open_connection_is_counted_by_its_protocol(admin: Admin) -> No
         client = await RawClient.connect(admin.relay)
         try:
             await client.send(b"GET / HT")  # (a head begun: the connection is in, its protocol known)
-            while grew(before, await admin.scrape(), "pipe_relay_connections", protocol="http1") != 1:
+            while grew(before, await admin.scrape(), "pipe_relay_connections", protocol="http1") != 1:  # noqa: ASYNC110
                 await trio.sleep(0.01)
         finally:
             await client.aclose()
-        while grew(before, await admin.scrape(), "pipe_relay_connections", protocol="http1") != 0:
+        while grew(before, await admin.scrape(), "pipe_relay_connections", protocol="http1") != 0:  # noqa: ASYNC110
             await trio.sleep(0.01)
 
 
