@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import getpass
 import hashlib
 import logging
 import math
@@ -20,7 +21,9 @@ import trio
 from ._version import __version__
 from .cli_help import ADMIN_TOKEN_ENV, Parser, build_parser
 from .config import HTTPS_PORT, Config
+from .core.policy import PolicyError
 from .net import serve
+from .net.access import hash_password, load_policy
 from .net.hub import Hub
 from .net.listen import Listener, ListenError
 from .net.splice import splice_available
@@ -55,6 +58,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[Config, int]:
     defaults = Config()
     fields = {name: getattr(args, dest) for dest, name in parser.fields.items()}
     fields["admin_token"] = _admin_token(parser, args.admin_token_file)
+    fields["cors_origins"] = tuple(part.strip() for part in args.cors_origins.split(",") if part.strip())
+    if args.policy:
+        try:
+            load_policy(args.policy)
+        except PolicyError as exc:
+            parser.error(f"policy {exc}")
     try:
         config = Config(
             hosts=tuple(args.host) if args.host else defaults.hosts,
@@ -93,7 +102,7 @@ async def _run(config: Config, argv: Sequence[str] = ()) -> str | None:
     workers: Workers | None = None
     # The signal handlers come first: a SIGTERM right after the start-up line must drain, not kill
     # (in a container the server is PID 1, where a signal without a handler is ignored).
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             try:
                 if config.workers > 1:
@@ -120,6 +129,12 @@ async def _run(config: Config, argv: Sequence[str] = ()) -> str | None:
                 print(f"{config.workers} worker processes, each pipe served by one", flush=True)
             async for signum in signals:
                 name = signal.Signals(signum).name
+                if signum == signal.SIGHUP:  # (reload the policy; the workers each reload theirs)
+                    if workers is not None:
+                        workers.signal_all(signal.SIGHUP)
+                    elif hub.access is not None:
+                        hub.access.reload_soon()
+                    continue
                 if workers is not None:
                     log.info("%s: %s", name, "telling the workers again" if workers.draining else "draining")
                     workers.drain()  # (a worker told twice cuts what it has left)
@@ -141,12 +156,16 @@ async def _run_worker(config: Config, spec: WorkerSpec) -> None:
     TALLY.clear_gauges()
     use_id_key(hashlib.blake2b(b"pipe ids", key=bytes.fromhex(spec.shared_key)).digest())
     hub = Hub(config, shared=siblings.counts)
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(_serve_until_drained, config, hub, nursery.cancel_scope, siblings)
             os.write(spec.ready_fd, b"r")
             nursery.start_soon(_drain_when_orphaned, hub, spec.lifeline_fd)
-            async for _ in signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    if hub.access is not None:
+                        hub.access.reload_soon()
+                    continue
                 if hub.draining:
                     nursery.cancel_scope.cancel()
                     break
@@ -250,8 +269,27 @@ def raise_fd_limit() -> None:
     log.info("open file limit raised from %d to %d", soft, hard)
 
 
+def hash_password_command(argv: Sequence[str]) -> None:
+    """`pipe-relay hash-password`: an argon2id hash for the policy file, of a password read from
+    the terminal (asked twice) or from stdin's first line; never from the command line."""
+    if argv:
+        sys.exit("usage: pipe-relay hash-password  (the password from the prompt or stdin)")
+    if sys.stdin.isatty():
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            sys.exit("pipe-relay: error: the two passwords differ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        sys.exit("pipe-relay: error: an empty password")
+    print(hash_password(password))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["hash-password"]:
+        hash_password_command(args[1:])
+        return
     config, level = parse_args(args)
     spec_text = os.environ.pop(ENV, None)
     spec = WorkerSpec.from_env(spec_text) if spec_text else None

@@ -24,6 +24,7 @@ SECTIONS = (
     "logging",
     "byte engine",
     "processes",
+    "access control",
     "admin listener",
 )
 """The --help sections of the server's flags, in order (--help and --version come first)."""
@@ -254,6 +255,22 @@ def build_parser(defaults: Config | None = None) -> Parser:
         "auto = one per core",
         type=_workers,
         metavar="N",
+    )
+    field(
+        "access control",
+        "--policy",
+        "users and who may send and receive where (TOML; reloaded on SIGHUP and when it changes); "
+        "make a password hash with: pipe-relay hash-password",
+        name="policy_path",
+        metavar="FILE",
+    )
+    _option(
+        groups["access control"],
+        "--cors-origins",
+        "with --policy: the origins (comma-separated) whose pages may send credentials; others get *",
+        default="",
+        show=config.cors_origins,
+        metavar="ORIGINS",
     )
     field(
         "admin listener",

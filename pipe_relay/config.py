@@ -70,6 +70,10 @@ class Config:
     """Write pipe paths (secrets: whoever knows one can take the transfer) into the log."""
     log_format: str = "text"
     """`text` lines, or `json`: one object a line (an access line's fields by name)."""
+    policy_path: str = ""
+    """Access control: users and path rules (TOML), reloaded on SIGHUP and when the file changes."""
+    cors_origins: tuple[str, ...] = ()
+    """With a policy: the origins whose pages may send credentials (others get `*`, none)."""
     admin_port: int | None = None
     """The admin listener (metrics, live transfers) on this port (None: none), on `admin_host`."""
     admin_host: str = "127.0.0.1"

@@ -39,6 +39,9 @@ class ErrorCode(enum.Enum):
     SENDER_FAILED = "SENDER_FAILED"
     WORKER_UNAVAILABLE = "WORKER_UNAVAILABLE"
     TERMINATED = "TERMINATED"
+    AUTH_REQUIRED = "AUTH_REQUIRED"
+    AUTH_FAILED = "AUTH_FAILED"
+    FORBIDDEN = "FORBIDDEN"
 
 
 # code -> (HTTP status, message template). Templates use str.format with named fields.
@@ -107,6 +110,9 @@ _CATALOGUE: dict[ErrorCode, tuple[int, str]] = {
     ErrorCode.SENDER_FAILED: (502, "The transfer failed before it started: {detail}."),
     ErrorCode.WORKER_UNAVAILABLE: (503, "The worker that serves this path is restarting. Try again later."),
     ErrorCode.TERMINATED: (410, "Transfer terminated by the operator."),
+    ErrorCode.AUTH_REQUIRED: (401, "This path needs a user and password to {action} (curl -u USER)."),
+    ErrorCode.AUTH_FAILED: (401, "Wrong user or password."),
+    ErrorCode.FORBIDDEN: (403, "User '{user}' may not {action} on this path."),
 }
 
 

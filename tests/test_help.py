@@ -90,6 +90,8 @@ def test_the_defaults_shown_follow_the_config_they_are_built_from() -> None:
         admin_port=9181,
         admin_host="10.0.0.1",
         admin_token="t" * 16,
+        policy_path="/etc/policy.toml",
+        cors_origins=("https://a.example",),
     )
     other = dataclasses.replace(base, **changed)  # type: ignore[arg-type]
     before = {a.option_strings[0]: _default(a) for a in _flags(build_parser(base))}

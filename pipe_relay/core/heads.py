@@ -31,6 +31,7 @@ KEPT_HEADERS = frozenset(
         b"access-control-request-private-network",
         b"x-piping",
         b"x-hoody-pipe",
+        b"authorization",  # (with --policy: a party's Basic credentials)
     }
 )
 """The request headers the server reads (besides framing); every other one is dropped at once."""

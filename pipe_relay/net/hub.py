@@ -16,6 +16,7 @@ from ..core.registry import RETRY_AFTER_SECONDS, Closed, Established, Expired, R
 from ..core.routing import Receive, Request, Send
 from ..core.shared_counts import SharedCounts
 from ..errors import ErrorCode, PipeError, TransferFailure, pipe_error
+from .access import Access
 from .body import SeekBudget
 from .engine import BufferEngine, ByteEngine
 from .link import CloseMode, Link
@@ -81,6 +82,8 @@ class Hub:
         self.draining = False
         """Shutting down: no new pipes; waiting parties were told and let go."""
         self.drain_started = trio.Event()
+        self.access = Access(config.policy_path) if config.policy_path else None
+        """Who may send and receive (`--policy`), or None: anyone may."""
 
     def __repr__(self) -> str:
         return f"<Hub {self.registry!r}>"
@@ -90,6 +93,8 @@ class Hub:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.naps.run)
             await nursery.start(self._run_reaper)
+            if self.access is not None:
+                await nursery.start(self.access.watch)
             task_status.started()
 
     async def _run_reaper(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

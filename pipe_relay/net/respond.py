@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import socket
 import struct
@@ -13,10 +14,12 @@ import trio
 from ..core.clients import client_address
 from ..core.http2 import preface_seen
 from ..core.owners import pipe_key
+from ..core.policy import Verdict
 from ..core.quotas import Quota
 from ..core.replies import Reply, preflight_reply
 from ..core.routing import Decision, Play, Preflight, Receive, Request, Send, ServePage, Watch, route
-from ..errors import PipeError
+from ..errors import ErrorCode, PipeError, pipe_error
+from .access import Access
 from .carry import carry
 from .connection import READ_SIZE, HttpConnection
 from .gate import Gate
@@ -193,6 +196,9 @@ async def respond(
     read on an HTTP/1.1 connection. Then its line goes to the access log. (One coroutine from the
     request to the hub: every layer more is one more frame each resumption of the task goes through.)"""
     config = hub.config
+    access = hub.access
+    if access is not None:
+        request = _cors_checked(request, config.cors_origins)
     client = client_address(peer, request.joined("x-forwarded-for"), hub.trusted)
     exchange = front.exchange = Exchange(
         front.exchange.protocol,
@@ -218,6 +224,8 @@ async def respond(
             exchange.logged = True  # (the owner tells it: the bytes and the end are known there)
             await _to_owner(front, request, decision, hub, peer, siblings, siblings.owner(key))
             return True
+        if access is not None:
+            decision = await _admitted(access, request, decision, exchange)
         if isinstance(decision, Send):
             _serving(front, Role.SENDER)
             await hub.serve_sender(front, request, decision, client)
@@ -234,6 +242,41 @@ async def respond(
         return False
     finally:
         log_exchange(exchange)
+
+
+_CHALLENGE = ("WWW-Authenticate", 'Basic realm="pipe-relay", charset="UTF-8"')
+
+
+def _cors_checked(request: Request, allowed: tuple[str, ...]) -> Request:
+    """With a policy, a page on another site could ride a visitor's stored credentials: only the
+    origins of `--cors-origins` are answered with credentials; for any other, the request is
+    answered as one without an Origin (`Access-Control-Allow-Origin: *`, no credentials)."""
+    origin = request.header("origin")
+    if origin is None or origin in allowed:
+        return request
+    return dataclasses.replace(request, headers=tuple((n, v) for n, v in request.headers if n != "origin"))
+
+
+async def _admitted(
+    access: Access, request: Request, decision: Decision | PipeError, exchange: Exchange
+) -> Decision | PipeError:
+    """With a policy: the decision if its party may act, else its refusal (401 or 403)."""
+    if isinstance(decision, Send):
+        action = "send"
+    elif isinstance(decision, Receive) or (isinstance(decision, Watch) and not decision.html):
+        action = "receive"
+    else:
+        return decision
+    fine, user = await access.user(request.header("authorization"))
+    if not fine:
+        return pipe_error(ErrorCode.AUTH_FAILED, _CHALLENGE)
+    exchange.user = user or ""
+    verdict = access.policy.decide(decision.key, action, user)
+    if verdict is Verdict.ALLOW:
+        return decision
+    if verdict is Verdict.NEED_USER:
+        return pipe_error(ErrorCode.AUTH_REQUIRED, _CHALLENGE, action=action)
+    return pipe_error(ErrorCode.FORBIDDEN, user=user, action=action)
 
 
 async def _answer_page(

@@ -53,6 +53,8 @@ class Exchange:
     bytes_in: int = 0
     bytes_out: int = 0
     agent: str = ""
+    user: str = ""
+    """The user its credentials named (`--policy`), if any."""
     worker: int | None = None
     logged: bool = False
     """Told already (or not to be: a request moved to the worker that owns its pipe, which tells it)."""
@@ -76,6 +78,7 @@ class Exchange:
             "duration": round(self.duration, 6),
             "error": self.error or None,
             "user_agent": self.agent or None,
+            "user": self.user or None,
             "protocol": self.protocol,
             "worker": self.worker,
         }
@@ -113,9 +116,10 @@ class _TextLine:
     def __str__(self) -> str:
         e = self.exchange
         worker = "" if e.worker is None else f" worker={e.worker}"
+        user = f" user={e.user}" if e.user else ""
         return (
             f"{e.client} {e.method} {e.role} pipe={e.pipe or '-'} status={e.status} in={e.bytes_in} "
-            f"out={e.bytes_out} {e.duration:.3f}s error={e.error or '-'} {e.protocol}{worker} "
+            f"out={e.bytes_out} {e.duration:.3f}s error={e.error or '-'} {e.protocol}{worker}{user} "
             f"{_quoted(e.agent or '-')}"
         )
 

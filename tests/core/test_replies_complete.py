@@ -259,6 +259,17 @@ CATALOGUE: dict[ErrorCode, tuple[int, dict[str, object], str]] = {
         "[ERROR] The worker that serves this path is restarting. Try again later.",
     ),
     ErrorCode.TERMINATED: (410, {}, "[ERROR] Transfer terminated by the operator."),
+    ErrorCode.AUTH_REQUIRED: (
+        401,
+        {"action": "send"},
+        "[ERROR] This path needs a user and password to send (curl -u USER).",
+    ),
+    ErrorCode.AUTH_FAILED: (401, {}, "[ERROR] Wrong user or password."),
+    ErrorCode.FORBIDDEN: (
+        403,
+        {"user": "bob", "action": "receive"},
+        "[ERROR] User 'bob' may not receive on this path.",
+    ),
 }
 
 

@@ -39,6 +39,7 @@ FIELDS = {
     "duration",
     "error",
     "user_agent",
+    "user",
     "protocol",
     "worker",
 }
