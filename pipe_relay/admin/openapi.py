@@ -48,6 +48,7 @@ _TRANSFER = {
         "protocol",
         "clients",
         "worker",
+        "user",
     ],
     "properties": {
         "id": {**_ID, "description": "A keyed hash of the pipe's path (never the path)."},
@@ -76,6 +77,11 @@ _TRANSFER = {
         },
         "clients": {"type": "array", "items": {"type": "string"}, "description": "Its parties' addresses."},
         "worker": {"type": "integer", "minimum": 0, "description": "The worker that owns the pipe."},
+        "user": {
+            "type": "string",
+            "nullable": True,
+            "description": "The user its sender named (with --policy), else its first party's.",
+        },
     },
 }
 

@@ -40,6 +40,8 @@ class TransferView:
     clients: tuple[str, ...]
     """Its parties' addresses, the sender's first."""
     worker: int
+    user: str | None = None
+    """The user its sender named (`--policy`), else its first party's; None: nobody named one."""
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -55,6 +57,7 @@ class TransferView:
             "protocol": self.protocol,
             "clients": list(self.clients),
             "worker": self.worker,
+            "user": self.user,
         }
 
     @classmethod
@@ -74,6 +77,7 @@ class TransferView:
             protocol=None if fields["protocol"] is None else str(fields["protocol"]),
             clients=tuple(str(c) for c in _list(fields["clients"])),
             worker=_int(fields["worker"]),
+            user=None if fields["user"] is None else str(fields["user"]),
         )
 
 

@@ -94,6 +94,7 @@ class Backend:
                     protocol=parties[0].link.exchange.protocol if parties else None,
                     clients=tuple(p.client for p in parties),
                     worker=worker,
+                    user=next((p.link.exchange.user for p in parties if p.link.exchange.user), None),
                 )
             )
         self._samples = samples

@@ -229,6 +229,7 @@ def test_to_json_fields() -> None:
         "protocol": "h2c",
         "clients": ["10.0.0.1", "2001:db8::1"],
         "worker": 1,
+        "user": None,
     }
 
 

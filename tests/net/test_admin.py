@@ -381,3 +381,30 @@ def test_the_admin_listener_will_not_start_without_a_token(
     assert config.admin_token == TOKEN and TOKEN not in repr(config)
     monkeypatch.setenv("PIPE_RELAY_ADMIN_TOKEN", TOKEN)
     assert parse_args(["--admin-port", "0"])[0].admin_token == TOKEN
+
+
+async def test_a_transfer_shows_the_user_its_sender_named(nursery: trio.Nursery, tmp_path: Path) -> None:
+    from pipe_relay.net.access import hash_password
+
+    policy = tmp_path / "policy.toml"
+    alice = hash_password("pw-alice")
+    policy.write_text(
+        f'default = {{ send = "users", receive = "anyone" }}\n[users.alice]\npassword = "{alice}"\n'
+    )
+    config = Config(hosts=("127.0.0.1",), port=0, admin_port=0, admin_token=TOKEN, policy_path=str(policy))
+    listeners = await nursery.start(partial(serve, config))
+    port = listeners[0].socket.getsockname()[1]
+    admin_url = f"http://127.0.0.1:{next(x for x in listeners if x.admin).socket.getsockname()[1]}"
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with trio.fail_after(15):
+        async with httpx.AsyncClient(timeout=10) as client, trio.open_nursery() as inner:
+            url = f"http://127.0.0.1:{port}/users-pipe"
+            inner.start_soon(partial(curl, "-u", "alice:pw-alice", "-T", "-", url))
+            listed: list[dict[str, object]] = []
+            while not listed:  # (the sender's password is checked in a thread first)
+                await trio.sleep(0.02)
+                listed = (await client.get(admin_url + "/api/v1/transfers", headers=headers)).json()[
+                    "transfers"
+                ]
+            assert listed[0]["user"] == "alice" and listed[0]["sender"] is True
+            inner.cancel_scope.cancel()
