@@ -8,6 +8,7 @@ from typing import Any, NoReturn
 
 from ._version import __version__
 from .config import ENGINES, HTTPS_PORT, LOG_FORMATS, Config
+from .core.policy import parse_rate
 
 LOG_LEVELS = ("debug", "info", "warning")
 ADMIN_TOKEN_ENV = "PIPE_RELAY_ADMIN_TOKEN"
@@ -258,6 +259,14 @@ def build_parser(defaults: Config | None = None) -> Parser:
     )
     field(
         "access control",
+        "--rate-limit",
+        "bytes a second each transfer may move at most: 1048576, 512K, 10M, 1G; 0 = no cap "
+        "(a --policy user may have its own rate)",
+        type=_rate,
+        metavar="RATE",
+    )
+    field(
+        "access control",
         "--policy",
         "users and who may send and receive where (TOML; reloaded on SIGHUP and when it changes); "
         "make a password hash with: pipe-relay hash-password",
@@ -301,6 +310,16 @@ def _workers(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number or auto: {text!r}") from None
+
+
+def _rate(text: str) -> int:
+    """`--rate-limit 10M`: bytes a second (K = 1024); 0: no cap."""
+    if text.strip() == "0":
+        return 0
+    try:
+        return parse_rate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _mode(text: str) -> int:

@@ -70,6 +70,8 @@ class Config:
     """Write pipe paths (secrets: whoever knows one can take the transfer) into the log."""
     log_format: str = "text"
     """`text` lines, or `json`: one object a line (an access line's fields by name)."""
+    rate_limit: int = 0
+    """Bytes a second each transfer may move at most (0: no cap); a policy's user may have its own."""
     policy_path: str = ""
     """Access control: users and path rules (TOML), reloaded on SIGHUP and when the file changes."""
     cors_origins: tuple[str, ...] = ()
@@ -133,6 +135,8 @@ class Config:
                 raise ValueError(f"{name.replace('_', '-')} must be 0 (off) or positive")
         if self.header_timeout <= 0:
             raise ValueError("header-timeout must be positive")
+        if self.rate_limit and not 1024 <= self.rate_limit <= 1 << 40:
+            raise ValueError("rate-limit must be from 1K to 1T bytes a second (or 0: none)")
         if self.log_format not in LOG_FORMATS:
             raise ValueError(f"log-format must be one of {', '.join(LOG_FORMATS)}")
         if self.admin_port is not None and not self.admin_token:

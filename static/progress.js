@@ -151,7 +151,7 @@
     }
     fill.classList.toggle("ok", p.state === "done");
     fill.classList.toggle("bad", p.state === "aborted");
-    $("rate").textContent = rate(p);
+    $("rate").textContent = rate(p) + (p.limit ? " (capped at " + perSecond(p.limit) + ")" : "");
     $("eta").textContent =
       p.total && p.rate > 0 && p.state === "streaming" ? Fmt.seconds((p.total - p.bytes) / p.rate) : "-";
     $("receivers").textContent = receivers(p);

@@ -91,6 +91,7 @@ def test_the_defaults_shown_follow_the_config_they_are_built_from() -> None:
         admin_host="10.0.0.1",
         admin_token="t" * 16,
         policy_path="/etc/policy.toml",
+        rate_limit=2048,
         cors_origins=("https://a.example",),
     )
     other = dataclasses.replace(base, **changed)  # type: ignore[arg-type]

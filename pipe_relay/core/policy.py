@@ -22,11 +22,13 @@ import enum
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 ACTIONS = ("send", "receive")
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _HASH_PREFIX = "$argon2id$"
+_RATE = re.compile(r"(\d{1,13})([KMGT]?)", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
 class PolicyError(ValueError):
@@ -73,6 +75,8 @@ class Policy:
     """User name -> password hash."""
     rules: tuple[Rule, ...]
     default: Rule
+    rates: Mapping[str, int] = field(default_factory=dict)
+    """User name -> the rate cap (bytes a second) of each transfer the user sends, where set."""
 
     def rule_for(self, key: str) -> Rule:
         return next((rule for rule in self.rules if rule.matches(key)), self.default)
@@ -102,7 +106,7 @@ def parse_policy(text: str) -> Policy:
     if unknown:
         name = sorted(unknown)[0]
         raise PolicyError(f"line {_line_of(lines, name)}: unknown key {name!r} (use default, users, rules)")
-    users = _users(data.get("users", {}), lines)
+    users, rates = _users(data.get("users", {}), lines)
     default_table = data.get("default", {"send": "anyone", "receive": "anyone"})
     if not isinstance(default_table, dict):
         raise PolicyError(f"line {_line_of(lines, 'default')}: default must be a table of send and receive")
@@ -117,19 +121,24 @@ def parse_policy(text: str) -> Policy:
         if not isinstance(table, dict):
             raise PolicyError(f"line {line}: a rule must be a table")
         rules.append(_rule(table, users, lines, line, needs_match=True))
-    return Policy(users, tuple(rules), default)
+    return Policy(users, tuple(rules), default, rates)
 
 
-def _users(table: object, lines: list[str]) -> dict[str, str]:
+def _users(table: object, lines: list[str]) -> tuple[dict[str, str], dict[str, int]]:
     if not isinstance(table, dict):
         raise PolicyError(f"line {_line_of(lines, 'users')}: users must be a table ([users.NAME])")
-    users = {}
+    users, rates = {}, {}
     for name, entry in table.items():
         line = _line_of(lines, f"users.{name}")
         if not _NAME.fullmatch(name):
             raise PolicyError(f"line {line}: user name {name!r}: 1 to 64 of A-Z a-z 0-9 . _ -")
-        if not isinstance(entry, dict) or set(entry) != {"password"}:
-            raise PolicyError(f'line {line}: user {name!r} needs exactly: password = "<hash>"')
+        if not isinstance(entry, dict) or "password" not in entry or set(entry) - {"password", "rate"}:
+            raise PolicyError(f'line {line}: user {name!r} needs password = "<hash>" (and may have a rate)')
+        if "rate" in entry:
+            try:
+                rates[name] = parse_rate(entry["rate"])
+            except ValueError as exc:
+                raise PolicyError(f"line {line}: user {name!r}: {exc}") from None
         password = entry["password"]
         if not isinstance(password, str) or not password.startswith(_HASH_PREFIX):
             raise PolicyError(
@@ -137,7 +146,20 @@ def _users(table: object, lines: list[str]) -> dict[str, str]:
                 "(make one with `pipe-relay hash-password`), never the password itself"
             )
         users[name] = password
-    return users
+    return users, rates
+
+
+def parse_rate(value: object) -> int:
+    """A rate cap in bytes a second: 1048576, "1048576", "512K", "10M", "1G" (K = 1024)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        rate = value
+    elif isinstance(value, str) and (found := _RATE.fullmatch(value.strip())):
+        rate = int(found.group(1)) * _UNITS[found.group(2).upper()]
+    else:
+        raise ValueError(f"rate {value!r}: bytes a second, as 1048576, 512K, 10M or 1G")
+    if not 1024 <= rate <= 1 << 40:
+        raise ValueError(f"rate {value!r}: from 1K to 1T bytes a second")
+    return rate
 
 
 def _rule(

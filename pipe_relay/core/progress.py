@@ -35,19 +35,21 @@ class Snapshot:
     expected: int
     rate: float
     elapsed: float
+    limit: int | None = None
+    """The transfer's rate cap in bytes a second (`--rate-limit`, a user's `rate`), if it has one."""
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "state": self.state.value,
-                "bytes": self.bytes,
-                "total": self.total,
-                "receivers": {"connected": self.receivers, "expected": self.expected},
-                "rate": round(self.rate, 1),
-                "elapsed": round(self.elapsed, 3),
-            },
-            separators=(",", ":"),
-        )
+        fields: dict[str, object] = {
+            "state": self.state.value,
+            "bytes": self.bytes,
+            "total": self.total,
+            "receivers": {"connected": self.receivers, "expected": self.expected},
+            "rate": round(self.rate, 1),
+            "elapsed": round(self.elapsed, 3),
+        }
+        if self.limit is not None:
+            fields["limit"] = self.limit
+        return json.dumps(fields, separators=(",", ":"))
 
 
 def sse_open() -> bytes:

@@ -2,6 +2,7 @@
 # Invariant: a read's pieces stay valid until the next read; SO_RCVLOWAT is back to 1 once released.
 from __future__ import annotations
 
+import math
 import os
 import socket
 import time
@@ -327,6 +328,46 @@ class Prepend:
     @property
     def wire(self) -> None:
         return None  # only multipart bodies are prepended to: their part's data is framed anew
+
+
+class Paced:
+    """A source that gives at most `rate` bytes a second (a rate cap): each read first sleeps until
+    the bytes read so far are due (no polling); the transfer's steps are sized to about a tenth of a
+    second of it (`paced_step`), so the pace is smooth."""
+
+    def __init__(self, inner: Source, rate: int) -> None:
+        self._inner = inner
+        self._rate = rate
+        self._start: float | None = None
+        self._read = 0
+
+    def _due(self) -> float:
+        return -math.inf if self._start is None else self._start + self._read / self._rate
+
+    async def read(self) -> list[Segment]:
+        if self._start is None:
+            self._start = trio.current_time()
+        await trio.sleep_until(self._due())
+        pieces = await self._inner.read()
+        self._read += sum(len(piece) for piece in pieces)
+        return pieces
+
+    @property
+    def ready(self) -> bool:
+        return self._inner.ready and trio.current_time() >= self._due()
+
+    @property
+    def done(self) -> bool:
+        return self._inner.done
+
+    @property
+    def wire(self) -> list[Segment] | None:
+        return self._inner.wire
+
+
+def paced_step(rate: int, buffer_size: int) -> int:
+    """The step of a transfer capped at `rate` bytes a second: a tenth of a second of it (4 KiB at least)."""
+    return max(4096, min(buffer_size, rate // 10))
 
 
 def body_decoder(request: Request) -> LengthDecoder | ChunkedDecoder:

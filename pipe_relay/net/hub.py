@@ -239,6 +239,7 @@ class Hub:
                         board=self.boards.get(outcome.key),
                         seek_budget=self.seek_budget,
                         stop=stop,
+                        rate=self._rate_of(party),
                     )
             finally:
                 del self._stops[outcome.key]
@@ -247,6 +248,13 @@ class Hub:
                 await party.say(pipe_error(ErrorCode.TERMINATED).message, end=True)
         finally:
             self._sender_done(party, ended)
+
+    def _rate_of(self, sender: Sender) -> int:
+        """The transfer's rate cap: its sender's user's (`--policy`), else `--rate-limit` (0: none)."""
+        user = sender.link.exchange.user
+        if user and self.access is not None:
+            return self.access.policy.rates.get(user, self.config.rate_limit)
+        return self.config.rate_limit
 
     async def _join_sender(self, party: Sender) -> Waiting[Party] | Established[Party]:
         """Join as the path's sender; if one waits there already, it is checked first (it may be

@@ -38,6 +38,8 @@ class Board:
         self.ended: float | None = None
         """When the transfer reached `done` or `aborted`: its elapsed time stops there."""
         self.watchers = 0
+        self.limit: int | None = None
+        """The transfer's rate cap (bytes a second), if it has one."""
         self._changed: trio.Event | None = None  # made only while a watcher waits
         self._last_wake = -math.inf
 
@@ -66,7 +68,9 @@ class Board:
     def snapshot(self, rate: float) -> Snapshot:
         now = self.ended if self.ended is not None else trio.current_time()
         elapsed = now - self.started if self.started is not None else 0.0
-        return Snapshot(self.state, self.bytes, self.total, self.receivers, self.expected, rate, elapsed)
+        return Snapshot(
+            self.state, self.bytes, self.total, self.receivers, self.expected, rate, elapsed, self.limit
+        )
 
 
 class Boards:

@@ -15,7 +15,7 @@ from ..core.progress import TransferState
 from ..core.registry import Established
 from ..core.routing import Receive
 from ..errors import ErrorCode, PipeError, TransferError, TransferFailure, pipe_error
-from .body import FormBody, Prepend, SeekBudget
+from .body import FormBody, Paced, Prepend, SeekBudget, paced_step
 from .engine import ByteEngine, Sink, Source
 from .link import CloseMode, Headers
 from .party import ABORTED, COMPLETED, REQUEUED, Ending, Receiver, ReceiverEnd, Sender
@@ -94,6 +94,7 @@ async def run_transfer(
     board: Board | None,
     seek_budget: SeekBudget,
     stop: trio.CancelScope | None = None,
+    rate: int = 0,
 ) -> TransferState:
     """Stream the sender's body to every receiver, in the sender's connection task; how it ended
     (`done` or `aborted`), for the hub to record. `stop`: the scope the operator cancels to end it
@@ -106,7 +107,9 @@ async def run_transfer(
     sinks: list[Sink] = []
     reason: str | None = "internal"
     try:
-        ended, reason = await _run(established, sender, receivers, sinks, events, config, engine, seek_budget)
+        ended, reason = await _run(
+            established, sender, receivers, sinks, events, config, engine, seek_budget, rate
+        )
         return ended
     except trio.Cancelled:
         reason = "operator" if stop is not None and stop.cancel_called else "shutdown"
@@ -124,10 +127,12 @@ async def _run(
     config: Config,
     engine: ByteEngine,
     seek_budget: SeekBudget,
+    rate: int,
 ) -> tuple[TransferState, str | None]:
-    """The transfer, and why it did not complete (None: it did)."""
+    """The transfer, and why it did not complete (None: it did); `rate`: its cap (0: none)."""
     request = sender.request
-    raw = sender.link.open_body(request, buffer_size=config.buffer_size, idle_timeout=config.idle_timeout)
+    step = paced_step(rate, config.buffer_size) if rate else config.buffer_size
+    raw = sender.link.open_body(request, buffer_size=step, idle_timeout=config.idle_timeout)
     lines = (sender.count_line(), status.streaming(established.n))
     log_paths = config.log_paths
     if raw.complete_in_prefix:
@@ -156,9 +161,12 @@ async def _run(
             start, pieces = await form.start()
             part = (start.content_type, start.disposition)
             source = Prepend(pieces, form)
+        if rate:
+            source = Paced(source, rate)
         info = body_info(request.headers, multipart_part=part)
         if events.board is not None:
             events.board.total = info.content_length
+            events.board.limit = rate or None
         sinks.extend(_sink_for(r, info) for r in receivers)
         await engine.relay(source, sinks, events)
     except TransferError as exc:
