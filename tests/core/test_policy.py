@@ -281,10 +281,10 @@ MALFORMED = [
     pytest.param(
         users("alice") + '[users.bob]\npassword = "' + HASH + '"\nsalt = "x"\n',
         4,
-        "user 'bob' needs exactly",
+        "user 'bob' needs ",
         id="unknown-user-key",
     ),
-    pytest.param("\n\n[users.carol]\n", 3, "user 'carol' needs exactly", id="user-without-password"),
+    pytest.param("\n\n[users.carol]\n", 3, "user 'carol' needs ", id="user-without-password"),
     pytest.param(
         RULE + '\n[[rules]]\nsend = "anyone"\nreceive = "anyone"\n',
         6,
@@ -330,7 +330,7 @@ MALFORMED = [
         id="argon2i-not-id",
     ),
     pytest.param("[users.bob]\npassword = 42\n", 1, "must be an argon2id hash", id="password-number"),
-    pytest.param('\n[users]\nbob = "' + HASH + '"\n', 3, "user 'bob' needs exactly", id="user-not-table"),
+    pytest.param('\n[users]\nbob = "' + HASH + '"\n', 3, "user 'bob' needs ", id="user-not-table"),
     pytest.param("\nusers = 'alice'\n", 2, "users must be a table", id="users-not-table"),
     pytest.param(
         "# long\n[users." + "a" * 65 + "]\npassword = '" + HASH + "'\n",
