@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pipe_relay.core.owners import owner_of
 from tests.cli_process import ROOT, startup_lines
-from tests.clients import curl
+from tests.clients import health, worker_pids
 
 TOKEN = "admin-test-" + secrets.token_hex(12)
 """The bearer token of every server started here (PIPE_RELAY_ADMIN_TOKEN)."""
@@ -81,19 +81,10 @@ class AdminServer:
         return self.connections[-1]
 
     async def health(self) -> dict[str, object]:
-        got = await curl(f"{self.url}/api/v1/pipe/health", max_time=10)
-        document: dict[str, object] = json.loads(got.stdout)
-        return document
+        return await health(self.url)
 
     async def worker_pids(self, count: int) -> dict[int, int]:
-        """Each worker's pid by its index (a health answer comes from whichever worker accepts)."""
-        pids: dict[int, int] = {}
-        while len(pids) < count:
-            document = await self.health()
-            worker = document["worker"]
-            assert isinstance(worker, dict)
-            pids[int(worker["index"])] = int(str(document["pid"]))
-        return pids
+        return await worker_pids(self.url, count)
 
     async def connect_to(self, index: int, pids: dict[int, int]) -> AdminConnection:
         """A keep-alive admin connection held by worker `index` (whichever worker is free accepts a

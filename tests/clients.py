@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import ssl
 import struct
 from collections.abc import Awaitable, Callable, Sequence
@@ -355,3 +356,22 @@ class TlsFiles:
 
 def _chain(cert: trustme.LeafCert) -> bytes:
     return b"".join(blob.bytes() for blob in cert.cert_chain_pems)
+
+
+async def health(url: str) -> dict[str, object]:
+    """A server's health document (under `--workers`, from whichever worker accepted)."""
+    got = await curl(f"{url}/api/v1/pipe/health", max_time=10)
+    document: dict[str, object] = json.loads(got.stdout)
+    return document
+
+
+async def worker_pids(url: str, count: int) -> dict[int, int]:
+    """Each worker's pid by its index (asked until every worker has answered; the caller's deadline
+    bounds it)."""
+    pids: dict[int, int] = {}
+    while len(pids) < count:
+        document = await health(url)
+        worker = document["worker"]
+        assert isinstance(worker, dict)
+        pids[int(worker["index"])] = int(str(document["pid"]))
+    return pids

@@ -167,6 +167,22 @@ async def test_an_open_connection_is_counted_by_its_protocol(admin: Admin) -> No
             await trio.sleep(0.01)
 
 
+async def _raw_transfer(
+    admin: Admin, raw_clients: list[RawClient], path: str, size: int, first: int
+) -> tuple[RawClient, RawClient]:
+    """A raw receiver, then a raw sender of a `size` body whose `first` bytes reached the receiver."""
+    receiver = await RawClient.connect(admin.relay)
+    raw_clients.append(receiver)
+    await receiver.send(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await admin.relay.wait_for_pipe(path, receivers=1)
+    sender = await RawClient.connect(admin.relay)
+    raw_clients.append(sender)
+    await sender.send(f"PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n".encode())
+    await sender.send(b"y" * first)
+    await admin.relay.wait_for_bytes(path, first)
+    return receiver, sender
+
+
 async def test_aborted_transfers_and_rejections_are_counted(
     admin: Admin, raw_clients: list[RawClient]
 ) -> None:
@@ -174,15 +190,7 @@ async def test_aborted_transfers_and_rejections_are_counted(
     size = 4 << 20
     with trio.fail_after(10):
         before = await admin.scrape()
-        receiver = await RawClient.connect(admin.relay)
-        raw_clients.append(receiver)
-        await receiver.send(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        await admin.relay.wait_for_pipe(path, receivers=1)
-        sender = await RawClient.connect(admin.relay)
-        raw_clients.append(sender)
-        await sender.send(f"PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n".encode())
-        await sender.send(b"x" * (256 << 10))
-        await admin.relay.wait_for_bytes(path, 256 << 10)
+        receiver, sender = await _raw_transfer(admin, raw_clients, path, size, 256 << 10)
         await sender.reset()
         _, clean = await receiver.read_to_end()
         assert not clean or len(receiver.buffer) < size
@@ -284,15 +292,7 @@ async def test_terminate_an_active_transfer_over_http1(admin: Admin, raw_clients
     size = 8 << 20
     with trio.fail_after(15):
         before = await admin.scrape()
-        receiver = await RawClient.connect(admin.relay)
-        raw_clients.append(receiver)
-        await receiver.send(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        await admin.relay.wait_for_pipe(path, receivers=1)
-        sender = await RawClient.connect(admin.relay)
-        raw_clients.append(sender)
-        await sender.send(f"PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n".encode())
-        await sender.send(b"y" * (1 << 20))
-        await admin.relay.wait_for_bytes(path, 1 << 20)
+        receiver, sender = await _raw_transfer(admin, raw_clients, path, size, 1 << 20)
         listed = await admin.wait_for_transfer(state="active")
         assert listed["total"] == size and int(str(listed["bytes"])) >= 1 << 20
         assert listed["sender"] is True and listed["receivers"] == 1

@@ -21,7 +21,7 @@ import trustme
 
 from pipe_relay.core.owners import owner_of
 from tests.cli_process import ROOT, startup_lines
-from tests.clients import CurlResult, TlsFiles, curl, curl_into
+from tests.clients import CurlResult, TlsFiles, curl, curl_into, health, worker_pids
 
 PAYLOAD = hashlib.shake_256(b"workers").digest(300_000)
 DIGEST = hashlib.sha256(PAYLOAD).hexdigest()
@@ -35,19 +35,10 @@ class Server:
     log: Path | None = None
 
     async def health(self) -> dict[str, object]:
-        got = await curl(f"{self.url}/api/v1/pipe/health")
-        document: dict[str, object] = json.loads(got.stdout)
-        return document
+        return await health(self.url)
 
     async def worker_pids(self, count: int) -> dict[int, int]:
-        """Each worker's pid, by index (health answers come from whichever worker accepts)."""
-        pids: dict[int, int] = {}
-        while len(pids) < count:
-            document = await self.health()
-            worker = document["worker"]
-            assert isinstance(worker, dict)
-            pids[int(worker["index"])] = int(str(document["pid"]))
-        return pids
+        return await worker_pids(self.url, count)
 
 
 @asynccontextmanager
