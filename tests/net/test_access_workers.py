@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
 import signal
 import sys
 from base64 import b64encode
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -88,9 +89,9 @@ async def workers_server(tmp_path: Path, *flags: str) -> AsyncIterator[Server]:
         await process.wait()
 
 
-def keys_owned_by(owner: int, count: int, prefix: str) -> list[str]:
-    keys = [f"{prefix}-{index}" for index in range(200)]
-    return [key for key in keys if owner_of(key, 2) == owner][:count]
+def keys_of(owner: int, prefix: str) -> Iterator[str]:
+    """Keys (`prefix-N`) whose pipes worker `owner` owns, without end."""
+    return (key for index in itertools.count() if owner_of(key := f"{prefix}-{index}", 2) == owner)
 
 
 def credentials(user: str, password: str | None = None) -> tuple[str, ...]:
@@ -133,7 +134,7 @@ async def test_each_worker_lets_in_and_refuses_by_the_policy_over_every_protocol
             }
             got: dict[str, CurlResult] = {}
             for owner in (0, 1):
-                keys = iter(keys_owned_by(owner, 4 * len(protocols), "/shared/k"))
+                keys = keys_of(owner, "/shared/k")
                 async with trio.open_nursery() as nursery:
                     for protocol, (base, flags) in protocols.items():
 
@@ -189,7 +190,7 @@ async def test_sighup_to_the_supervisor_reloads_every_worker(tmp_path: Path, has
     workers afterwards; bob, now the one who may send, is let in by both."""
     policy = tmp_path / "policy.toml"
     policy.write_text(policy_text(hashes))
-    keys = {owner: iter(keys_owned_by(owner, 1000, "/shared/h")) for owner in (0, 1)}
+    keys = {owner: keys_of(owner, "/shared/h") for owner in (0, 1)}
     with trio.fail_after(30):
         async with workers_server(tmp_path, "--policy", str(policy)) as server:
             before = {owner: await sender_status(server.url, next(keys[owner]), "alice") for owner in (0, 1)}
