@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
 import signal
@@ -438,9 +439,12 @@ async def test_sighup_reloads_a_single_process_server(tmp_path: Path, hashes: di
             before = await sender_status("127.0.0.1", port, "/shared/before", "alice")
             rewrite_unseen(path, policy_text(hashes, senders='["bob"]'))
             process.send_signal(signal.SIGHUP)
-            tries = 0
-            while (after := await sender_status("127.0.0.1", port, f"/shared/after-{tries}", "alice")) == 200:
-                tries += 1
+            with trio.fail_after(8):  # (a bounded poll: longer than the file's watch would take)
+                for tries in itertools.count():
+                    after = await sender_status("127.0.0.1", port, f"/shared/after-{tries}", "alice")
+                    if after != 200:
+                        break
+                    await trio.sleep(0.02)
             assert process.returncode is None  # (SIGHUP does not end the server)
     assert (before, after) == (200, 403)
 
@@ -532,33 +536,57 @@ async def test_cors_with_a_policy_gives_credentials_to_the_listed_origins_only(
 # -- timing ---------------------------------------------------------------------------------------------
 
 
+async def timed(relay: Relay, user: str, password: str, status: int) -> float:
+    """How long a sender's refusal takes, from its head sent to the reply's head read."""
+    token = b64encode(f"{user}:{password}".encode())
+    client = await RawClient.connect(relay)
+    try:
+        began = trio.current_time()
+        await client.send(b"PUT /shared/t HTTP/1.1\r\nHost: x\r\nAuthorization: Basic %s\r\n\r\n" % token)
+        head = await client.read_until(b"\r\n\r\n")
+        took = trio.current_time() - began
+    finally:
+        await client.aclose()
+    assert parse_head(head)[0] == status, (user, head)
+    return took
+
+
 async def test_a_wrong_user_takes_the_time_a_wrong_password_takes(
     start_relay: StartRelay, policy_file: Path
 ) -> None:
     """Real requests, interleaved, medians compared. The same comparison of a wrong password with a
     right one (remembered after its first check: no argon2 then) shows that the check can fail."""
     relay = await start_relay(policy_path=str(policy_file))
-
-    async def timed(user: str, password: str, status: int) -> float:
-        token = b64encode(f"{user}:{password}".encode())
-        client = await RawClient.connect(relay)
-        try:
-            began = trio.current_time()
-            await client.send(b"PUT /shared/t HTTP/1.1\r\nHost: x\r\nAuthorization: Basic %s\r\n\r\n" % token)
-            head = await client.read_until(b"\r\n\r\n")
-            took = trio.current_time() - began
-        finally:
-            await client.aclose()
-        assert parse_head(head)[0] == status, (user, head)
-        return took
-
     times: dict[str, list[float]] = {"wrong user": [], "wrong password": [], "right password": []}
     with trio.fail_after(30):
-        await timed("bob", PASSWORDS["bob"], 403)  # (checked once with argon2, then remembered)
+        await timed(relay, "bob", PASSWORDS["bob"], 403)  # (checked once with argon2, then remembered)
         for index in range(10):
-            times["wrong user"].append(await timed(f"carol{index}", PASSWORDS["alice"], 401))
-            times["wrong password"].append(await timed("alice", f"guess-{index}", 401))
-            times["right password"].append(await timed("bob", PASSWORDS["bob"], 403))
+            times["wrong user"].append(await timed(relay, f"carol{index}", PASSWORDS["alice"], 401))
+            times["wrong password"].append(await timed(relay, "alice", f"guess-{index}", 401))
+            times["right password"].append(await timed(relay, "bob", PASSWORDS["bob"], 403))
     medians = {name: statistics.median(values) for name, values in times.items()}
     assert within(medians["wrong user"], medians["wrong password"], 0.25), medians
     assert not within(medians["right password"], medians["wrong password"], 0.25), medians  # (it can fail)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="access.py Access.__init__ makes the dummy hash with this argon2-cffi's default parameters "
+    "(_hasher), not those of the file's hashes: for a user whose hash has others (made by another tool "
+    "or an older argon2-cffi; parse_policy takes any $argon2id$) a wrong user costs the dummy's time and "
+    "a wrong password that hash's, so a name in the file can be told from one that is not",
+)
+async def test_a_wrong_user_takes_a_wrong_password_s_time_whatever_the_hash_s_parameters(
+    start_relay: StartRelay, tmp_path: Path, hashes: dict[str, str]
+) -> None:
+    other = PasswordHasher(time_cost=1, memory_cost=4096, parallelism=1).hash(PASSWORDS["alice"])
+    path = tmp_path / "policy.toml"
+    write_atomically(path, policy_text({**hashes, "alice": other}))
+    relay = await start_relay(policy_path=str(path))
+    times: dict[str, list[float]] = {"wrong user": [], "wrong password": []}
+    with trio.fail_after(30):
+        for index in range(5):
+            times["wrong user"].append(await timed(relay, f"carol{index}", PASSWORDS["alice"], 401))
+            times["wrong password"].append(await timed(relay, "alice", f"guess-{index}", 401))
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    assert within(medians["wrong user"], medians["wrong password"], 0.25), medians
