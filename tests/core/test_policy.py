@@ -525,7 +525,7 @@ def toml_who(who: str | list[str]) -> str:
     return f'"{who}"' if isinstance(who, str) else "[" + ", ".join(f'"{name}"' for name in who) + "]"
 
 
-@fuzz_settings(300)
+@fuzz_settings(200)
 @given(
     rules=rule_lists,
     default=st.tuples(whos, whos),
