@@ -126,6 +126,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="one more pipe-relay with --workers N in the same round-robin (repeatable; plain HTTP only)",
     )
     p.add_argument(
+        "--also-args",
+        action="append",
+        default=[],
+        help="one more pipe-relay with these extra flags in the same round-robin, e.g. "
+        "'--policy FILE' (repeatable; plain HTTP only)",
+    )
+    p.add_argument(
         "--h2c",
         action="store_true",
         help="the large cases over HTTP/2 by prior knowledge on the plain port (pipe-relay only)",
@@ -229,6 +236,12 @@ def start_servers(args: argparse.Namespace, workdir: Path, servers: list[Server]
         starts += [
             functools.partial(start_relay, workdir, args.engine, ("--workers", str(n)), key=workers_key(n))
             for n in args.also_workers
+        ]
+        starts += [
+            functools.partial(
+                start_relay, workdir, args.engine, tuple(shlex.split(extra)), key=f"{RELAY} {extra}"
+            )
+            for extra in args.also_args
         ]
         starts += [] if args.no_node or args.h2c else [lambda: start_node(workdir, args.node_dir)]
     else:

@@ -26,7 +26,10 @@ from dataclasses import dataclass, field
 
 ACTIONS = ("send", "receive")
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_HASH_PREFIX = "$argon2id$"
+_HASH = re.compile(
+    r"\$argon2id\$v=19\$m=\d{1,10},t=\d{1,10},p=\d{1,3}\$[A-Za-z0-9+/]{11,}\$[A-Za-z0-9+/]{16,}"
+)
+"""An argon2id hash in its PHC string form (a garbled or cut one would refuse its user's every password)."""
 _RATE = re.compile(r"(\d{1,13})([KMGT]?)", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -140,7 +143,7 @@ def _users(table: object, lines: list[str]) -> tuple[dict[str, str], dict[str, i
             except ValueError as exc:
                 raise PolicyError(f"line {line}: user {name!r}: {exc}") from None
         password = entry["password"]
-        if not isinstance(password, str) or not password.startswith(_HASH_PREFIX):
+        if not isinstance(password, str) or not _HASH.fullmatch(password):
             raise PolicyError(
                 f"line {line}: user {name!r}: password must be an argon2id hash "
                 "(make one with `pipe-relay hash-password`), never the password itself"

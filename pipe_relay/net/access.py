@@ -13,7 +13,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 import trio
-from argon2 import PasswordHasher
+from argon2 import PasswordHasher, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from ..core.policy import Policy, PolicyError, parse_policy
@@ -56,21 +56,23 @@ class Access:
         self._limiter = trio.CapacityLimiter(VERIFIERS)
         self._key = secrets.token_bytes(32)
         self._good: OrderedDict[bytes, tuple[str, float]] = OrderedDict()  # credential -> (user, until)
-        self._dummy = _hasher.hash(secrets.token_urlsafe(16))
+        self._dummies = _dummies(self.policy)
         self._reload_now = trio.Event()
 
     def __repr__(self) -> str:
         return f"<Access {self.path} users={len(self.policy.users)} rules={len(self.policy.rules)}>"
 
-    def reload(self) -> bool:
+    async def reload(self) -> bool:
         """Read the file again: the new policy is in force for new parties (running transfers go
-        on); a bad one is refused, logged, and the one in force stays. True if it changed."""
+        on); a bad one is refused, logged, and the one in force stays. True if it changed. (Its
+        dummy hashes are made in a thread: one argon2 hash for each set of parameters.)"""
         self._stamp = _stamp(self.path)
         try:
             policy = load_policy(self.path)
         except PolicyError as exc:
             log.error("policy not reloaded, the previous one stays: %s", exc)
             return False
+        self._dummies = await trio.to_thread.run_sync(_dummies, policy, limiter=self._limiter)
         self.policy = policy
         self._good.clear()  # (a removed user or a changed password counts from now)
         log.info(
@@ -91,7 +93,7 @@ class Access:
             told = self._reload_now.is_set()
             self._reload_now = trio.Event()
             if told or _stamp(self.path) != self._stamp:
-                self.reload()
+                await self.reload()
 
     async def user(self, authorization: str | None) -> tuple[bool, str | None]:
         """(credentials fine, the user): (True, None) for no credentials, (False, None) for a wrong
@@ -115,7 +117,7 @@ class Access:
         if known is not None and known[1] > now:
             return True, known[0]
         users = self.policy.users
-        stored = users.get(name, self._dummy)
+        stored = users.get(name) or self._dummy_for(name)
         right = await trio.to_thread.run_sync(_verify, stored, password, limiter=self._limiter)
         if not right or name not in users or self.policy.users is not users:
             return False, None
@@ -123,6 +125,30 @@ class Access:
         if len(self._good) > CACHE_LIMIT:
             self._good.popitem(last=False)
         return True, name
+
+    def _dummy_for(self, name: str) -> str:
+        """An unknown user's stand-in: a dummy hash with the parameters of one of the file's users
+        (the same one for a name each time), so that it costs what a known user's wrong password
+        costs whichever tool made the file's hashes."""
+        dummies = self._dummies
+        pick = int.from_bytes(
+            hmac.new(self._key, name.encode("utf-8", "surrogateescape"), "sha256").digest()[:4]
+        )
+        return dummies[pick % len(dummies)]
+
+
+def _dummies(policy: Policy) -> list[str]:
+    """A dummy hash for each set of argon2 parameters the policy's hashes use (one of ours if none)."""
+    found: dict[str, str] = {}
+    for stored in sorted(policy.users.values()):
+        try:
+            parameters = extract_parameters(stored)
+        except InvalidHashError:
+            continue  # (its check fails anyway)
+        key = repr(parameters)  # (its dataclass is not hashable)
+        if key not in found:
+            found[key] = PasswordHasher.from_parameters(parameters).hash(secrets.token_urlsafe(16))
+    return list(found.values()) or [_hasher.hash(secrets.token_urlsafe(16))]
 
 
 def _verify(stored: str, password: str) -> bool:

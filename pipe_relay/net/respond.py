@@ -14,12 +14,11 @@ import trio
 from ..core.clients import client_address
 from ..core.http2 import preface_seen
 from ..core.owners import pipe_key
-from ..core.policy import Verdict
+from ..core.policy import Policy, Verdict
 from ..core.quotas import Quota
 from ..core.replies import Reply, preflight_reply
 from ..core.routing import Decision, Play, Preflight, Receive, Request, Send, ServePage, Watch, route
 from ..errors import ErrorCode, PipeError, pipe_error
-from .access import Access
 from .carry import carry
 from .connection import READ_SIZE, HttpConnection
 from .gate import Gate
@@ -224,8 +223,10 @@ async def respond(
             exchange.logged = True  # (the owner tells it: the bytes and the end are known there)
             await _to_owner(front, request, decision, hub, peer, siblings, siblings.owner(key))
             return True
-        if access is not None:
-            decision = await _admitted(access, request, decision, exchange)
+        if access is not None and isinstance(decision, Send | Receive | Watch):
+            authorization = request.header("authorization")
+            fine, user = (True, None) if authorization is None else await access.user(authorization)
+            decision = _admitted(access.policy, decision, fine, user, exchange)
         if isinstance(decision, Send):
             _serving(front, Role.SENDER)
             await hub.serve_sender(front, request, decision, client)
@@ -257,21 +258,22 @@ def _cors_checked(request: Request, allowed: tuple[str, ...]) -> Request:
     return dataclasses.replace(request, headers=tuple((n, v) for n, v in request.headers if n != "origin"))
 
 
-async def _admitted(
-    access: Access, request: Request, decision: Decision | PipeError, exchange: Exchange
+def _admitted(
+    policy: Policy, decision: Send | Receive | Watch, fine: bool, user: str | None, exchange: Exchange
 ) -> Decision | PipeError:
-    """With a policy: the decision if its party may act, else its refusal (401 or 403)."""
+    """With a policy: the decision if its party may act, else its refusal (401 or 403); `fine`,
+    `user`: what its credentials said (`Access.user`). (The common party, with no credentials,
+    costs no coroutine here.)"""
     if isinstance(decision, Send):
         action = "send"
-    elif isinstance(decision, Receive) or (isinstance(decision, Watch) and not decision.html):
+    elif isinstance(decision, Receive) or not decision.html:
         action = "receive"
     else:
-        return decision
-    fine, user = await access.user(request.header("authorization"))
+        return decision  # (the ?progress page itself is a page: public)
     if not fine:
         return pipe_error(ErrorCode.AUTH_FAILED, _CHALLENGE)
     exchange.user = user or ""
-    verdict = access.policy.decide(decision.key, action, user)
+    verdict = policy.decide(decision.key, action, user)
     if verdict is Verdict.ALLOW:
         return decision
     if verdict is Verdict.NEED_USER:
