@@ -57,10 +57,12 @@ def policy_text(
     receivers: str = '["alice", "bob"]',
     users: tuple[str, ...] = ("alice", "bob"),
 ) -> str:
-    """Anyone may send and receive, but under /shared/ only alice sends and alice or bob receive."""
+    """Anyone may send and receive, but under /shared/ only alice sends and alice or bob receive,
+    and under /inbox/ anyone sends and only alice receives."""
     text = 'default = { send = "anyone", receive = "anyone" }\n\n'
     text += "".join(f'[users.{name}]\npassword = "{hashes[name]}"\n\n' for name in users)
-    text += f'[[rules]]\nprefix = "/shared/"\nsend = {senders}\nreceive = {receivers}\n'
+    text += f'[[rules]]\nprefix = "/shared/"\nsend = {senders}\nreceive = {receivers}\n\n'
+    text += '[[rules]]\npattern = "/inbox/*"\nsend = "anyone"\nreceive = ["alice"]\n'
     return text
 
 
@@ -196,6 +198,11 @@ async def test_curl_u_allowed_and_refused_per_rule(
                 partial(refused, "unknown-user", *credentials("mallory", PASSWORDS["alice"]), url)
             )
             nursery.start_soon(partial(refused, "bob-sends", *credentials("bob"), "-T", "-", url))
+            inbox = base + "/inbox/alice"
+            nursery.start_soon(
+                partial(refused, "bob-watches-inbox", *credentials("bob"), inbox + "?progress")
+            )
+            nursery.start_soon(partial(refused, "bob-receives-inbox", *credentials("bob"), inbox))
     assert got["receiver"].returncode == 0, got["receiver"].stderr
     assert hashlib.sha256(got["receiver"].stdout).hexdigest() == DIGEST
     assert got["sender"].stdout.decode().splitlines()[-1] == COMPLETE, got["sender"]
@@ -210,6 +217,8 @@ async def test_curl_u_allowed_and_refused_per_rule(
     assert_refused(refusals["wrong-password"], 401, "AUTH_FAILED", WRONG)
     assert_refused(refusals["unknown-user"], 401, "AUTH_FAILED", WRONG)
     assert_refused(refusals["bob-sends"], 403, "FORBIDDEN", "User 'bob' may not send on this path.")
+    for name in ("bob-watches-inbox", "bob-receives-inbox"):  # (?progress needs receiving rights)
+        assert_refused(refusals[name], 403, "FORBIDDEN", "User 'bob' may not receive on this path.")
     assert relay.hub.registry.snapshot("/shared/b") is None  # (no refused party ever joined)
 
 
@@ -341,7 +350,7 @@ async def test_a_malformed_file_seen_by_the_watch_keeps_the_policy_in_force(
         await until(lambda: access.policy is not in_force)
     assert set(access.policy.users) == {"alice"}
     reloaded = [r.getMessage() for r in caplog.records if r.getMessage().startswith("policy reloaded")]
-    assert reloaded == [f"policy reloaded from {policy_file}: 1 user(s), 1 rule(s)"]
+    assert reloaded == [f"policy reloaded from {policy_file}: 1 user(s), 2 rule(s)"]
 
 
 # -- the command line ------------------------------------------------------------------------------------
