@@ -286,6 +286,10 @@ def hash_password_command(argv: Sequence[str]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    # A SIGHUP (reload the policy) that comes while the server starts must not end it (its default
+    # action): ignored until the signal loop listens. A worker inherits it across exec, so one being
+    # (re)started is as safe.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["hash-password"]:
         hash_password_command(args[1:])

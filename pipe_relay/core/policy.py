@@ -24,6 +24,8 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .paths import normalize_escapes
+
 ACTIONS = ("send", "receive")
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _HASH = re.compile(
@@ -189,10 +191,18 @@ def _rule(
     if prefix is not None:
         if not isinstance(prefix, str) or not prefix.startswith("/"):
             raise PolicyError(f"line {line}: prefix must be a path starting with /")
-        return Rule(send, receive, prefix=prefix, line=line)
+        return Rule(send, receive, prefix=_as_key(prefix), line=line)
     if not isinstance(pattern, str) or not pattern.startswith("/"):
         raise PolicyError(f"line {line}: pattern must be a path starting with /")
-    return Rule(send, receive, pattern=_glob(pattern), line=line)
+    return Rule(send, receive, pattern=_glob(_as_key(pattern)), line=line)
+
+
+def _as_key(path: str) -> str:
+    """A rule's path as pipe keys are spelled (their escapes normalized as RFC 3986 compares
+    paths, anything not ASCII escaped as its UTF-8): `/%7Eteam/` is `/~team/`, `/café/` is
+    `/caf%C3%A9/`, so a rule applies to the very URL it names."""
+    escaped = "".join(c if c.isascii() else "".join(f"%{b:02X}" for b in c.encode()) for c in path)
+    return normalize_escapes(escaped)
 
 
 def _who(value: object, users: Mapping[str, str], line: int) -> Who:

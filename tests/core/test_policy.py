@@ -444,17 +444,20 @@ def test_a_user_named_like_an_earlier_key_names_its_own_line() -> None:
     assert refusal(text).startswith("line 6: user 'send'"), refusal(text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="policy.py _rule keeps a prefix/pattern as written, but a pipe key has its escapes "
-    "normalized (paths.normalize_escapes: %7E -> ~, %c3 -> %C3): such a rule never matches, and the "
-    "default decides for the very URL the rule names",
-)
 @pytest.mark.parametrize("prefix", ["/%7Eteam/", "/caf%c3%a9/", "/%41dmin/"])
 def test_a_rule_written_with_escapes_applies_to_the_url_it_names(prefix: str) -> None:
     policy = parse_policy(f'[[rules]]\nprefix = "{prefix}"\nsend = "nobody"\nreceive = "nobody"\n')
     key = parse_target(prefix + "x", max_path_length=1024).key  # (what the server routes by)
     assert policy.decide(key, "send", None) is NEED_USER, (prefix, key)
+
+
+def test_a_rule_written_in_unicode_applies_to_the_escaped_url_a_client_sends() -> None:
+    """(A request line is ASCII: curl and browsers send /café/ as /caf%C3%A9/, or in lower case.)"""
+    policy = parse_policy('[[rules]]\nprefix = "/café/"\nsend = "nobody"\nreceive = "nobody"\n')
+    for sent in ("/caf%C3%A9/x", "/caf%c3%a9/x"):
+        key = parse_target(sent, max_path_length=1024).key
+        assert policy.decide(key, "send", None) is NEED_USER, key
+    assert policy.decide(parse_target("/cafe/x", max_path_length=1024).key, "send", None) is ALLOW
 
 
 @pytest.mark.parametrize(
