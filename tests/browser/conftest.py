@@ -32,8 +32,8 @@ CHROMIUM_ARGS = [
 @pytest.fixture(params=["buffer"])
 def engine(request: pytest.FixtureRequest) -> str:
     """A browser test runs on one byte engine: it tests the pages, and each engine is tested under
-    curl and raw clients in tests/net, on every front end. (A test of the browser's large transfers
-    asks for both with `@pytest.mark.parametrize("engine", ENGINES, indirect=True)`.)"""
+    curl and raw clients in tests/net, on every front end, large bodies included. (A test that needs
+    both asks with `@pytest.mark.parametrize("engine", ENGINES, indirect=True)`.)"""
     return str(request.param)
 
 

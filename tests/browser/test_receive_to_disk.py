@@ -38,7 +38,7 @@ from tests.browser.recipe import (
     WRONG_PASSPHRASE,
     rejected_cipher,
 )
-from tests.clients import ENGINES, CurlResult, Relay, curl, curl_into
+from tests.clients import CurlResult, Relay, curl, curl_into
 
 BIG = "PIPE_RELAY_BROWSER_2G"  # set to 1 to add the 2 GiB case (some minutes)
 BIG_ENCRYPTED = (
@@ -68,7 +68,6 @@ def state(page: Page) -> str:
     return page.get_attribute("#recv-state", "class") or ""
 
 
-@pytest.mark.parametrize("engine", ENGINES, indirect=True)  # (the splice engine's browser receiver)
 @pytest.mark.parametrize("size", SIZES)
 async def test_a_large_receive_is_written_to_disk_with_flat_memory(
     relay: Relay, tmp_path: Path, screenshots: Path, size: int

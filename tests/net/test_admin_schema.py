@@ -27,7 +27,7 @@ from tests.clients import CurlResult, curl_into
 from tests.fuzzing import fuzz_settings
 
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
-EXAMPLES = 25
+EXAMPLES = 10
 """Generated cases per operation and generation mode (invalid ones: where it has parameters)."""
 TIMEOUT = 5.0
 """Seconds one call of schemathesis' may take."""

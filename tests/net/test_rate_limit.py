@@ -80,7 +80,7 @@ async def test_a_users_rate_caps_what_that_user_sends(start_relay: StartRelay, t
         f'[users.slow]\npassword = "{slow}"\nrate = "512K"\n[users.fast]\npassword = "{fast}"\n'
     )
     body = tmp_path / "body"
-    data = os.urandom(1 << 20)
+    data = os.urandom(512 << 10)
     body.write_bytes(data)
     relay = await start_relay(policy_path=str(policy), rate_limit=8 << 20)
     with trio.fail_after(20):
