@@ -28,7 +28,7 @@ from ..core import tally
 from ..core.heads import MAX_HEADER_LINES
 from ..core.registry import PipeState
 from ..core.tally import MutableSlots
-from ..core.transfers import TransferView, find
+from ..core.transfers import TransferView
 from .hub import Hub
 from .party import Party
 from .telemetry import TALLY, pipe_id
@@ -65,9 +65,14 @@ class Backend:
 
     def local(self) -> list[TransferView]:
         """This worker's pipes now."""
+        return [view for _, view in self._views()]
+
+    def _views(self) -> list[tuple[str, TransferView]]:
+        """Each of this worker's pipes now: its key, and its view (the rate samples move on)."""
         hub, now, wall = self.hub, trio.current_time(), time.time()
         worker = 0 if self.siblings is None else self.siblings.index
-        views, samples = [], {}
+        views: list[tuple[str, TransferView]] = []
+        samples: dict[str, tuple[float, int]] = {}
         for pipe in hub.registry.pipes():
             parties: list[Party] = [p for p in (pipe.sender, *pipe.receivers) if isinstance(p, Party)]
             board = hub.boards.get(pipe.key)
@@ -81,32 +86,34 @@ class Backend:
                     before = (board.started, 0)  # (the average since its start)
                 rate = (moved - before[1]) / (now - before[0]) if now > before[0] else 0.0
             views.append(
-                TransferView(
-                    id=ident,
-                    state=pipe.state.value,
-                    n=pipe.n,
-                    sender=pipe.sender is not None,
-                    receivers=len(pipe.receivers),
-                    bytes=moved,
-                    total=board.total if board is not None else None,
-                    rate=max(0.0, rate),
-                    started_at=wall - (now - (pipe.deadline - hub.registry.ttl)),
-                    protocol=parties[0].link.exchange.protocol if parties else None,
-                    clients=tuple(p.client for p in parties),
-                    worker=worker,
-                    user=next((p.link.exchange.user for p in parties if p.link.exchange.user), None),
+                (
+                    pipe.key,
+                    TransferView(
+                        id=ident,
+                        state=pipe.state.value,
+                        n=pipe.n,
+                        sender=pipe.sender is not None,
+                        receivers=len(pipe.receivers),
+                        bytes=moved,
+                        total=board.total if board is not None else None,
+                        rate=max(0.0, rate),
+                        started_at=wall - (now - (pipe.deadline - hub.registry.ttl)),
+                        protocol=parties[0].link.exchange.protocol if parties else None,
+                        clients=tuple(p.client for p in parties),
+                        worker=worker,
+                        user=next((p.link.exchange.user for p in parties if p.link.exchange.user), None),
+                    ),
                 )
             )
         self._samples = samples
         return views
 
     def terminate_local(self, transfer_id: str) -> TransferView | None:
-        view = find(self.local(), transfer_id)
-        if view is None:
-            return None
-        for pipe in self.hub.registry.pipes():
-            if pipe_id(pipe.key) == transfer_id:
-                return view if self.hub.terminate(pipe.key) else None
+        """End this worker's transfer `transfer_id`: its view as it was, or None (not here, or
+        ending already)."""
+        for key, view in self._views():
+            if view.id == transfer_id:
+                return view if self.hub.terminate(key) else None
         return None
 
     async def transfers(self) -> Sequence[TransferView]:
@@ -243,16 +250,18 @@ async def _answer(backend: Backend, stream: trio.SocketStream) -> None:
 async def serve_admin(
     config: Config,
     hub: Hub,
-    sock: socket.socket,
+    sockets: Sequence[socket.socket],
     siblings: Siblings | None = None,
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the admin app on `sock` (bound and listening) until the hub drains."""
+    """Serve the admin app on `sockets` (bound and listening: every address of `--admin-host`) until
+    the hub drains: one backend, one Hypercorn, and (under `--workers`) one answerer of siblings."""
     backend = Backend(hub, config, siblings)
     app: Any = AdminApp(backend, config.admin_token)  # (an ASGI app; Hypercorn's types name its own)
     settings = HypercornConfig()
-    settings.bind = [f"fd://{os.dup(sock.fileno())}"]  # (Hypercorn's socket object owns the copy)
+    # (Hypercorn's socket objects own the copies)
+    settings.bind = [f"fd://{os.dup(sock.fileno())}" for sock in sockets]
     settings.accesslog = None
     settings.errorlog = _HYPERCORN_LOG
     settings.graceful_timeout = 1.0

@@ -223,10 +223,11 @@ async def respond(
             exchange.logged = True  # (the owner tells it: the bytes and the end are known there)
             await _to_owner(front, request, decision, hub, peer, siblings, siblings.owner(key))
             return True
-        if access is not None and isinstance(decision, Send | Receive | Watch):
+        if access is not None and key is not None:  # (a party or watcher: what a policy governs)
+            action = "send" if isinstance(decision, Send) else "receive"  # (?progress: as receiving)
             authorization = request.header("authorization")
             fine, user = (True, None) if authorization is None else await access.user(authorization)
-            decision = _admitted(access.policy, decision, fine, user, exchange)
+            decision = _refusal(access.policy, key, action, fine, user, exchange) or decision
         if isinstance(decision, Send):
             _serving(front, Role.SENDER)
             await hub.serve_sender(front, request, decision, client)
@@ -258,24 +259,18 @@ def _cors_checked(request: Request, allowed: tuple[str, ...]) -> Request:
     return dataclasses.replace(request, headers=tuple((n, v) for n, v in request.headers if n != "origin"))
 
 
-def _admitted(
-    policy: Policy, decision: Send | Receive | Watch, fine: bool, user: str | None, exchange: Exchange
-) -> Decision | PipeError:
-    """With a policy: the decision if its party may act, else its refusal (401 or 403); `fine`,
-    `user`: what its credentials said (`Access.user`). (The common party, with no credentials,
-    costs no coroutine here.)"""
-    if isinstance(decision, Send):
-        action = "send"
-    elif isinstance(decision, Receive) or not decision.html:
-        action = "receive"
-    else:
-        return decision  # (the ?progress page itself is a page: public)
+def _refusal(
+    policy: Policy, key: str, action: str, fine: bool, user: str | None, exchange: Exchange
+) -> PipeError | None:
+    """With a policy: None if the party may `action` on the pipe `key`, else its refusal (401 or
+    403); `fine`, `user`: what its credentials said (`Access.user`). (The common party, with no
+    credentials, costs no coroutine.)"""
     if not fine:
         return pipe_error(ErrorCode.AUTH_FAILED, _CHALLENGE)
     exchange.user = user or ""
-    verdict = policy.decide(decision.key, action, user)
+    verdict = policy.decide(key, action, user)
     if verdict is Verdict.ALLOW:
-        return decision
+        return None
     if verdict is Verdict.NEED_USER:
         return pipe_error(ErrorCode.AUTH_REQUIRED, _CHALLENGE, action=action)
     return pipe_error(ErrorCode.FORBIDDEN, user=user, action=action)

@@ -70,11 +70,10 @@ async def serve(
         gate = Gate(config.max_connections, hub.quotas, hub.trusted)
         async with trio.open_nursery() as nursery:
             await nursery.start(hub.run)
-            if admin:  # (Hypercorn and prometheus-client are imported only for it)
+            if admin:  # (Hypercorn and prometheus-client are imported only for it; it ends at the drain)
                 from .admin import serve_admin
 
-                for sock in admin:  # (it ends by itself at the drain)
-                    await nursery.start(serve_admin, config, hub, sock, siblings)
+                await nursery.start(serve_admin, config, hub, admin, siblings)
             async with trio.open_nursery() as accepting:  # (connections live in `nursery`)
                 for sock in sockets:
                     tls = certificates if sock in secure else None
