@@ -90,13 +90,37 @@ async def _kill_waiting_sender(front: Front, upload: Path, target: str, waits_fo
     assert sender is not None
     link = sender.link
     if isinstance(link, HttpConnection):  # the hidden-close case: body bytes wait here unread
-        while unread(link.fd) < HELD_BACK:  # noqa: ASYNC110 (kernel state: nothing to wait on)
-            await trio.sleep(0.005)
+        await _window_full(link)
     process.send_signal(signal.SIGINT)
     assert await process.wait() != 0
     if isinstance(link, HttpConnection):
         assert not link.peer_closed(), "the killed curl's close reached the server: nothing hidden"
     return sender
+
+
+def _client_send_queue(link: HttpConnection) -> int:
+    """The bytes curl's kernel holds unsent or unacknowledged (/proc/net/tcp's tx_queue of the
+    client's socket: the server's peer address is its local one); -1 when not found."""
+    port = link.sock.getpeername()[1]
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rpartition(":")[2], 16) == port and fields[3] == "01":  # (ESTABLISHED)
+                return int(fields[4].partition(":")[0], 16)
+    return -1
+
+
+async def _window_full(link: HttpConnection) -> None:
+    """Wait until our receive window is closed: HELD_BACK unread here, no byte more arriving for
+    20 ms while curl's kernel still holds bytes to send. Only then is a FIN queued behind them (with
+    room left in the window, the kernel sends the rest and its FIN at once)."""
+    before = -1
+    while True:
+        now = unread(link.fd)
+        if now >= HELD_BACK and now == before and _client_send_queue(link) > 0:
+            return
+        before = now
+        await trio.sleep(0.02)
 
 
 async def _replaced(relay: Relay, key: str, killed: object) -> None:
