@@ -45,6 +45,8 @@ class H2Client:
         self.closed = False
         self.goaway: h2.events.ConnectionTerminated | None = None
         """The server's GOAWAY, once one came."""
+        self.pings = 0
+        """PING ACKs received."""
 
     @classmethod
     async def connect(
@@ -120,6 +122,13 @@ class H2Client:
         while not done():
             await self.read_more()
 
+    async def round_trip(self) -> None:
+        """A PING and its ACK: whatever the server sent before it read the PING is in."""
+        expected = self.pings + 1
+        self.h2.ping(expected.to_bytes(8, "big"))
+        await self.flush()
+        await self.until(lambda: self.pings >= expected)
+
     async def until_over(self, stream_id: int) -> H2Response:
         """Until the stream ends (END_STREAM) or is reset."""
         response = self.responses[stream_id]
@@ -129,6 +138,9 @@ class H2Client:
     def _event(self, event: h2.events.Event) -> None:
         if isinstance(event, h2.events.ConnectionTerminated):
             self.goaway = event
+            return
+        if isinstance(event, h2.events.PingAckReceived):
+            self.pings += 1
             return
         stream_id = getattr(event, "stream_id", None)
         response = self.responses.get(stream_id) if stream_id else None

@@ -5,11 +5,22 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+import h2.config
+import h2.connection
+import h2.settings
+
 from ..errors import ErrorCode, pipe_error
 from .headers import valid_content_length
 from .heads import MAX_HEADER_LINES, kept_headers
 from .routing import Request
 
+STREAM_WINDOW = 1 << 20
+"""The receive window each request body gets (bytes we may hold for it before the relay takes them)."""
+CONNECTION_WINDOW = 8 << 20
+MAX_FRAME = 1 << 20
+"""The largest DATA frame we accept (SETTINGS_MAX_FRAME_SIZE): fewer frames per MiB."""
+MAX_STREAMS = 128
+"""Streams a connection may have served at once: every one whose task runs, reset by the client or not."""
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 """What an HTTP/2 client sends first (RFC 9113 3.4): `curl --http2-prior-knowledge` on the plain port."""
 CONNECTION_SPECIFIC = frozenset(
@@ -71,3 +82,19 @@ def response_fields(status: int, headers: Iterable[tuple[str, str]]) -> list[tup
         if lowered not in CONNECTION_SPECIFIC:
             fields.append((lowered.encode("ascii"), value.encode("latin-1")))
     return fields
+
+
+def server_state(max_head_size: int) -> h2.connection.H2Connection:
+    """A server's h2 state machine with our SETTINGS (streams, windows, frame and head sizes)."""
+    state = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
+    state.max_inbound_frame_size = MAX_FRAME  # (h2 reads its class default only when made)
+    state.local_settings = h2.settings.Settings(
+        client=False,
+        initial_values={
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+            h2.settings.SettingCodes.MAX_FRAME_SIZE: MAX_FRAME,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: max_head_size,
+        },
+    )
+    return state

@@ -20,12 +20,10 @@ import math
 import socket
 from collections.abc import Awaitable, Callable
 
-import h2.config
 import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
-import h2.settings
 import hyperframe.frame
 import trio
 
@@ -40,7 +38,8 @@ from ..core.abuse import (
     Glitches,
     Violation,
 )
-from ..core.http2 import request_from_fields
+from ..core.http2 import CONNECTION_WINDOW, MAX_STREAMS, STREAM_WINDOW, request_from_fields, server_state
+from ..core.lingering import Lingering
 from ..core.routing import Request
 from ..errors import PipeError
 from .abuse_log import ended_for_abuse
@@ -53,13 +52,6 @@ from .tls import TlsSocket
 log = logging.getLogger("pipe_relay")
 
 READ_SIZE = 256 * 1024
-STREAM_WINDOW = 1 << 20
-"""The receive window each request body gets (bytes we may hold for it before the relay takes them)."""
-CONNECTION_WINDOW = 8 << 20
-MAX_FRAME = 1 << 20
-"""The largest DATA frame we accept (SETTINGS_MAX_FRAME_SIZE): fewer frames per MiB."""
-MAX_STREAMS = 128
-"""Streams a connection may have served at once: every one whose task runs, reset by the client or not."""
 OUT_PAUSE = OUT_LIMIT + 64 * 1024
 """Past this many bytes waiting for the client, nothing more is read from it (writers stop at
 OUT_LIMIT; the rest is h2's own answers: PING and SETTINGS ACKs, resets)."""
@@ -70,7 +62,7 @@ ENCODER_TABLE = 4096
 """Our HPACK encoder's table at most, whatever SETTINGS_HEADER_TABLE_SIZE the client offers."""
 LINGER_BYTES = 1 << 20
 """What an ended attacker may still send while its GOAWAY goes out (then the close resets)."""
-__all__ = ["OUT_LIMIT", "Http2Connection", "Http2Stream"]
+__all__ = ["OUT_LIMIT", "STREAM_WINDOW", "Http2Connection", "Http2Stream"]
 
 
 def _short_body_repr(frame: hyperframe.frame.DataFrame) -> str:
@@ -101,20 +93,10 @@ class Http2Connection:
         self.peer = peer
         self._respond = respond
         self._deadline = head_deadline
-        self.h2 = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=False, header_encoding=None)
-        )
-        self.h2.max_inbound_frame_size = MAX_FRAME  # (h2 reads its class default only when made)
-        self.h2.local_settings = h2.settings.Settings(
-            client=False,
-            initial_values={
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
-                h2.settings.SettingCodes.MAX_FRAME_SIZE: MAX_FRAME,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: config.max_head_size,
-            },
-        )
+        self.h2 = server_state(config.max_head_size)
         self.streams: dict[int, Http2Stream] = {}
+        self.lingering = Lingering()
+        """Streams answered in full whose upload still comes: reset when the client had time to read."""
         self.closed = False
         """Gone, or given up on: no stream is served any more."""
         self.out = Outbound(sock, self.h2, self._lost)
@@ -152,6 +134,8 @@ class Http2Connection:
         sock = self.sock
         data, self._received = self._received, b""  # (what came first: taken, so that nothing holds it)
         while not self.closed:
+            if self.lingering.deadlines:
+                self._end_lingering()
             if data:
                 data = await self._receive(data, nursery)
                 if (data or self.buffered > OUT_PAUSE) and not await self._drained():
@@ -167,7 +151,7 @@ class Http2Connection:
                     self._read_scope = waited
                     await trio.lowlevel.wait_readable(sock)
                 self._read_scope = None
-                if waited.cancelled_caught and not self.streams:
+                if waited.cancelled_caught and not self.streams and trio.current_time() >= self._deadline:
                     self.h2.close_connection(last_stream_id=self._goaway_at)  # (idle, or drained)
                     self.flush()
                     return
@@ -218,7 +202,7 @@ class Http2Connection:
         return False
 
     def _idle_deadline(self) -> float:
-        return float("inf") if self.streams else self._deadline
+        return min(float("inf") if self.streams else self._deadline, self.lingering.next_deadline())
 
     def stream_done(self, stream_id: int) -> None:
         """A stream's task ended: with none left, the connection may idle until the head deadline."""
@@ -236,6 +220,8 @@ class Http2Connection:
         if self.closed or self._goaway_at is not None:
             return
         self._goaway_at = self.h2.highest_inbound_stream_id
+        for stream_id in self.lingering.all():
+            self._reset(stream_id, h2.errors.ErrorCodes.NO_ERROR)
         goaway = hyperframe.frame.GoAwayFrame(0, last_stream_id=self._goaway_at, error_code=0)
         self.out.flush(goaway.serialize())  # (behind h2's back: once h2 has sent a GOAWAY it treats
         self.stream_done(0)  # any frame of a new stream as a protocol error, ending those in flight too)
@@ -320,8 +306,32 @@ class Http2Connection:
         nursery.start_soon(stream.run, self._respond, request)
 
     def _refuse(self, stream_id: int) -> None:
+        self._reset(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+
+    def _reset(self, stream_id: int, code: h2.errors.ErrorCodes) -> None:
         with contextlib.suppress(h2.exceptions.ProtocolError):
-            self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            self.h2.reset_stream(stream_id, code)
+
+    def linger(self, stream_id: int) -> None:
+        """`stream_id` is answered in full, its upload still comes: reset it (NO_ERROR) once the
+        client has had time to read the answer (core.lingering), or now if too many linger."""
+        if self._goaway_at is not None or not self.lingering.add(stream_id, trio.current_time()):
+            self._reset(stream_id, h2.errors.ErrorCodes.NO_ERROR)
+        elif self._read_scope is not None:
+            self._read_scope.deadline = min(self._read_scope.deadline, self.lingering.next_deadline())
+
+    def _end_lingering(self) -> None:
+        expired = self.lingering.expired(trio.current_time())
+        for stream_id in expired:
+            self._reset(stream_id, h2.errors.ErrorCodes.NO_ERROR)
+        if expired:
+            self.flush()
+
+    def _open_window(self, size: int) -> None:
+        if size:
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self.h2.increment_flow_control_window(size)
+            self.flush()
 
     def _dispatch(self, event: h2.events.Event, now: float) -> None:
         stream_id = getattr(event, "stream_id", 0)
@@ -329,16 +339,20 @@ class Http2Connection:
         if isinstance(event, h2.events.DataReceived):
             if known is not None and event.data is not None and not known.body.discarding:
                 known.body.feed(event.data, event.flow_controlled_length or 0)
+            elif stream_id in self.lingering:  # (answered: dropped, only the connection's window opens)
+                self._open_window(self.lingering.drop(event.flow_controlled_length or 0))
             else:  # (nobody reads it: dropped, its window given back, and counted as a control frame,
                 self.acknowledge(event.flow_controlled_length or 0, stream_id)  # as the client could
                 self._spend(Budget.CONTROL, 1, now)  # keep it coming at no cost to itself)
         elif isinstance(event, h2.events.StreamEnded):
             if known is not None:
                 known.body.end()
+            self.lingering.forget(stream_id)
         elif isinstance(event, h2.events.StreamReset):
             if known is not None:
                 known.gone()
                 self._spend(Budget.RESETS, 1, now)
+            self.lingering.forget(stream_id)
             self._wake()
         elif isinstance(event, h2.events.RemoteSettingsChanged):
             encoder = self.h2.encoder

@@ -52,6 +52,8 @@ class Carrier(Protocol):
 
     def stream_done(self, stream_id: int) -> None: ...
 
+    def linger(self, stream_id: int) -> None: ...
+
     def sent_data(self, size: int) -> None: ...
 
     def party_stream(self) -> None: ...
@@ -402,8 +404,8 @@ class Http2Stream:
                     self.start_response()
                     self.ended = True
                     conn.end_stream(self.stream_id)
-                if not self.body.ended:  # (its upload is not wanted any more)
-                    conn.reset_stream(self.stream_id, h2.errors.ErrorCodes.NO_ERROR)
+                if not self.body.ended:  # (its upload is not wanted: reset once the answer is read)
+                    connection.linger(self.stream_id)
         except h2.exceptions.ProtocolError:
             pass
         connection.flush()

@@ -17,6 +17,7 @@ import pipe_relay.net.http2 as http2_module
 import pipe_relay.net.respond as respond_module
 from loadtests.attack_plans import PING, frame
 from pipe_relay.core.abuse import FloodLimits
+from pipe_relay.core.http2 import MAX_FRAME
 from tests.cli_process import cli_server
 from tests.clients import Relay, StartRelay
 from tests.h2client import H2Client
@@ -171,7 +172,7 @@ async def test_the_server_announces_its_limits(relay: Relay) -> None:
     settings = client.h2.remote_settings
     assert settings.max_header_list_size == relay.config.max_head_size == 64 * 1024
     assert settings.max_concurrent_streams == http2_module.MAX_STREAMS == 128
-    assert settings.max_frame_size == http2_module.MAX_FRAME
+    assert settings.max_frame_size == MAX_FRAME
 
 
 async def test_a_reply_waiting_for_its_window_ends_with_its_connection(engine: str) -> None:
