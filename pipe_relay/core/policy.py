@@ -134,7 +134,7 @@ def _users(table: object, lines: list[str]) -> tuple[dict[str, str], dict[str, i
         raise PolicyError(f"line {_line_of(lines, 'users')}: users must be a table ([users.NAME])")
     users, rates = {}, {}
     for name, entry in table.items():
-        line = _line_of(lines, f"users.{name}")
+        line = _user_line(lines, name)
         if not _NAME.fullmatch(name):
             raise PolicyError(f"line {line}: user name {name!r}: 1 to 64 of A-Z a-z 0-9 . _ -")
         if not isinstance(entry, dict) or "password" not in entry or set(entry) - {"password", "rate"}:
@@ -238,6 +238,51 @@ def _line_of(lines: list[str], key: str) -> int:
         ):
             return number
     return 1
+
+
+_KEY_PART = re.compile(r"""\s*(?:([A-Za-z0-9_-]+)|"((?:[^"\\]|\\.)*)"|'([^']*)')\s*""")
+_HEADER = re.compile(r"\[(\[?)([^\[\]]*)\]\]?\s*(?:#.*)?")
+
+
+def _key_path(text: str) -> list[str] | None:
+    """A TOML key as its parts (`users."bob smith"` -> users, bob smith); None if it is not one."""
+    parts: list[str] = []
+    position = 0
+    while found := _KEY_PART.match(text, position):
+        bare, basic, literal = found.groups()
+        if basic is not None:
+            try:
+                basic = str(tomllib.loads(f'k = "{basic}"')["k"])
+            except tomllib.TOMLDecodeError:
+                return None
+        parts.append(bare if bare is not None else basic if basic is not None else literal)
+        position = found.end()
+        if position == len(text):
+            return parts
+        if text[position] != ".":
+            return None
+        position += 1
+    return None
+
+
+def _assigned(line: str) -> list[str] | None:
+    """The key a `key = value` line assigns, as its parts; None if the line is no assignment."""
+    return _key_path(line.split("=", 1)[0]) if "=" in line else None
+
+
+def _user_line(lines: list[str], name: str) -> int:
+    """The line that opens user `name`'s table (`[users.NAME]`, quoted or not), or names it under
+    `[users]` (`NAME = {...}`, `NAME.password = ...`), for the error's pointer."""
+    table: list[str] = []
+    for number, line in enumerate(lines, 1):
+        stripped = line.strip()
+        if header := _HEADER.fullmatch(stripped):
+            table = _key_path(header.group(2)) or []
+            if table == ["users", name]:
+                return number
+        elif (key := _assigned(stripped)) is not None and (table + key)[:2] == ["users", name]:
+            return number  # (`NAME = {...}` or `NAME.password = ...`)
+    return _line_of(lines, f"users.{name}")
 
 
 def _toml_reason(message: str, last_line: int) -> str:

@@ -411,11 +411,6 @@ def test_a_reason_is_the_whole_message_after_the_line() -> None:
 # looks like either.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="policy.py _users -> _line_of(lines, 'users.NAME'): a name outside [A-Za-z0-9_-] must be "
-    'quoted in TOML ([users."bob smith"]); neither the header nor `NAME =` is found, so line 1',
-)
 @pytest.mark.parametrize(
     "header", ['[users."bob smith"]', '[users."bob@example"]', '[users."zoë"]', '[users.""]']
 )
@@ -424,24 +419,27 @@ def test_a_bad_user_name_names_its_own_line(header: str) -> None:
     assert refusal(text).startswith("line 5: user name "), refusal(text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='policy.py _line_of: a quoted user name that is valid ([users."a.b"]) is not found by '
-    "its header, and its last dotted part is searched as `b =`: line 1",
-)
 def test_a_quoted_valid_user_name_with_a_plaintext_password_names_its_line() -> None:
     text = users("alice") + '[users."team.lead"]\npassword = "plain"\n'
     assert refusal(text).startswith("line 4: user 'team.lead'"), refusal(text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="policy.py _line_of: `NAME =` anywhere counts, so a user named like a key written "
-    "earlier (send, receive, prefix, password) is placed at that earlier line",
-)
 def test_a_user_named_like_an_earlier_key_names_its_own_line() -> None:
     text = RULE + "\n[users.send]\npassword = 'plain'\n"
     assert refusal(text).startswith("line 6: user 'send'"), refusal(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ('[users]\nalice = { password = "H" }\n"bob smith" = { password = "H" }\n', 3),
+        ("[users]\nalice.password = 'H'\n'zoë'.password = 'plain'\n", 3),
+        ("[users.alice]\npassword = 'H'\n[ users . 'team.lead' ]  # the lead\npassword = 'plain'\n", 3),
+    ],
+    ids=["inline-table", "dotted-keys", "spaced-header"],
+)
+def test_a_user_written_in_any_toml_form_is_pointed_at_by_its_own_line(text: str, line: int) -> None:
+    assert refusal(text.replace("'H'", f"'{HASH}'").replace('"H"', f'"{HASH}"')).startswith(f"line {line}: ")
 
 
 @pytest.mark.parametrize("prefix", ["/%7Eteam/", "/caf%c3%a9/", "/%41dmin/"])
