@@ -44,7 +44,17 @@ def _inline(*names: str) -> str:
 
 _STYLE = ("base.css",)
 _INDEX_STYLE = (*_STYLE, "index.css")
-_INDEX_SCRIPT = ("common.js", "e2e.js", "tar.js", "ui.js", "upload.js", "send.js", "receive.js", "app.js")
+_INDEX_SCRIPT = (
+    "common.js",
+    "e2e.js",
+    "tar.js",
+    "ui.js",
+    "auth.js",
+    "upload.js",
+    "send.js",
+    "receive.js",
+    "app.js",
+)
 _PROGRESS_SCRIPT = ("common.js", "progress.js")
 _VIDEO_STYLE = (*_STYLE, "video.css")
 _VIDEO_SCRIPT = ("common.js", "video.js")
@@ -107,9 +117,12 @@ def _page(
     return body, page_headers(nonce, scripts=bool(script), media=media, frames=frames)
 
 
-def index_page(*, url: str, prefixed: bool, max_receivers: int) -> tuple[str, list[tuple[str, str]]]:
+def index_page(
+    *, url: str, prefixed: bool, max_receivers: int, policy: bool = False
+) -> tuple[str, list[tuple[str, str]]]:
     """The web UI: send (text, files, E2E encryption) and receive in the browser; its Receivers
-    fields go up to the server's own `--max-receivers`."""
+    fields go up to the server's own `--max-receivers`; `policy`: the server has an access policy
+    (the page then never lets the browser's own login prompt take a 401: it asks itself)."""
     return _page(
         "index.html",
         title="pipe-relay",
@@ -119,6 +132,7 @@ def index_page(*, url: str, prefixed: bool, max_receivers: int) -> tuple[str, li
         url=html.escape(url),
         prefix="/api/v1/pipe" if prefixed else "",
         max_receivers=str(int(max_receivers)),
+        policy="on" if policy else "off",
     )
 
 

@@ -14,6 +14,9 @@
   const MEMORY_WARNING =
     "This browser cannot write to disk as the bytes arrive: the decrypted file is held in this " +
     "page's memory until the end. Keep it to a few hundred MiB, or use curl | openssl.";
+  const SIGNED_IN_WARNING =
+    "Signed in, this browser's downloads cannot carry your user: the file is held in this page's " +
+    "memory until the end. Keep it to a few hundred MiB, or use curl -u.";
 
   function canSaveToDisk() {
     return typeof window.showSaveFilePicker === "function" && typeof FileSystemWritableFileStream === "function";
@@ -187,8 +190,8 @@
       // called in the click itself: the picker needs the user's gesture
       const picked = window.showSaveFilePicker({ suggestedName: fallback });
       receive(url, passphrase, fallback, picked);
-    } else if (!passphrase) {
-      handToDownloads(url);
+    } else if (!passphrase && !Auth.signedIn()) {
+      handToDownloads(url); // (a browser asks for a user itself, should a download need one)
     } else {
       receive(url, passphrase, fallback, null);
     }
@@ -237,13 +240,20 @@
         await sink.open();
       } else {
         sink = memorySink();
-        recvMessage(MEMORY_WARNING, false);
+        recvMessage(passphrase ? MEMORY_WARNING : SIGNED_IN_WARNING, false);
       }
       recvView.state("waiting", "waiting for the sender");
-      const response = await fetch(url, { signal: controller.signal, cache: "no-store" });
+      const response = await fetch(url, {
+        signal: controller.signal,
+        cache: "no-store",
+        headers: Auth.headers({}),
+        credentials: "omit", // (a 401 is the page's to ask about, not the browser's own prompt)
+      });
       if (!response.ok) {
         const text = await response.text();
-        throw new Error(Ui.lastLine(text, "[ERROR]") || "HTTP " + response.status);
+        const refused = new Error(Ui.lastLine(text, "[ERROR]") || "HTTP " + response.status);
+        refused.needsUser = response.status === 401;
+        throw refused;
       }
       const length = response.headers.get("content-length");
       const total = length === null ? null : Number(length);
@@ -285,6 +295,7 @@
         // a network error here means the transfer was cut short: never offer a partial file
         const why = error instanceof TypeError ? "The transfer was cut short." : error.message;
         recvMessage(discarded ? why + " " + discarded : why, true);
+        if (error.needsUser) Auth.ask(why, startReceive); // (received again once a user is given)
       }
     } finally {
       recvBusy(false);

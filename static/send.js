@@ -151,6 +151,7 @@
         else view.fail("not complete (" + Fmt.size(sent ? sent[0] : 0) + " uploaded)", true);
         const why = Ui.lastLine(text, "[ERROR]") || "failed (HTTP " + status + ")";
         end(complete, complete ? "done" : "error", complete ? "done" : why);
+        if (status === 401) Auth.ask(why, startSend); // (this path wants a user: sent again once given)
       },
       failed(why) {
         if (sent) view.fail("not complete (" + Fmt.size(sent[0]) + " uploaded)", true);
@@ -189,7 +190,7 @@
         const headers = { "Content-Type": type };
         if (disposition) headers["Content-Disposition"] = disposition;
         view.state("sending", job.label);
-        job.transfer = Upload.blob(url, body, headers, on);
+        job.transfer = Upload.blob(url, body, Auth.headers(headers), on);
         return;
       }
       // the server sees ciphertext only: no file name, no type
@@ -204,7 +205,7 @@
         view.state("sending", job.label);
         view.show(0, job.total);
         const source = Upload.encryptedStream(body, passphrase, on.progress, (why) => (job.broken = why));
-        job.transfer = Upload.streamed(url, source, headers, on);
+        job.transfer = Upload.streamed(url, source, Auth.headers(headers), on);
         return;
       }
       note =
@@ -215,7 +216,7 @@
       const cipher = await OpensslAes.encryptBlob(body, passphrase, on.progress, () => job.cancelled);
       view.reset();
       view.state("sending", job.label);
-      job.transfer = Upload.blob(url, cipher, headers, on);
+      job.transfer = Upload.blob(url, cipher, Auth.headers(headers), on);
     } catch (error) {
       if (job.cancelled) on.aborted();
       else on.failed(error.message);

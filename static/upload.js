@@ -2,6 +2,7 @@
 // Invariant: the stream is pulled, never pushed: it reads one step of the file ahead of what fetch() has taken.
 "use strict";
 const Upload = (() => {
+  const POLICY = document.getElementById("app").dataset.policy === "on";
   /** The protocol this page came over ("h2", "http/1.1", ...; "" when the browser does not say). */
   function protocol() {
     const navigation = performance.getEntriesByType("navigation")[0];
@@ -133,6 +134,7 @@ const Upload = (() => {
           headers,
           signal: controller.signal,
           cache: "no-store",
+          credentials: "omit", // (a 401 is the page's to ask about, not the browser's own prompt)
         });
         const reader = (response.body || new Blob().stream()).pipeThrough(new TextDecoderStream()).getReader();
         for (;;) {
@@ -157,8 +159,20 @@ const Upload = (() => {
   }
 
   /** PUT `body` (a Blob) with XMLHttpRequest, with upload progress. `on` as for streamed(), plus
-   * progress(done, total). Returns { abort() }. */
+   * progress(done, total). Returns { abort() }. Where the server has an access policy, fetch() sends
+   * it instead, without upload progress: a 401 to XMLHttpRequest brings up the browser's own login
+   * prompt (headless, a wait forever) rather than reaching the page, which asks itself (auth.js). */
   function blob(url, body, headers, on) {
+    if (POLICY) {
+      on.progress(0, body.size);
+      return streamed(url, { body, stop() {} }, headers, {
+        ...on,
+        done(status, text) {
+          if (status === 200) on.progress(body.size, body.size);
+          on.done(status, text);
+        },
+      });
+    }
     const xhr = new XMLHttpRequest();
     const total = body.size;
     xhr.open("PUT", url);

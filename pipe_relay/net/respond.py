@@ -250,13 +250,17 @@ _CHALLENGE = ("WWW-Authenticate", 'Basic realm="pipe-relay", charset="UTF-8"')
 
 
 def _cors_checked(request: Request, allowed: tuple[str, ...]) -> Request:
-    """With a policy, a page on another site could ride a visitor's stored credentials: only the
-    origins of `--cors-origins` are answered with credentials; for any other, the request is
-    answered as one without an Origin (`Access-Control-Allow-Origin: *`, no credentials)."""
+    """With a policy, a page on another site could ride a visitor's stored credentials (a browser
+    sends them with a form's POST, or a fetch's): only the origins of `--cors-origins` are answered
+    with credentials; any other is answered as a request without an Origin (`Access-Control-Allow-
+    Origin: *`, no credentials), and its credentials are not used (unless it is this server's own
+    origin, its host the Host header: the web UI), so it is an anonymous party."""
     origin = request.header("origin")
     if origin is None or origin in allowed:
         return request
-    return dataclasses.replace(request, headers=tuple((n, v) for n, v in request.headers if n != "origin"))
+    own = origin.partition("://")[2].lower() == (request.header("host") or "").lower()
+    dropped = ("origin",) if own else ("origin", "authorization")
+    return dataclasses.replace(request, headers=tuple((n, v) for n, v in request.headers if n not in dropped))
 
 
 def _refusal(
@@ -357,4 +361,5 @@ def _page(decision: Decision, request: Request, hub: Hub, client: str, siblings:
         draining=hub.draining,
         max_receivers=hub.config.max_receivers,
         worker=worker,
+        policy=hub.access is not None,
     )

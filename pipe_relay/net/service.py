@@ -57,6 +57,7 @@ def page_reply(
     draining: bool = False,
     max_receivers: int = _DEFAULT_MAX_RECEIVERS,
     worker: dict[str, int] | None = None,
+    policy: bool = False,
 ) -> Reply:
     """A reserved path's reply. `worker`: under --workers, the answering worker's facts for the
     health document."""
@@ -65,7 +66,9 @@ def page_reply(
     page = decision.page
     prefixed = decision.target.prefixed
     if page is Reserved.INDEX:
-        body, headers = pages.index_page(url=url, prefixed=prefixed, max_receivers=max_receivers)
+        body, headers = pages.index_page(
+            url=url, prefixed=prefixed, max_receivers=max_receivers, policy=policy
+        )
         return reply(200, body.encode(), content_type=_HTML, origin=origin, extra=tuple(headers))
     if page is Reserved.NOSCRIPT:
         paths = decision.target.values("path")

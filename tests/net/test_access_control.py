@@ -504,8 +504,14 @@ async def test_cors_with_a_policy_gives_credentials_to_the_listed_origins_only(
     expected: dict[str, tuple[str, str | None]],
 ) -> None:
     """Every answer (a transfer to bob's credentials, a preflight, a page, an error, a refusal) to
-    each origin: credentials allowed only for an origin of --cors-origins (any, without a policy)."""
+    each origin: credentials allowed only for an origin of --cors-origins (any, without a policy).
+    With a policy, the credentials a request from any other origin carries are not used (a page on
+    another site could ride a visitor's stored ones): its sender and receiver are asked for a user.
+    The server's own origin (the web UI's: its host is the Host header) keeps its credentials."""
     relay = await start_relay(policy_path=str(policy_file) if policy else "", cors_origins=cors_origins)
+    own = relay.url  # (curl's Host header is the URL's host and port)
+    expected = {**expected, own: STAR if policy else (own, "true")}
+    foreign = {o for o in expected if policy and o not in cors_origins and o != own}
     got: dict[tuple[str, str], Response] = {}
     with trio.fail_after(20):
         for origin in expected:
@@ -517,11 +523,16 @@ async def test_cors_with_a_policy_gives_credentials_to_the_listed_origins_only(
                 got[header[1].removeprefix("Origin: "), name] = await ask(*header, *args, stdin=stdin)
 
             key = "/shared/cors-" + origin.rpartition("/")[2]
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(partial(fetch, "receiver", *credentials("bob"), relay.url + key))
-                await relay.wait_for_pipe(key, receivers=1)
-                sender = ("sender", *credentials("alice"), "-T", "-", relay.url + key)
-                nursery.start_soon(partial(fetch, *sender, stdin=PAYLOAD))
+            receiver = ("receiver", *credentials("bob"), relay.url + key)
+            sender = ("sender", *credentials("alice"), "-T", "-", relay.url + key)
+            if origin in foreign:  # (each refused at once: no transfer)
+                await fetch(*receiver)
+                await fetch(*sender, stdin=PAYLOAD)
+            else:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(partial(fetch, *receiver))
+                    await relay.wait_for_pipe(key, receivers=1)
+                    nursery.start_soon(partial(fetch, *sender, stdin=PAYLOAD))
             await fetch(
                 "preflight", "-X", "OPTIONS", "-H", "Access-Control-Request-Method: PUT", relay.url + key
             )
@@ -532,14 +543,19 @@ async def test_cors_with_a_policy_gives_credentials_to_the_listed_origins_only(
     statuses = {"receiver": 200, "sender": 200, "preflight": 200, "page": 200, "error": 400}
     statuses |= {"refusal": 401} if policy else {}
     assert {key: response.status for key, response in got.items()} == {
-        (origin, name): status for origin in expected for name, status in statuses.items()
+        (origin, name): 401 if origin in foreign and name in ("receiver", "sender") else status
+        for origin in expected
+        for name, status in statuses.items()
     }
     for (origin, name), response in got.items():
         assert cors_of(response) == expected[origin], (origin, name, response.headers)
         if expected[origin][1] is None:
             assert "origin" not in response.headers.get("vary", "").lower(), (origin, name, response.headers)
-        if name == "receiver":
+        if name in ("receiver", "sender") and origin in foreign:
+            assert response.headers.get("x-pipe-error") == "AUTH_REQUIRED", (origin, name, response)
+        elif name == "receiver":
             assert hashlib.sha256(response.body).hexdigest() == DIGEST
+    assert bool(foreign) == policy
 
 
 # -- timing ---------------------------------------------------------------------------------------------
