@@ -2,6 +2,8 @@
 # Invariant: the other side is curl -u; bytes compared by sha256; the page reports no CSP violation or error.
 from __future__ import annotations
 
+import base64
+import dataclasses
 import hashlib
 from functools import partial
 from pathlib import Path
@@ -147,4 +149,55 @@ async def test_a_receive_asks_for_a_user_then_saves_what_was_sent(
     assert seen["state"][0] == "done", seen["state"]
     assert _sha(seen["text"].encode()) == _sha(TEXT.encode())
     assert seen["name"] == f"Saved out.bin, {len(TEXT.encode())} B."
+    assert problems == []
+
+
+FETCH_AS_ALICE = """async ([url, token]) => {
+  try {
+    const response = await fetch(url, {
+      method: "PUT", body: "from another site", credentials: "include",
+      headers: { Authorization: token, "Content-Type": "text/plain" },
+    });
+    return { status: response.status, text: await response.text() };
+  } catch (error) {
+    return { error: error.name };
+  }
+}"""
+"""A page's fetch that sends to the relay with alice's credentials (a preflight first: PUT, Authorization)."""
+
+
+async def test_pages_of_two_origins_only_the_listed_one_sends_with_credentials(
+    start_relay: StartRelay, policy: Path
+) -> None:
+    """Two pages on other origins than the relay's, each fetching a PUT to it with alice's
+    credentials (credentials: include): the one of --cors-origins is answered (its preflight names
+    it and allows credentials) and its send reaches bob; the other's preflight says `*`, so Chromium
+    refuses to send at all, and no sender ever joins its pipe."""
+    relay = await start_relay(policy_path=str(policy), hosts=("127.0.0.1", "::1"))
+    listed, other = f"http://localhost:{relay.port}", f"http://[::1]:{relay.port}"
+    hub = relay.hub  # (the origin names the port, known once the server listens: listed then)
+    hub.config = dataclasses.replace(hub.config, cors_origins=(listed,))
+    token = "Basic " + base64.b64encode(f"alice:{PASSWORDS['alice']}".encode()).decode()
+    got: dict[str, CurlResult] = {}
+    seen: dict[str, Any] = {}
+
+    def fetch_from(origin: str, path: str) -> list[str]:
+        with chromium_page() as (page, log):
+            page.goto(f"{origin}/version")  # (a page of that origin, without a CSP)
+            seen[origin] = page.evaluate(FETCH_AS_ALICE, [f"http://127.0.0.1:{relay.port}{path}", token])
+            return log.csp + log.errors
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                curl_into, got, "r", "-sS", "-u", f"bob:{PASSWORDS['bob']}", f"{relay.url}/team/cors"
+            )
+            await relay.wait_for_pipe("/team/cors", receivers=1)
+            problems = await in_browser(partial(fetch_from, listed, "/team/cors"), limit=50)
+        problems += await in_browser(partial(fetch_from, other, "/team/refused"), limit=50)
+    assert seen[listed]["status"] == 200, seen
+    assert seen[listed]["text"].splitlines()[-1] == "[INFO] Transfer complete.", seen
+    assert got["r"].stdout == b"from another site", got["r"]
+    assert seen[other] == {"error": "TypeError"}, seen  # (blocked by CORS: nothing was sent)
+    assert relay.hub.registry.snapshot("/team/refused") is None
     assert problems == []
