@@ -21,6 +21,12 @@ class Quota(enum.Enum):
     """Page and error replies being sent: what an HTTP/2 client that never opens its window holds."""
 
 
+USER_KIND = len(Quota)
+"""The shared table's column after the quotas': each user's running transfers (core.pace)."""
+KINDS = len(Quota) + 1
+"""The shared table's columns: every quota's, and USER_KIND."""
+
+
 class Quotas:
     """Counts per (quota, client) against per-quota limits (0 = no limit). Pure: callers name the
     client (its address, or the forwarded one from a trusted proxy). With `shared` (several worker

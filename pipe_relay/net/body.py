@@ -2,7 +2,6 @@
 # Invariant: a read's pieces stay valid until the next read; SO_RCVLOWAT is back to 1 once released.
 from __future__ import annotations
 
-import math
 import os
 import socket
 import time
@@ -14,6 +13,7 @@ import trio
 
 from ..core.forms import FormExtractor, FormState, PartData, PartEnd, PartStart
 from ..core.framing import BodyDecoder, ChunkedDecoder, EmptyDecoder, FramingError, LengthDecoder
+from ..core.pace import Pace
 from ..core.routing import Request
 from ..errors import PipeError, TransferError, TransferFailure
 from .engine import Segment, Source, wait_ready
@@ -331,30 +331,23 @@ class Prepend:
 
 
 class Paced:
-    """A source that gives at most `rate` bytes a second (a rate cap): each read first sleeps until
-    the bytes read so far are due (no polling); the transfer's steps are sized to about a tenth of a
-    second of it (`paced_step`), so the pace is smooth."""
+    """A source read through a rate cap (core.pace, maybe shared by a user's transfers): each read
+    first sleeps until the pace says it is due (no polling); the transfer's steps are sized to about
+    a tenth of a second of the rate (`paced_step`), so the pace is smooth."""
 
-    def __init__(self, inner: Source, rate: int) -> None:
+    def __init__(self, inner: Source, pace: Pace) -> None:
         self._inner = inner
-        self._rate = rate
-        self._start: float | None = None
-        self._read = 0
-
-    def _due(self) -> float:
-        return -math.inf if self._start is None else self._start + self._read / self._rate
+        self._pace = pace
 
     async def read(self) -> list[Segment]:
-        if self._start is None:
-            self._start = trio.current_time()
-        await trio.sleep_until(self._due())
+        await trio.sleep_until(self._pace.due)
         pieces = await self._inner.read()
-        self._read += sum(len(piece) for piece in pieces)
+        self._pace.took(sum(len(piece) for piece in pieces), trio.current_time())
         return pieces
 
     @property
     def ready(self) -> bool:
-        return self._inner.ready and trio.current_time() >= self._due()
+        return self._inner.ready and trio.current_time() >= self._pace.due
 
     @property
     def done(self) -> bool:

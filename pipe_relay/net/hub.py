@@ -10,6 +10,7 @@ import trio
 from ..config import Config
 from ..core import status
 from ..core.clients import parse_networks
+from ..core.pace import Pace, Paces
 from ..core.progress import TransferState
 from ..core.quotas import Quota, Quotas
 from ..core.registry import RETRY_AFTER_SECONDS, Closed, Established, Expired, Registry, Waiting
@@ -71,6 +72,8 @@ class Hub:
             shared,
         )
         """What each client address holds (pending, active, watchers, connections) against its limits."""
+        self.paces = Paces(shared)
+        """The rate caps of users with transfers running (core.pace)."""
         self.trusted = parse_networks(config.trusted_proxies)
         """Our own proxies: the only peers whose X-Forwarded-For is believed."""
         self.watchers = 0
@@ -230,6 +233,7 @@ class Hub:
                 return
             assert isinstance(outcome, Established)
             stop = self._stops[outcome.key] = trio.CancelScope()
+            pace = self._pace_of(party)
             try:
                 with stop:
                     ended = await run_transfer(
@@ -239,22 +243,26 @@ class Hub:
                         board=self.boards.get(outcome.key),
                         seek_budget=self.seek_budget,
                         stop=stop,
-                        rate=self._rate_of(party),
+                        pace=pace,
                     )
             finally:
                 del self._stops[outcome.key]
+                if pace is not None:
+                    self.paces.leave(pace)
             if stop.cancelled_caught:  # the operator ended it: its receivers are cut, the sender told
                 link.close_mode = CloseMode.LINGER
                 await party.say(pipe_error(ErrorCode.TERMINATED).message, end=True)
         finally:
             self._sender_done(party, ended)
 
-    def _rate_of(self, sender: Sender) -> int:
-        """The transfer's rate cap: its sender's user's (`--policy`), else `--rate-limit` (0: none)."""
+    def _pace_of(self, sender: Sender) -> Pace | None:
+        """The transfer's rate cap: its sender's user's (`--policy`: shared by all of that user's
+        transfers), else its own at `--rate-limit`; None: uncapped."""
         user = sender.link.exchange.user
-        if user and self.access is not None:
-            return self.access.policy.rates.get(user, self.config.rate_limit)
-        return self.config.rate_limit
+        rate = self.access.policy.rates.get(user) if user and self.access is not None else None
+        if rate:
+            return self.paces.join(user, rate)
+        return self.paces.join(None, self.config.rate_limit) if self.config.rate_limit else None
 
     async def _join_sender(self, party: Sender) -> Waiting[Party] | Established[Party]:
         """Join as the path's sender; if one waits there already, it is checked first (it may be

@@ -11,6 +11,7 @@ from ..config import Config
 from ..core import status
 from ..core.forms import FormExtractor
 from ..core.headers import BodyInfo, body_info, is_multipart_form, receiver_headers
+from ..core.pace import Pace
 from ..core.progress import TransferState
 from ..core.registry import Established
 from ..core.routing import Receive
@@ -94,7 +95,7 @@ async def run_transfer(
     board: Board | None,
     seek_budget: SeekBudget,
     stop: trio.CancelScope | None = None,
-    rate: int = 0,
+    pace: Pace | None = None,
 ) -> TransferState:
     """Stream the sender's body to every receiver, in the sender's connection task; how it ended
     (`done` or `aborted`), for the hub to record. `stop`: the scope the operator cancels to end it
@@ -108,7 +109,7 @@ async def run_transfer(
     reason: str | None = "internal"
     try:
         ended, reason = await _run(
-            established, sender, receivers, sinks, events, config, engine, seek_budget, rate
+            established, sender, receivers, sinks, events, config, engine, seek_budget, pace
         )
         return ended
     except trio.Cancelled:
@@ -127,11 +128,11 @@ async def _run(
     config: Config,
     engine: ByteEngine,
     seek_budget: SeekBudget,
-    rate: int,
+    pace: Pace | None,
 ) -> tuple[TransferState, str | None]:
-    """The transfer, and why it did not complete (None: it did); `rate`: its cap (0: none)."""
+    """The transfer, and why it did not complete (None: it did); `pace`: its cap (None: none)."""
     request = sender.request
-    step = paced_step(rate, config.buffer_size) if rate else config.buffer_size
+    step = paced_step(pace.rate, config.buffer_size) if pace else config.buffer_size
     raw = sender.link.open_body(request, buffer_size=step, idle_timeout=config.idle_timeout)
     lines = (sender.count_line(), status.streaming(established.n))
     log_paths = config.log_paths
@@ -161,12 +162,12 @@ async def _run(
             start, pieces = await form.start()
             part = (start.content_type, start.disposition)
             source = Prepend(pieces, form)
-        if rate:
-            source = Paced(source, rate)
+        if pace is not None:
+            source = Paced(source, pace)
         info = body_info(request.headers, multipart_part=part)
         if events.board is not None:
             events.board.total = info.content_length
-            events.board.limit = rate or None
+            events.board.limit = pace.rate if pace is not None else None
         sinks.extend(_sink_for(r, info) for r in receivers)
         await engine.relay(source, sinks, events)
     except TransferError as exc:

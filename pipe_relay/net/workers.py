@@ -23,7 +23,7 @@ import trio
 
 from ..core import tally
 from ..core.owners import owner_of
-from ..core.quotas import Quota
+from ..core.quotas import KINDS
 from ..core.registry import RETRY_AFTER_SECONDS
 from ..core.shared_counts import SharedCounts
 from ..errors import ErrorCode, PipeError, pipe_error
@@ -75,7 +75,7 @@ class WorkerSpec:
 
 
 def _tally_offset(workers: int) -> int:
-    return HEADER + SharedCounts.size(slots=SLOTS, kinds=len(Quota), workers=workers)
+    return HEADER + SharedCounts.size(slots=SLOTS, kinds=KINDS, workers=workers)
 
 
 def shared_size(workers: int) -> int:
@@ -116,7 +116,7 @@ class Siblings:
         self.counts = SharedCounts(
             memoryview(self._memory)[HEADER:],
             slots=SLOTS,
-            kinds=len(Quota),
+            kinds=KINDS,
             workers=spec.count,
             worker=spec.index,
             key=bytes.fromhex(spec.shared_key),

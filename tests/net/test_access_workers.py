@@ -24,6 +24,7 @@ from pipe_relay.core.owners import owner_of
 from pipe_relay.net.access import hash_password
 from tests.cli_process import ROOT, startup_lines
 from tests.clients import CurlResult, TlsFiles, curl, curl_into, parse_head
+from tests.net.test_rate_limit import SHARED_RATE, shared_cap_elapsed, shared_cap_policy
 from tests.responses import split_response
 
 PASSWORDS = {"alice": "alice-pw-51d0", "bob": "bob-pw-0c2e"}
@@ -214,3 +215,16 @@ async def test_sighup_to_the_supervisor_reloads_every_worker(tmp_path: Path, has
     assert before == {0: 200, 1: 200}
     assert after == {0: 401, 1: 401}  # (AUTH_FAILED: no such user now)
     assert bob == {0: 200, 1: 200}
+
+
+async def test_a_users_transfers_on_both_workers_share_the_users_rate(tmp_path: Path) -> None:
+    """One transfer of the user on each worker's pipe, at once: together they take as long as one
+    of both sizes would at the user's rate (each worker takes its share of it, from the user's
+    transfers counted in the workers' shared table), not half that."""
+    body = tmp_path / "body"
+    body.write_bytes(os.urandom(SHARED_RATE))
+    keys = (next(keys_of(0, "/rated")), next(keys_of(1, "/rated")))
+    with trio.fail_after(30):
+        async with workers_server(tmp_path, "--policy", str(shared_cap_policy(tmp_path))) as server:
+            elapsed = await shared_cap_elapsed(server.url, keys, body, ("-u", "slow:pw-slow"))
+    assert elapsed >= (2 * SHARED_RATE - 2 * SHARED_RATE // 10) / SHARED_RATE * 0.9, elapsed

@@ -89,3 +89,52 @@ async def test_a_users_rate_caps_what_that_user_sends(start_relay: StartRelay, t
         assert any(e.get("limit") == 512 << 10 for e in events), events
         _, got, events = await _timed_transfer(relay.url, "/fast", body, "-u", "fast:pw-fast")
         assert got == data and any(e.get("limit") == 8 << 20 for e in events), events  # (--rate-limit)
+
+
+async def shared_cap_elapsed(base: str, keys: tuple[str, str], body: Path, user: tuple[str, ...]) -> float:
+    """Two receivers, and two senders of `user` at once: the time from the senders' start until both
+    are done (a lower bound on how long the transfers took, whoever came first)."""
+    got: dict[str, object] = {}
+
+    async def receive(key: str) -> None:
+        got[key] = (await curl(base + key, max_time=20)).stdout
+
+    async def send(key: str) -> None:
+        got["sent " + key] = (await curl(*user, "-T", str(body), base + key, max_time=20)).stdout
+
+    async with trio.open_nursery() as nursery:
+        for key in keys:
+            nursery.start_soon(receive, key)
+        started = trio.current_time()
+        async with trio.open_nursery() as senders:
+            for key in keys:
+                senders.start_soon(send, key)
+        elapsed = trio.current_time() - started
+    data = body.read_bytes()
+    for key in keys:
+        assert got[key] == data, key
+        assert b"[INFO] Transfer complete." in got["sent " + key]  # type: ignore[operator]
+    return elapsed
+
+
+SHARED_RATE = 512 << 10
+
+
+def shared_cap_policy(tmp_path: Path) -> Path:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f'[users.slow]\npassword = "{hash_password("pw-slow")}"\nrate = "512K"\n')
+    return policy
+
+
+async def test_a_users_transfers_at_once_share_the_users_rate(
+    start_relay: StartRelay, tmp_path: Path
+) -> None:
+    """Two transfers of one user at once take as long as one of both sizes would: the cap is the
+    user's, shared, not each transfer's (each alone would be done in half the time)."""
+    body = tmp_path / "body"
+    body.write_bytes(os.urandom(SHARED_RATE))
+    relay = await start_relay(policy_path=str(shared_cap_policy(tmp_path)))
+    with trio.fail_after(20):
+        elapsed = await shared_cap_elapsed(relay.url, ("/one", "/two"), body, ("-u", "slow:pw-slow"))
+    assert elapsed >= (2 * SHARED_RATE - 2 * SHARED_RATE // 10) / SHARED_RATE * 0.95, elapsed
+    assert len(relay.hub.paces) == 0  # (the user's pace is forgotten with their last transfer)
