@@ -19,29 +19,18 @@ from ..core.shared_counts import SharedCounts
 from ..errors import ErrorCode, PipeError, TransferFailure, pipe_error
 from .access import Access
 from .body import SeekBudget
-from .engine import BufferEngine, ByteEngine
+from .engine import ByteEngine
 from .link import CloseMode, Link
 from .party import ABORTED, POLL_INTERVAL, Ending, Naps, Party, Receiver, Sender
 from .progress import Boards, watch
 from .relay import run_transfer
-from .splice import SpliceEngine, splice_available
+from .splice import make_engine
 from .telemetry import TALLY
 
 REQUEUE_LIMIT = 8
 """How many senders found gone before their start a receiver waits past (then it gets the error)."""
 CHECK_TIMEOUT = 2.0
 """How long a second sender waits for the check of the sender in its way (its answer is quicker)."""
-
-
-def make_engine(config: Config) -> ByteEngine:
-    """The byte engine for `config.engine`. `auto` is the buffer engine: measured side by side with
-    the C reference (docs/performance.md), it is faster than splice/tee at n=1 and at n=3 on this
-    kernel; `splice` trades speed for CPU (about half the buffer engine's at n=1), and falls back
-    to the buffer engine for what it cannot carry (chunked or multipart bodies, no pipes, not Linux)."""
-    buffer = BufferEngine(idle_timeout=config.idle_timeout)
-    if config.engine != "splice" or not splice_available():
-        return buffer
-    return SpliceEngine(idle_timeout=config.idle_timeout, fallback=buffer)
 
 
 class Hub:

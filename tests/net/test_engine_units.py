@@ -16,8 +16,7 @@ from pipe_relay.core.framing import ChunkedDecoder, Framing, LengthDecoder
 from pipe_relay.errors import TransferError, TransferFailure
 from pipe_relay.net.body import SocketBody
 from pipe_relay.net.engine import BufferEngine, Sink, SocketWriter, broadcast
-from pipe_relay.net.hub import make_engine
-from pipe_relay.net.splice import SpliceEngine, splice_available
+from pipe_relay.net.splice import SpliceEngine, make_engine, splice_available
 
 
 class _Events:
