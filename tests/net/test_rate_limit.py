@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from pipe_relay.net.access import hash_password
-from tests.clients import StartRelay, curl
+from tests.clients import Relay, StartRelay, curl
 
 pytestmark = pytest.mark.parametrize(
     "engine", ["buffer"], indirect=True
@@ -25,8 +25,9 @@ async def _events(url: str) -> list[dict[str, object]]:
 
 
 async def _timed_transfer(
-    base: str, path: str, body: Path, *user: str
+    relay: Relay, path: str, body: Path, *user: str
 ) -> tuple[float, bytes, list[dict[str, object]]]:
+    base = relay.url
     got: dict[str, object] = {}
 
     async def watch() -> None:
@@ -38,7 +39,8 @@ async def _timed_transfer(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch)
         nursery.start_soon(receive)
-        await trio.sleep(0.2)  # (both waiting: the clock below starts with the sender)
+        await relay.wait_for_pipe(path, receivers=1)  # (both waiting: the clock starts with the sender)
+        await relay.hub.wait_for(lambda: relay.hub.watchers == 1)
         started = trio.current_time()
         sent = await curl(*user, "-T", str(body), base + path, max_time=20)
         elapsed = trio.current_time() - started
@@ -55,7 +57,7 @@ async def test_a_capped_transfer_takes_at_least_its_size_over_the_cap(
     body.write_bytes(data)
     relay = await start_relay(rate_limit=rate)
     with trio.fail_after(20):
-        elapsed, got, events = await _timed_transfer(relay.url, "/capped", body)
+        elapsed, got, events = await _timed_transfer(relay, "/capped", body)
     assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
     step = rate // 10  # (the first step goes at once; each after it waits its turn)
     assert elapsed >= (len(data) - step) / rate * 0.95, elapsed
@@ -69,7 +71,7 @@ async def test_an_uncapped_transfer_shows_no_limit(start_relay: StartRelay, tmp_
     body.write_bytes(os.urandom(64 << 10))
     relay = await start_relay()
     with trio.fail_after(20):
-        _, got, events = await _timed_transfer(relay.url, "/free", body)
+        _, got, events = await _timed_transfer(relay, "/free", body)
     assert len(got) == 64 << 10 and events and all("limit" not in e for e in events)
 
 
@@ -84,10 +86,10 @@ async def test_a_users_rate_caps_what_that_user_sends(start_relay: StartRelay, t
     body.write_bytes(data)
     relay = await start_relay(policy_path=str(policy), rate_limit=8 << 20)
     with trio.fail_after(20):
-        elapsed, got, events = await _timed_transfer(relay.url, "/slow", body, "-u", "slow:pw-slow")
+        elapsed, got, events = await _timed_transfer(relay, "/slow", body, "-u", "slow:pw-slow")
         assert got == data and elapsed >= (len(data) - (512 << 10) // 10) / (512 << 10) * 0.95, elapsed
         assert any(e.get("limit") == 512 << 10 for e in events), events
-        _, got, events = await _timed_transfer(relay.url, "/fast", body, "-u", "fast:pw-fast")
+        _, got, events = await _timed_transfer(relay, "/fast", body, "-u", "fast:pw-fast")
         assert got == data and any(e.get("limit") == 8 << 20 for e in events), events  # (--rate-limit)
 
 
