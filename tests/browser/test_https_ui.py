@@ -8,7 +8,7 @@ from pathlib import Path
 
 import trio
 
-from tests.browser.conftest import NO_SAVE_PICKER, chromium_page, in_browser
+from tests.browser.conftest import NO_SAVE_PICKER, chromium_page, in_browser, to_trio_async
 from tests.clients import CurlResult, StartRelay, TlsFiles, curl, curl_into
 
 PROTOCOL = "performance.getEntriesByType('navigation')[0].nextHopProtocol"
@@ -36,8 +36,8 @@ async def test_the_ui_over_https_sends_a_file_to_a_plain_http_receiver(
             page.click("#send-start")
             # (over HTTP/2 Chromium shows no response before its upload ends: the bar stops at the
             # stream's window, 1 MiB, until a receiver comes; the status lines come at the end)
-            trio.from_thread.run(relay.wait_for_pipe, "/ui-tls")
-            trio.from_thread.run(curl_into, got, "r", f"{relay.url}/ui-tls")
+            to_trio_async(relay.wait_for_pipe, "/ui-tls")
+            to_trio_async(curl_into, got, "r", f"{relay.url}/ui-tls")
             page.wait_for_selector("#send-state.done")
             seen["bytes"] = page.text_content("#send-bytes") or ""
             page.screenshot(path=str(screenshots / "ui-https-send-done.png"), full_page=True)
@@ -79,7 +79,7 @@ async def test_the_ui_over_https_receives_a_file_curl_sent_over_tls(
             page.fill("#recv-path", "ui-tls-recv")
             with page.expect_download() as download:
                 page.click("#recv-start")
-                trio.from_thread.run(send)  # (the browser's download manager takes the body)
+                to_trio_async(send)  # (the browser's download manager takes the body)
             download.value.save_as(saved)
             page.screenshot(path=str(screenshots / "ui-https-receive-done.png"), full_page=True)
             return protocol, log.csp + log.errors

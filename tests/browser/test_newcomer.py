@@ -14,7 +14,7 @@ import trio
 from playwright.sync_api import Response
 
 from tests.browser.bigfiles import DIGEST_STEP, OPFS_DIGESTS
-from tests.browser.conftest import OPFS_SAVE_PICKER, chromium_page, in_browser
+from tests.browser.conftest import OPFS_SAVE_PICKER, chromium_page, in_browser, to_trio, to_trio_async
 from tests.clients import CurlResult, Relay, StartRelay, curl, curl_into, raw_exchange
 
 # what is shown here is the page's doing, not the byte engine's: one engine is enough
@@ -51,7 +51,7 @@ async def test_a_send_waits_for_its_receiver_then_curl_takes_it_on_a_non_ascii_p
             page.wait_for_selector("#send-state.waiting")
             seen["waiting"] = [page.text_content(f"#send-{id}") for id in ("state", "bytes", "rate")]
             page.screenshot(path=str(screenshots / "newcomer-send-waiting.png"), full_page=True)
-            trio.from_thread.run(curl_into, got, "r", "-v", "-o", str(out), f"{relay.url}/{PATH}")
+            to_trio_async(curl_into, got, "r", "-v", "-o", str(out), f"{relay.url}/{PATH}")
             page.wait_for_selector("#send-state.done")
             seen["done"] = [page.text_content(f"#send-{id}") for id in ("state", "bytes", "rate")]
             page.screenshot(path=str(screenshots / "newcomer-send-done.png"), full_page=True)
@@ -105,7 +105,7 @@ async def test_curl_sends_to_the_page_on_a_non_ascii_path_and_raw_utf8_is_refuse
             page.fill("#recv-path", PATH)
             page.click("#recv-start")
             page.wait_for_selector("#recv-state.waiting >> text=waiting for the sender")
-            trio.from_thread.run(raw_utf8_then_curl)
+            to_trio_async(raw_utf8_then_curl)
             page.wait_for_selector("#recv-state.done")
             page.screenshot(path=str(screenshots / "newcomer-receive-non-ascii.png"), full_page=True)
             seen["fetched"] = [url for url in fetched if "/%" in url]
@@ -154,7 +154,7 @@ async def test_a_small_utf8_body_is_shown_as_text_whatever_its_type(relay: Relay
             for i, (body, _) in enumerate(TEXT_CASES):
                 page.click("#recv-start")
                 page.wait_for_selector("#recv-state.waiting >> text=waiting for the sender")
-                sent = trio.from_thread.run(partial(curl, "-T", "-", f"{relay.url}/curl-text", stdin=body))
+                sent = to_trio_async(partial(curl, "-T", "-", f"{relay.url}/curl-text", stdin=body))
                 assert sent.returncode == 0
                 page.wait_for_selector("#recv-state.done")
                 if i == 0:
@@ -195,7 +195,7 @@ async def test_receivers_beyond_the_server_limit_and_a_refused_send(relay: Relay
             page.click("#send-start")
             page.wait_for_selector("#send-state.error")
             seen["limit"] = page.text_content("#send-state")
-            snapshot = trio.from_thread.run_sync(relay.hub.registry.snapshot, "/taken")
+            snapshot = to_trio(relay.hub.registry.snapshot, "/taken")
             seen["after_limit"] = None if snapshot is None else (snapshot.sender, snapshot.receivers)
             page.fill("#send-n", "1")
             page.click("#send-start")

@@ -7,10 +7,9 @@ import os
 from pathlib import Path
 
 import pytest
-import trio
 from playwright.sync_api import Error as PlaywrightError
 
-from tests.browser.conftest import OPFS_SAVE_PICKER, chromium_page, in_browser
+from tests.browser.conftest import OPFS_SAVE_PICKER, chromium_page, in_browser, to_trio_async
 from tests.clients import CurlResult, Relay, curl
 
 # (page, a selector that exists only once the page's script ran; None for script-free pages)
@@ -114,7 +113,7 @@ async def test_no_xss_from_file_names_in_the_web_ui(relay: Relay, tmp_path: Path
             page.fill("#recv-path", "xss-name")
             page.click("#recv-start")
             page.wait_for_selector("#recv-state.waiting >> text=waiting for the sender")
-            seen["sent"] = trio.from_thread.run(send)
+            seen["sent"] = to_trio_async(send)
             page.wait_for_selector("#recv-state.done")
             seen["saved"] = page.text_content("#recv-name")
             seen["images"] = len(page.query_selector_all("img"))

@@ -10,9 +10,15 @@ from typing import Any
 
 import pytest
 import trio
-from playwright.sync_api import ConsoleMessage, Page, sync_playwright
+from playwright.sync_api import ConsoleMessage, Page
 
-from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, chromium_page, in_browser, require_chromium
+from tests.browser.conftest import (
+    chromium_page,
+    in_browser,
+    require_chromium,
+    to_trio,
+    to_trio_async,
+)
 from tests.clients import RawClient, Relay
 
 
@@ -43,36 +49,30 @@ async def test_dashboard_shows_streaming_then_done(
     def browse() -> dict[str, object]:
         seen: dict[str, object] = {}
         problems: list[str] = []
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page(viewport={"width": 800, "height": 600})
+        with chromium_page(width=800, height=600) as (page, _):
 
-                def on_console(message: ConsoleMessage) -> None:
-                    if message.type == "error" or "Content Security Policy" in message.text:
-                        problems.append(message.text)
+            def on_console(message: ConsoleMessage) -> None:
+                if message.type == "error" or "Content Security Policy" in message.text:
+                    problems.append(message.text)
 
-                page.on("console", on_console)
-                page.goto(f"{relay.url}/board?progress", wait_until="domcontentloaded")
-                # selectors, not wait_for_function: the page's CSP (rightly) forbids eval
-                page.wait_for_selector("#state.streaming")
-                seen["streaming_bytes"] = page.text_content("#bytes")
-                seen["receivers"] = page.text_content("#receivers")
-                page.screenshot(path=str(screenshots / "progress-streaming.png"))
-                trio.from_thread.run(finish)
-                page.wait_for_selector("#state.done")
-                seen["done_bytes"] = page.text_content("#bytes")
-                seen["done_rate"] = page.text_content("#rate")
-                seen["done_elapsed"] = page.text_content("#elapsed")
-                seen["fill"] = page.eval_on_selector("#fill", "el => el.style.width")
-                page.screenshot(path=str(screenshots / "progress-done.png"))
-            finally:
-                browser.close()
+            page.on("console", on_console)
+            page.goto(f"{relay.url}/board?progress", wait_until="domcontentloaded")
+            # selectors, not wait_for_function: the page's CSP (rightly) forbids eval
+            page.wait_for_selector("#state.streaming")
+            seen["streaming_bytes"] = page.text_content("#bytes")
+            seen["receivers"] = page.text_content("#receivers")
+            page.screenshot(path=str(screenshots / "progress-streaming.png"))
+            to_trio_async(finish)
+            page.wait_for_selector("#state.done")
+            seen["done_bytes"] = page.text_content("#bytes")
+            seen["done_rate"] = page.text_content("#rate")
+            seen["done_elapsed"] = page.text_content("#elapsed")
+            seen["fill"] = page.eval_on_selector("#fill", "el => el.style.width")
+            page.screenshot(path=str(screenshots / "progress-done.png"))
         seen["problems"] = problems
         return seen
 
-    with trio.fail_after(60):
-        seen = await trio.to_thread.run_sync(browse, abandon_on_cancel=True)
+    seen = await in_browser(browse, limit=60)
     assert seen["streaming_bytes"] == "512.0 KiB of 1.0 MiB"
     assert seen["receivers"] == "1 of 1"
     assert seen["done_bytes"] == "1.0 MiB of 1.0 MiB"
@@ -88,21 +88,15 @@ async def test_dashboard_of_an_unused_path_says_nobody_is_there(relay: Relay, sc
     require_chromium()
 
     def browse() -> list[str | None]:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page(viewport={"width": 800, "height": 600})
-                page.goto(f"{relay.url}/nobody-yet?progress", wait_until="domcontentloaded")
-                page.wait_for_selector("#state.idle")
-                page.screenshot(path=str(screenshots / "progress-unused.png"))
-                return [
-                    page.text_content(f"#{id}") for id in ("state", "explain", "receivers", "rate", "elapsed")
-                ]
-            finally:
-                browser.close()
+        with chromium_page(width=800, height=600) as (page, _):
+            page.goto(f"{relay.url}/nobody-yet?progress", wait_until="domcontentloaded")
+            page.wait_for_selector("#state.idle")
+            page.screenshot(path=str(screenshots / "progress-unused.png"))
+            return [
+                page.text_content(f"#{id}") for id in ("state", "explain", "receivers", "rate", "elapsed")
+            ]
 
-    with trio.fail_after(30):
-        shown = await trio.to_thread.run_sync(browse, abandon_on_cancel=True)
+    shown = await in_browser(browse, limit=30)
     assert shown == [
         "nobody here yet",
         "Nobody is on this path yet. This page follows it as soon as a sender or a receiver comes.",
@@ -222,9 +216,7 @@ async def test_dashboard_charts_the_rate_and_tells_the_average(
             page.goto(f"{relay.url}/chart?progress", wait_until="domcontentloaded")
             page.wait_for_selector("#state.idle")  # the page follows the path
             seen["chart_before"] = page.is_hidden("#chart"), page.query_selector("#chart svg")
-            trio.from_thread.run_sync(
-                nursery.start_soon, paced_transfer, relay, raw_clients, b"/chart", total
-            )
+            to_trio(nursery.start_soon, lambda: paced_transfer(relay, raw_clients, b"/chart", total))
             page.wait_for_selector("#state.streaming")
             seen["chart_streaming"] = page.is_visible("#chart > svg")
             page.wait_for_selector("#state.done", timeout=15_000)
@@ -288,7 +280,7 @@ async def test_chart_of_an_aborted_transfer_stays_greyed_and_dashed(
             page.emulate_media(color_scheme="dark")
             page.goto(f"{relay.url}/cut?progress", wait_until="domcontentloaded")
             page.wait_for_selector("#state.idle")
-            trio.from_thread.run_sync(
+            to_trio(
                 nursery.start_soon,
                 lambda: paced_transfer(relay, raw_clients, b"/cut", 4 * MiB, abort_at=2 * MiB),
             )

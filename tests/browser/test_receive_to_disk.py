@@ -29,6 +29,8 @@ from tests.browser.conftest import (
     OPFS_SAVE_PICKER,
     chromium_page,
     in_browser,
+    to_trio,
+    to_trio_async,
     wait_for_value,
 )
 from tests.browser.recipe import (
@@ -84,9 +86,7 @@ async def test_a_large_receive_is_written_to_disk_with_flat_memory(
             page.click("#recv-start")
             page.wait_for_selector("#recv-state.waiting >> text=waiting for the sender")
             started = time.monotonic()
-            trio.from_thread.run_sync(
-                nursery.start_soon, curl_into, sent, "s", "-T", str(source), f"{relay.url}/big"
-            )
+            to_trio(nursery.start_soon, curl_into, sent, "s", "-T", str(source), f"{relay.url}/big")
             peak, shot = before, False
             while "done" not in (current := state(page)) and "error" not in current:
                 peak = max(peak, renderer_rss())
@@ -146,7 +146,7 @@ async def test_an_encrypted_receive_is_decrypted_on_the_way_to_disk(
             page.click("#recv-start")
             page.wait_for_selector("#recv-state.waiting >> text=waiting for the sender")
             started = time.monotonic()
-            trio.from_thread.run_sync(nursery.start_soon, send)
+            to_trio(nursery.start_soon, send)
             peak = before
             while "done" not in (current := state(page)) and "error" not in current:
                 peak = max(peak, renderer_rss())
@@ -185,7 +185,7 @@ async def test_a_cancelled_receive_leaves_no_file(relay: Relay, tmp_path: Path, 
             page.goto(f"{relay.url}/?path=slow")
             page.click("#recv-start")
             page.wait_for_selector("#recv-state.waiting >> text=waiting for the sender")
-            trio.from_thread.run_sync(
+            to_trio(
                 nursery.start_soon,
                 curl_into,
                 sent,
@@ -230,7 +230,7 @@ async def test_a_wrong_passphrase_leaves_no_file(relay: Relay) -> None:
             page.fill("#recv-pass", WRONG_PASSPHRASE)
             page.click("#recv-start")
             page.wait_for_selector("#recv-state.waiting >> text=waiting for the sender")
-            trio.from_thread.run(partial(curl, "-T", "-", f"{relay.url}/bad-pass", stdin=cipher))
+            to_trio_async(partial(curl, "-T", "-", f"{relay.url}/bad-pass", stdin=cipher))
             page.wait_for_selector("#recv-state.error, #recv-state.done")
             return (
                 page.text_content("#recv-message"),

@@ -13,7 +13,7 @@ import trio
 from playwright.sync_api import Page
 
 from tests.browser.bigfiles import RSS_LIMIT, MiB, random_file, renderer_rss, shown_size
-from tests.browser.conftest import chromium_page, in_browser, wait_for_value
+from tests.browser.conftest import chromium_page, in_browser, to_trio, to_trio_async, wait_for_value
 from tests.browser.recipe import OPENSSL_DECRYPT, PASSPHRASE, decrypt
 from tests.clients import CurlResult, Relay, StartRelay, TlsFiles, curl, sha256_file
 
@@ -89,7 +89,7 @@ async def test_an_encrypted_send_streams_over_http2_with_flat_memory(
             page.click("#send-start")
             # Sender first: with no receiver the upload stalls at the HTTP/2 window, and a pulled
             # stream stops reading the file there; watch it stay stalled for a while.
-            trio.from_thread.run(relay.wait_for_pipe, "/stream")
+            to_trio_async(relay.wait_for_pipe, "/stream")
             wait_for_value(lambda: handed(page), lambda n: n > 0)
             deadline, seen["stalled"] = time.monotonic() + STALL_WATCH, 0
             while time.monotonic() < deadline:
@@ -99,7 +99,7 @@ async def test_an_encrypted_send_streams_over_http2_with_flat_memory(
             page.wait_for_selector("#send-state.waiting")
             seen["waiting"] = [page.text_content(f"#send-{id}") for id in ("state", "bytes", "rate")]
             page.screenshot(path=str(screenshots / "send-streaming-h2-no-receiver.png"), full_page=True)
-            trio.from_thread.run_sync(nursery.start_soon, receive)
+            to_trio(nursery.start_soon, receive)
             started = time.monotonic()
             peak, shot = before, False
             while not any(end in (current := send_state(page)) for end in ("done", "error", "aborted")):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.browser.conftest import chromium_page, in_browser, wait_for_value
+from tests.browser.conftest import chromium_page, in_browser, to_trio, wait_for_value
 from tests.clients import CurlResult, Relay, curl
 
 DATA = Path(__file__).parent / "data"  # 3 s of test pattern, 160x120 (data/README.md)
@@ -45,7 +45,7 @@ async def test_video_page_plays_while_it_arrives(
                 result["sent"] = await send()
 
             # start the sender without blocking this thread: playback must begin mid-transfer
-            trio.from_thread.run_sync(nursery.start_soon, send_in_background)
+            to_trio(nursery.start_soon, send_in_background)
             page.wait_for_selector("#state.playing", timeout=30_000)
             seen["format"] = page.text_content("#format")
             seen["time"] = wait_for_value(

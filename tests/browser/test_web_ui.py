@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.browser.conftest import NO_SAVE_PICKER, OPFS_SAVE_PICKER, chromium_page, in_browser, wait_for_value
+from tests.browser.conftest import (
+    NO_SAVE_PICKER,
+    OPFS_SAVE_PICKER,
+    chromium_page,
+    in_browser,
+    to_trio_async,
+    wait_for_value,
+)
 from tests.browser.recipe import PASSPHRASE, WRONG_PASSPHRASE, decrypt, encrypt, rejected_cipher
 from tests.clients import CurlResult, Payload, RawClient, Relay, curl, curl_into, parse_head
 
@@ -78,7 +85,7 @@ async def test_ui_sends_a_file_first_then_curl_receives(
             page.click("#send-start")
             page.wait_for_selector("text=Waiting for 1 receiver(s)")
             page.screenshot(path=str(screenshots / "ui-send-file-waiting-phone.png"), full_page=True)
-            trio.from_thread.run(curl_into, got, "r", "-i", f"{relay.url}/api/v1/pipe/ui-file")
+            to_trio_async(curl_into, got, "r", "-i", f"{relay.url}/api/v1/pipe/ui-file")
             page.wait_for_selector("#send-state.done")
             seen["bytes"] = page.text_content("#send-bytes")
             return log.csp + log.errors
@@ -208,7 +215,7 @@ async def test_ui_receives_a_file_curl_sent(relay: Relay, screenshots: Path, tmp
             page.fill("#recv-path", "ui-recv")
             with page.expect_download() as download:
                 page.click("#recv-start")
-                trio.from_thread.run(send)  # returns once the browser has taken every byte
+                to_trio_async(send)  # returns once the browser has taken every byte
             download.value.save_as(saved)
             page.screenshot(path=str(screenshots / "ui-receive-to-downloads.png"), full_page=True)
             return (
@@ -245,7 +252,7 @@ async def test_ui_receives_text_and_shows_it(relay: Relay, screenshots: Path) ->
             page.goto(f"{relay.url}/?path=ui-note")  # ?path= opens the receive tab, filled in
             page.click("#recv-start")
             page.wait_for_selector("#recv-state.waiting")
-            sent = trio.from_thread.run(send)
+            sent = to_trio_async(send)
             page.wait_for_selector("#recv-state.done")
             page.screenshot(path=str(screenshots / "ui-receive-text.png"), full_page=True)
             return page.input_value("#recv-text"), sent, log.csp + log.errors + [d.url for d in log.downloads]
@@ -273,7 +280,7 @@ async def test_ui_receive_reports_a_cut_short_transfer(relay: Relay, raw_clients
             page.goto(f"{relay.url}/?path=ui-cut")
             page.click("#recv-start")
             page.wait_for_selector("#recv-state.waiting")
-            trio.from_thread.run(start_and_die)
+            to_trio_async(start_and_die)
             page.wait_for_selector("#recv-state.error")
             return (
                 page.text_content("#recv-message"),
@@ -346,7 +353,7 @@ async def test_e2e_openssl_encrypts_browser_decrypts(relay: Relay, tmp_path: Pat
             with page.expect_download() as download:
                 page.click("#recv-start")
                 page.wait_for_selector("#recv-state.waiting")
-                sent = trio.from_thread.run(send)
+                sent = to_trio_async(send)
                 page.wait_for_selector("#recv-state.done")
             download.value.save_as(saved)
             return sent, page.text_content("#recv-message"), log.csp + log.errors
@@ -371,7 +378,7 @@ async def test_e2e_wrong_passphrase_is_reported(relay: Relay) -> None:
             page.fill("#recv-pass", WRONG_PASSPHRASE)
             page.click("#recv-start")
             page.wait_for_selector("#recv-state.waiting")
-            trio.from_thread.run(send)
+            to_trio_async(send)
             page.wait_for_selector("#recv-state.error")
             return page.text_content("#recv-message"), page.is_visible("#recv-result"), log.csp + log.errors
 
