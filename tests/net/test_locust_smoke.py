@@ -27,7 +27,7 @@ async def test_locust_smoke_run(relay: Relay, tmp_path: Path) -> None:
     env = {**os.environ, "PIPE_SIZE": str(size), "PIPE_N": str(n), "PIPE_TIMEOUT": "20"}
     locust = Path(sys.executable).with_name("locust")
     command = [
-        str(locust), "-f", str(LOCUSTFILE), "--headless", "-u", "3", "-r", "3", "-t", "10s",
+        str(locust), "-f", str(LOCUSTFILE), "--headless", "-u", "3", "-r", "3", "-t", "4s",
         "--host", relay.url, "--only-summary", "--csv", str(tmp_path / "run"), "--stop-timeout", "10",
     ]  # fmt: skip
     with trio.fail_after(60):
