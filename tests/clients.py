@@ -6,6 +6,7 @@ import hashlib
 import json
 import ssl
 import struct
+from base64 import b64encode
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -257,6 +258,22 @@ class RawClient:
 
     async def aclose(self) -> None:
         await self.stream.aclose()
+
+
+async def sender_status(host: str, port: int, key: str, user: str, password: str) -> int:
+    """The status of a sender's head over plain HTTP/1.1, with Basic credentials (200: let in,
+    waiting for its receivers; or a refusal); then it hangs up."""
+    token = b64encode(f"{user}:{password}".encode())
+    stream = await trio.open_tcp_stream(host, port)
+    async with stream:
+        request = b"PUT %s HTTP/1.1\r\nHost: x\r\nAuthorization: Basic %s\r\nContent-Length: 1\r\n\r\n"
+        await stream.send_all(request % (key.encode(), token))
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = await stream.receive_some(4096)
+            assert chunk, head
+            head += chunk
+    return parse_head(head)[0]
 
 
 async def read_payload(client: RawClient, count: int, *, chunked: bool) -> bytes:

@@ -34,6 +34,7 @@ from tests.clients import (
     curl,
     curl_into,
     parse_head,
+    sender_status,
 )
 from tests.responses import Response, split_response
 
@@ -138,22 +139,6 @@ async def until(predicate: Callable[[], object]) -> None:
 
 def within(a: float, b: float, share: float) -> bool:
     return abs(a - b) <= share * max(a, b)
-
-
-async def sender_status(host: str, port: int, key: str, user: str) -> int:
-    """The status of a sender's head (200: let in, waiting for its receivers; or a refusal); then it
-    hangs up."""
-    token = b64encode(f"{user}:{PASSWORDS[user]}".encode())
-    stream = await trio.open_tcp_stream(host, port)
-    async with stream:
-        request = b"PUT %s HTTP/1.1\r\nHost: x\r\nAuthorization: Basic %s\r\nContent-Length: 1\r\n\r\n"
-        await stream.send_all(request % (key.encode(), token))
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = await stream.receive_some(4096)
-            assert chunk, head
-            head += chunk
-    return parse_head(head)[0]
 
 
 @pytest.mark.parametrize(
@@ -445,12 +430,14 @@ async def test_sighup_reloads_a_single_process_server(tmp_path: Path, hashes: di
         flags = ("--policy", str(path), "--host", "127.0.0.1", "--http-port", "0")
         async with cli_server(*flags) as (process, line):
             port = int(line.split("listening on ")[1].split()[0].rstrip("/").rpartition(":")[2])
-            before = await sender_status("127.0.0.1", port, "/shared/before", "alice")
+            before = await sender_status("127.0.0.1", port, "/shared/before", "alice", PASSWORDS["alice"])
             rewrite_unseen(path, policy_text(hashes, senders='["bob"]'))
             process.send_signal(signal.SIGHUP)
             with trio.fail_after(8):  # (a bounded poll: longer than the file's watch would take)
                 for tries in itertools.count():
-                    after = await sender_status("127.0.0.1", port, f"/shared/after-{tries}", "alice")
+                    after = await sender_status(
+                        "127.0.0.1", port, f"/shared/after-{tries}", "alice", PASSWORDS["alice"]
+                    )
                     if after != 200:
                         break
                     await trio.sleep(0.02)

@@ -10,7 +10,6 @@ import os
 import re
 import signal
 import sys
-from base64 import b64encode
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import trio
 from pipe_relay.core.owners import owner_of
 from pipe_relay.net.access import hash_password
 from tests.cli_process import ROOT, startup_lines
-from tests.clients import CurlResult, TlsFiles, curl, curl_into, parse_head
+from tests.clients import CurlResult, TlsFiles, curl, curl_into, sender_status
 from tests.net.test_rate_limit import SHARED_RATE, shared_cap_elapsed, shared_cap_policy
 from tests.responses import split_response
 
@@ -99,21 +98,10 @@ def credentials(user: str, password: str | None = None) -> tuple[str, ...]:
     return ("-u", f"{user}:{PASSWORDS[user] if password is None else password}")
 
 
-async def sender_status(url: str, key: str, user: str) -> int:
-    """The status of a sender's head over plain HTTP/1.1 (200: let in, waiting for its receiver; or
-    a refusal); then it hangs up."""
+async def owner_status(url: str, key: str, user: str) -> int:
+    """A sender's head status (tests.clients.sender_status) on this server's plain HTTP/1.1 port."""
     host, _, port = url.removeprefix("http://").rpartition(":")
-    token = b64encode(f"{user}:{PASSWORDS[user]}".encode())
-    stream = await trio.open_tcp_stream(host, int(port))
-    async with stream:
-        request = b"PUT %s HTTP/1.1\r\nHost: x\r\nAuthorization: Basic %s\r\nContent-Length: 1\r\n\r\n"
-        await stream.send_all(request % (key.encode(), token))
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = await stream.receive_some(4096)
-            assert chunk, head
-            head += chunk
-    return parse_head(head)[0]
+    return await sender_status(host, int(port), key, user, PASSWORDS[user])
 
 
 WRONG_OVER = ("http/1.1", "https/1.1")
@@ -199,18 +187,18 @@ async def test_sighup_to_the_supervisor_reloads_every_worker(tmp_path: Path, has
     keys = {owner: keys_of(owner, "/shared/h") for owner in (0, 1)}
     with trio.fail_after(30):
         async with workers_server(tmp_path, "--policy", str(policy)) as server:
-            before = {owner: await sender_status(server.url, next(keys[owner]), "alice") for owner in (0, 1)}
+            before = {owner: await owner_status(server.url, next(keys[owner]), "alice") for owner in (0, 1)}
             rewrite_unseen(policy, policy_text(hashes, users=("bob",)))
             server.process.send_signal(signal.SIGHUP)
             after: dict[int, int] = {}
             with trio.fail_after(8):  # (a bounded poll: longer than the file's watch would take)
                 for owner in (0, 1):
                     while True:
-                        after[owner] = await sender_status(server.url, next(keys[owner]), "alice")
+                        after[owner] = await owner_status(server.url, next(keys[owner]), "alice")
                         if after[owner] != 200:
                             break
                         await trio.sleep(0.02)
-            bob = {owner: await sender_status(server.url, next(keys[owner]), "bob") for owner in (0, 1)}
+            bob = {owner: await owner_status(server.url, next(keys[owner]), "bob") for owner in (0, 1)}
             assert server.process.returncode is None
     assert before == {0: 200, 1: 200}
     assert after == {0: 401, 1: 401}  # (AUTH_FAILED: no such user now)
