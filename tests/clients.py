@@ -17,6 +17,7 @@ import trustme
 
 from pipe_relay import Config, serve
 from pipe_relay.net.hub import Hub
+from pipe_relay.net.listen import Listener
 from pipe_relay.net.splice import splice_available
 
 ENGINES = [
@@ -36,6 +37,8 @@ class Relay:
     host: str = "127.0.0.1"
     tls_port: int | None = None
     """The HTTPS listener's port, when the server has one."""
+    listeners: list[Listener] = field(default_factory=list)
+    """Its listening sockets (a test may set an option that accepted sockets inherit)."""
 
     async def wait_for_pipe(
         self, key: str, *, sender: bool | None = None, receivers: int | None = None
@@ -85,12 +88,13 @@ async def serving(nursery: trio.Nursery, **overrides: object) -> tuple[Relay, tr
     hub = Hub(config)
     ended = trio.Event()
 
-    async def run(*, task_status: trio.TaskStatus[list[trio.SocketListener]]) -> None:
+    async def run(*, task_status: trio.TaskStatus[list[Listener]]) -> None:
         await serve(config, hub=hub, task_status=task_status)
         ended.set()
 
     listeners = await nursery.start(run)
-    return Relay(config=config, port=listeners[0].socket.getsockname()[1], hub=hub), ended
+    relay = Relay(config=config, port=listeners[0].socket.getsockname()[1], hub=hub, listeners=listeners)
+    return relay, ended
 
 
 @dataclass

@@ -40,7 +40,9 @@ def start_relay(nursery: trio.Nursery, engine: str) -> StartRelay:
         for listener in listeners:  # (the first TCP one of each kind)
             if listener.socket.family != socket.AF_UNIX:
                 ports.setdefault(listener.tls, listener.socket.getsockname()[1])
-        return Relay(config=config, port=ports.get(False, 0), hub=hub, tls_port=ports.get(True))
+        return Relay(
+            config=config, port=ports.get(False, 0), hub=hub, tls_port=ports.get(True), listeners=listeners
+        )
 
     return start
 

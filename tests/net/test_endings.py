@@ -89,16 +89,22 @@ async def test_an_http11_reply_that_cannot_be_finished_is_a_reset(
     """The web UI's page (tens of KB) to a client that reads nothing, with a tiny window: past the
     write timeout the connection is reset, so the client cannot take a short body for the page."""
     monkeypatch.setattr(connection_module, "WRITE_TIMEOUT", 0.5)
-    with trio.fail_after(10):
-        sock = trio.socket.socket()  # (a tiny window and small segments: the kernels hold little)
-        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, 2048)
-        sock.setsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_MAXSEG, 256)
-        await sock.connect((relay.host, relay.port))
-        client = RawClient(trio.SocketStream(sock))
-        await client.send(b"GET / HTTP/1.1\r\nHost: t\r\nAccept: text/html\r\n\r\n")
-        await trio.sleep(1.5)  # (reading nothing while the write timeout passes: what is tested)
-        raw, clean = await client.read_to_end()
-        await client.aclose()
+    # The kernels must hold less than the page: a tiny window and small segments on the client's side,
+    # and a small send buffer on the server's (accepted sockets inherit the listener's; left to itself
+    # Linux grows a send buffer past the whole page, and no write ever waits).
+    relay.listeners[0].socket.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_SNDBUF, 4096)
+    sock = trio.socket.socket()
+    try:
+        with trio.fail_after(10):
+            sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, 2048)
+            sock.setsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_MAXSEG, 256)
+            await sock.connect((relay.host, relay.port))
+            client = RawClient(trio.SocketStream(sock))
+            await client.send(b"GET / HTTP/1.1\r\nHost: t\r\nAccept: text/html\r\n\r\n")
+            await trio.sleep(1.5)  # (reading nothing while the write timeout passes: what is tested)
+            raw, clean = await client.read_to_end()
+    finally:
+        sock.close()
     head, _, body = raw.partition(b"\r\n\r\n")
     status, headers, _ = parse_head(head + b"\r\n\r\n")
     assert status == 200 and len(body) < int(headers["content-length"])
