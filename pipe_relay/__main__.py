@@ -159,6 +159,7 @@ async def _run_worker(config: Config, spec: WorkerSpec) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(_serve_until_drained, config, hub, nursery.cancel_scope, siblings)
+            TALLY.ready()  # (counted in `workers{alive}`)
             os.write(spec.ready_fd, b"r")
             nursery.start_soon(_drain_when_orphaned, hub, spec.lifeline_fd)
             async for signum in signals:

@@ -53,7 +53,11 @@ class _Collector:
         )
         info.add_metric([facts.version, facts.engine], 1)
         yield info
-        workers = GaugeMetricFamily("pipe_relay_workers", "Worker processes.", labels=["state"])
+        workers = GaugeMetricFamily(
+            "pipe_relay_workers",
+            "Worker processes: configured, and alive (accepting connections).",
+            labels=["state"],
+        )
         workers.add_metric(["configured"], facts.workers)
         workers.add_metric(["alive"], facts.alive)
         yield workers

@@ -82,6 +82,8 @@ CONNECTIONS: Final = _layout.take(len(PROTOCOLS))
 ABORTED: Final = _layout.take(len(ABORT_REASONS))
 ERRORS: Final = _layout.take(len(ERROR_CODES))
 ABUSE: Final = _layout.take(len(ABUSE_KINDS))
+READY: Final = _layout.take(1)
+"""1 while this row's worker accepts connections (a worker started but not yet listening reads 0)."""
 
 
 def _histogram(bounds: tuple[float, ...], scale: int = 1) -> Histogram:
@@ -95,7 +97,7 @@ SIZE: Final = _histogram(tuple(float(1 << shift) for shift in (10, 16, 20, 24, 2
 RECEIVERS: Final = _histogram((1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0))
 SLOTS: Final = _layout.size
 """int64 slots in one worker's row."""
-GAUGES: Final = frozenset({PENDING, ACTIVE, *range(CONNECTIONS, CONNECTIONS + len(PROTOCOLS))})
+GAUGES: Final = frozenset({PENDING, ACTIVE, READY, *range(CONNECTIONS, CONNECTIONS + len(PROTOCOLS))})
 """The slots that say what is now (a dead worker's are zeroed); all others only grow."""
 
 _PROTOCOL_SLOT = {name: CONNECTIONS + index for index, name in enumerate(PROTOCOLS)}
@@ -120,6 +122,10 @@ class Tally:
 
     def request(self) -> None:
         self.slots[REQUESTS] += 1
+
+    def ready(self) -> None:
+        """This row's worker accepts connections now (zeroed with the gauges when it ends)."""
+        self.slots[READY] = 1
 
     def connection(self, protocol: str, delta: int) -> None:
         """A connection of `protocol` opened (+1) or closed (-1)."""

@@ -19,7 +19,7 @@ import trio
 from ..config import Config
 from ..core.tally import Tally
 from .listen import Listener, defer_accept, listen_admin, listen_tcp, listen_unix, remove_unix
-from .workers import ENV, WorkerSpec, map_shared, read_to_end, set_alive, shared_size, tally_row
+from .workers import ENV, WorkerSpec, map_shared, read_to_end, shared_size, tally_row
 
 log = logging.getLogger("pipe_relay")
 READY_TIMEOUT = 30.0
@@ -71,13 +71,12 @@ class Workers:
             )
             self.processes[index] = process
             self.started += 1
-            self._count_alive()
             try:
                 code = await process.wait()
             finally:
                 self.processes.pop(index, None)
-                Tally(tally_row(self._memory, index, self.count)).clear_gauges()  # (what it held is gone)
-                self._count_alive()
+                # (what it held is gone, and it is no longer ready)
+                Tally(tally_row(self._memory, index, self.count)).clear_gauges()
                 if self.draining and not self.processes:
                     self.ended.set()
             if self.draining:
@@ -88,9 +87,6 @@ class Workers:
                 backoff = min(backoff * 2, RESTART_BACKOFF[1])
             else:
                 backoff = RESTART_BACKOFF[0]
-
-    def _count_alive(self) -> None:
-        set_alive(self._memory, len(self.processes))
 
     def drain(self) -> None:
         """No worker is restarted from now on; each is told to drain (SIGTERM; again: cut now)."""

@@ -30,7 +30,7 @@ from ..errors import ErrorCode, PipeError, pipe_error
 
 ENV = "PIPE_RELAY_WORKER"
 HEADER = 64
-"""Bytes at the start of the shared memory: the supervisor's count of live workers, then spare."""
+"""Bytes at the start of the shared memory, spare (each worker says it is ready in its tally row)."""
 SLOTS = 16384
 """Rows of the shared per-client table (clients sharing a row share its counts)."""
 MESSAGE_LIMIT = 256 * 1024
@@ -93,14 +93,6 @@ def map_shared(fd: int, workers: int) -> mmap.mmap:
     return mmap.mmap(fd, shared_size(workers))
 
 
-def set_alive(memory: mmap.mmap, alive: int) -> None:
-    struct.pack_into("=I", memory, 0, alive)
-
-
-def get_alive(memory: mmap.mmap) -> int:
-    return int(struct.unpack_from("=I", memory, 0)[0])
-
-
 OnConnection = Callable[[socket.socket, str, bytes], None]
 OnCarried = Callable[[socket.socket], Awaitable[None]]
 
@@ -132,7 +124,8 @@ class Siblings:
 
     @property
     def alive(self) -> int:
-        return get_alive(self._memory)
+        """The workers that accept connections now: started and ready, not yet ended."""
+        return sum(row[tally.READY] for row in self.tally_rows())
 
     def tally_row(self, index: int | None = None) -> memoryview:
         return tally_row(self._memory, self.index if index is None else index, self.count)

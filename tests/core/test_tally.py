@@ -31,6 +31,7 @@ from pipe_relay.core.tally import (
     LIMITS,
     PENDING,
     PROTOCOLS,
+    READY,
     RECEIVERS,
     REQUESTS,
     SIZE,
@@ -54,6 +55,7 @@ SINGLE = {
     "PENDING": PENDING,
     "ACTIVE": ACTIVE,
     "REQUESTS": REQUESTS,
+    "READY": READY,
 }
 HISTOGRAMS = {"DURATION": DURATION, "SIZE": SIZE, "RECEIVERS": RECEIVERS}
 
@@ -97,8 +99,8 @@ def test_histogram_slots(shape: Histogram) -> None:
     assert shape.bucket(float("inf")) == shape.sum_slot - 1  # the +Inf bucket, just before the sum
 
 
-def test_gauges_are_pending_active_and_the_connections() -> None:
-    assert {PENDING, ACTIVE, *range(CONNECTIONS, CONNECTIONS + len(PROTOCOLS))} == GAUGES
+def test_gauges_are_pending_active_ready_and_the_connections() -> None:
+    assert {PENDING, ACTIVE, READY, *range(CONNECTIONS, CONNECTIONS + len(PROTOCOLS))} == GAUGES
 
 
 def test_names_are_unique() -> None:
@@ -113,6 +115,7 @@ def test_names_are_unique() -> None:
 
 def _record_each(t: Tally) -> None:
     t.request()
+    t.ready()
     t.connection("h2c", 1)
     t.connection("tls", 1)
     t.connection("tls", -1)
@@ -133,10 +136,11 @@ def test_a_list_and_a_shared_memory_row_tally_alike() -> None:
     _record_each(shared)
     assert list(shared.slots) == plain.slots
     assert repr(plain) == repr(shared) == "<Tally started=1 completed=1 pending=3 active=2>"
+    assert plain.slots[READY] == 1
     plain.clear_gauges()
     shared.clear_gauges()
     assert list(shared.slots) == plain.slots
-    assert plain.slots[PENDING] == plain.slots[ACTIVE] == 0
+    assert plain.slots[PENDING] == plain.slots[ACTIVE] == plain.slots[READY] == 0
     assert plain.slots[STARTED] == 1  # (a counter stays)
 
 
@@ -185,6 +189,7 @@ class Model:
     sums: dict[str, int] = dataclasses.field(default_factory=dict)
     pending: int = 0
     active: int = 0
+    ready: int = 0
 
     def bump(self, table: dict[Any, int], key: Any, by: int = 1) -> None:
         table[key] = table.get(key, 0) + by
@@ -197,7 +202,7 @@ class Model:
         row = [0] * SLOTS
         for name in ("STARTED", "COMPLETED", "BYTES_IN", "BYTES_OUT", "REQUESTS"):
             row[SINGLE[name]] = self.counters.get(name, 0)
-        row[PENDING], row[ACTIVE] = self.pending, self.active
+        row[PENDING], row[ACTIVE], row[READY] = self.pending, self.active, self.ready
         for index, protocol in enumerate(PROTOCOLS):
             row[CONNECTIONS + index] = self.connections.get(protocol, 0)
         for index, reason in enumerate(ABORT_REASONS):
@@ -265,7 +270,7 @@ def _pipes(pending: int, active: int) -> Record:
 
 def _clear(_: None) -> Record:
     def model(m: Model) -> None:
-        m.pending = m.active = 0
+        m.pending = m.active = m.ready = 0
         m.connections.clear()
 
     return (lambda t: t.clear_gauges()), model
@@ -273,6 +278,13 @@ def _clear(_: None) -> Record:
 
 def _request(_: None) -> Record:
     return (lambda t: t.request()), (lambda m: m.bump(m.counters, "REQUESTS"))
+
+
+def _ready(_: None) -> Record:
+    def model(m: Model) -> None:
+        m.ready = 1
+
+    return (lambda t: t.ready()), model
 
 
 def _near_bounds(bounds: tuple[float, ...]) -> st.SearchStrategy[float]:
@@ -302,6 +314,7 @@ records = st.one_of(
     st.builds(_pipes, st.integers(0, 10_000), st.integers(0, 10_000)),
     st.builds(_clear, st.none()),
     st.builds(_request, st.none()),
+    st.builds(_ready, st.none()),
 )
 
 

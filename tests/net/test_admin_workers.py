@@ -289,6 +289,7 @@ async def test_a_killed_worker_keeps_its_counts_and_drops_what_it_held(tmp_path:
                 assert sample(m, "pipe_relay_received_bytes_total") == size
                 assert sample(m, "pipe_relay_pipes", state="pending") == 0, m
                 assert _connections_open(m) == 0, m
+                assert sample(m, "pipe_relay_workers", state="alive") == 1, m  # (started, not ready)
             finally:
                 if reborn:
                     os.kill(reborn, signal.SIGCONT)
