@@ -60,6 +60,8 @@ class Proxy:
     name: str
     port: int
     process: subprocess.Popen[bytes]
+    log: Path
+    """What it printed (HAProxy in the foreground prints each server that goes DOWN or UP)."""
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -108,7 +110,7 @@ def run_proxy(name: str, config_text: str, workdir: Path, port: int) -> Iterator
             stderr=out,
             start_new_session=True,
         )
-    proxy = Proxy(name, port, process)
+    proxy = Proxy(name, port, process, log)
     try:
         _wait_listening(proxy, log)
         yield proxy

@@ -53,6 +53,11 @@ async def test_forty_transfers_each_pipe_meets_on_one_host(
     tag = f"{setup}-{os.getpid()}-"
     where: dict[str, Host] = {}
     limit = trio.CapacityLimiter(AT_ONCE)
+    said_before = {proxy.name: proxy.log.stat().st_size for proxy in proxies}
+
+    def proxies_said() -> str:  # (a failure shows it: a host marked DOWN moves a pipe's later parties)
+        news = {proxy.name: proxy.log.read_bytes()[said_before[proxy.name] :] for proxy in proxies}
+        return "".join(f"\n{name} said: {text.decode(errors='replace')}" for name, text in news.items())
 
     async def one(i: int) -> None:
         async with limit:
@@ -65,11 +70,14 @@ async def test_forty_transfers_each_pipe_meets_on_one_host(
                 proxies[(r + 1) % len(proxies)].url(paths[(i + r + 1) % 4] + query) for r in range(n)
             ]
             body = rng.randbytes(rng.choice([1, 1000, 65536, 300_000, 1 << 20]))
-            outcome = await transfer(sender, receivers, body, cluster.workdir / f"{tag}{i}")
-            assert outcome.sender_code == "200", outcome
-            assert "[INFO] Transfer complete." in outcome.sender_said, outcome.sender_said
-            assert outcome.receiver_codes == ["200"] * n
-            assert outcome.receiver_digests == [sha256(body)] * n
+            try:
+                outcome = await transfer(sender, receivers, body, cluster.workdir / f"{tag}{i}")
+            except AssertionError as failed:  # (curl failed, or a receiver waited past --max-time)
+                raise AssertionError(f"{failed}{proxies_said()}") from failed
+            assert outcome.sender_code == "200", f"{outcome}{proxies_said()}"
+            assert "[INFO] Transfer complete." in outcome.sender_said, f"{outcome}{proxies_said()}"
+            assert outcome.receiver_codes == ["200"] * n, f"{outcome}{proxies_said()}"
+            assert outcome.receiver_digests == [sha256(body)] * n, f"{outcome}{proxies_said()}"
             where[name] = await served_by(cluster.hosts, f"/{name}")
 
     with trio.fail_after(90):
