@@ -86,8 +86,24 @@ _TRANSFER = {
 }
 
 
+def _with_head(item: dict[str, Any]) -> dict[str, Any]:
+    """A path item whose GET also answers HEAD (as the app does): the same parameters and statuses, no
+    body."""
+    get = item["get"]
+    head = {
+        "summary": f"{get['summary']} Headers only.",
+        "responses": {
+            status: {"description": answer["description"]} for status, answer in get["responses"].items()
+        },
+    }
+    if "parameters" in get:
+        head["parameters"] = get["parameters"]
+    return {**item, "head": head}
+
+
 def document() -> dict[str, Any]:
     transfer_id = {"name": "id", "in": "path", "required": True, "schema": _ID}
+    described = _paths(transfer_id)
     return {
         "openapi": "3.0.3",
         "info": {
@@ -97,74 +113,7 @@ def document() -> dict[str, Any]:
             "`Authorization: Bearer <token>`.",
         },
         "security": [{"bearer": []}],
-        "paths": {
-            "/metrics": {
-                "get": {
-                    "summary": "Prometheus metrics of the whole server (every worker).",
-                    "responses": {
-                        "200": {"description": "The text exposition format.", "content": {"text/plain": {}}},
-                        "401": _UNAUTHORIZED,
-                    },
-                }
-            },
-            "/api/v1/openapi.json": {
-                "get": {
-                    "summary": "This document.",
-                    "responses": {"200": {"description": "OpenAPI 3.0"}, "401": _UNAUTHORIZED},
-                }
-            },
-            "/api/v1/transfers": {
-                "get": {
-                    "summary": "Pending and active pipes, ordered by id.",
-                    "parameters": [
-                        {"name": "state", "in": "query", "schema": {"type": "string", "enum": list(STATES)}},
-                        {
-                            "name": "limit",
-                            "in": "query",
-                            "schema": {
-                                "type": "integer",
-                                "minimum": 1,
-                                "maximum": MAX_LIMIT,
-                                "default": DEFAULT_LIMIT,
-                            },
-                        },
-                        {
-                            "name": "cursor",
-                            "in": "query",
-                            "description": "The `next_cursor` of the page before.",
-                            "schema": _ID,
-                        },
-                    ],
-                    "responses": {
-                        "200": _json("A page of transfers.", "TransferList"),
-                        "400": _error("A bad query parameter."),
-                        "401": _UNAUTHORIZED,
-                    },
-                }
-            },
-            "/api/v1/transfers/{id}": {
-                "parameters": [transfer_id],
-                "get": {
-                    "summary": "One transfer.",
-                    "responses": {
-                        "200": _json("The transfer.", "Transfer"),
-                        "400": _error("Not a transfer id."),
-                        "401": _UNAUTHORIZED,
-                        "404": _error("No such transfer (it may have ended)."),
-                    },
-                },
-                "delete": {
-                    "summary": "Terminate the transfer: its sender reads `[ERROR] Transfer terminated by the "
-                    "operator.`, its receivers are cut, waiting parties get 410 TERMINATED.",
-                    "responses": {
-                        "200": _json("The transfer as it was when it was ended.", "Transfer"),
-                        "400": _error("Not a transfer id."),
-                        "401": _UNAUTHORIZED,
-                        "404": _error("No such transfer (it may have ended)."),
-                    },
-                },
-            },
-        },
+        "paths": {path: _with_head(item) for path, item in described.items()},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
@@ -186,6 +135,77 @@ def document() -> dict[str, Any]:
                         "error": {"type": "string", "enum": _ERROR_CODES},
                         "message": {"type": "string"},
                     },
+                },
+            },
+        },
+    }
+
+
+def _paths(transfer_id: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics of the whole server (every worker).",
+                "responses": {
+                    "200": {"description": "The text exposition format.", "content": {"text/plain": {}}},
+                    "401": _UNAUTHORIZED,
+                },
+            }
+        },
+        "/api/v1/openapi.json": {
+            "get": {
+                "summary": "This document.",
+                "responses": {"200": {"description": "OpenAPI 3.0"}, "401": _UNAUTHORIZED},
+            }
+        },
+        "/api/v1/transfers": {
+            "get": {
+                "summary": "Pending and active pipes, ordered by id.",
+                "parameters": [
+                    {"name": "state", "in": "query", "schema": {"type": "string", "enum": list(STATES)}},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": MAX_LIMIT,
+                            "default": DEFAULT_LIMIT,
+                        },
+                    },
+                    {
+                        "name": "cursor",
+                        "in": "query",
+                        "description": "The `next_cursor` of the page before.",
+                        "schema": _ID,
+                    },
+                ],
+                "responses": {
+                    "200": _json("A page of transfers.", "TransferList"),
+                    "400": _error("A bad query parameter."),
+                    "401": _UNAUTHORIZED,
+                },
+            }
+        },
+        "/api/v1/transfers/{id}": {
+            "parameters": [transfer_id],
+            "get": {
+                "summary": "One transfer.",
+                "responses": {
+                    "200": _json("The transfer.", "Transfer"),
+                    "400": _error("Not a transfer id."),
+                    "401": _UNAUTHORIZED,
+                    "404": _error("No such transfer (it may have ended)."),
+                },
+            },
+            "delete": {
+                "summary": "Terminate the transfer: its sender reads `[ERROR] Transfer terminated by the "
+                "operator.`, its receivers are cut, waiting parties get 410 TERMINATED.",
+                "responses": {
+                    "200": _json("The transfer as it was when it was ended.", "Transfer"),
+                    "400": _error("Not a transfer id."),
+                    "401": _UNAUTHORIZED,
+                    "404": _error("No such transfer (it may have ended)."),
                 },
             },
         },

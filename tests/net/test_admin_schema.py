@@ -33,9 +33,13 @@ TIMEOUT = 5.0
 """Seconds one call of schemathesis' may take."""
 OPERATIONS = [
     "GET /metrics",
+    "HEAD /metrics",
     "GET /api/v1/openapi.json",
+    "HEAD /api/v1/openapi.json",
     "GET /api/v1/transfers",
+    "HEAD /api/v1/transfers",
     "GET /api/v1/transfers/{id}",
+    "HEAD /api/v1/transfers/{id}",
     "DELETE /api/v1/transfers/{id}",
 ]
 T = TypeVar("T")
