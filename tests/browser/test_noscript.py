@@ -6,35 +6,28 @@ import hashlib
 from pathlib import Path
 
 import trio
-from playwright.sync_api import sync_playwright
 
-from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, require_chromium
+from tests.browser.conftest import chromium_page, in_browser, require_chromium
 from tests.clients import CurlResult, Relay, curl, curl_into, parse_head
 
 
 def _submit(url: str, *, text: str | None, file: Path | None, shot: Path) -> str:
     """Open the form with JavaScript off, fill it, submit; the sender's status lines must complete in
     the page's own frame, under the form, with the page (and its way back) still there. Returns them."""
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(java_script_enabled=False)
-            page = context.new_page()
-            page.goto(url)
-            if text is not None:
-                page.fill("textarea[name=text]", text)
-            if file is not None:
-                page.set_input_files("input[name=file]", str(file))
-            page.screenshot(path=str(shot))
-            page.click("button[type=submit]")
-            status = page.frame_locator("#status").locator("body")
-            status.get_by_text("[INFO] Transfer complete.").wait_for()
-            page.screenshot(path=str(shot.with_name(shot.stem + "-sent.png")))
-            assert page.get_attribute("footer a[href$='/noscript']", "href") == "/noscript"
-            assert page.is_visible("button[type=submit]")  # the form is still here: send again
-            return status.inner_text()
-        finally:
-            browser.close()
+    with chromium_page(javascript=False) as (page, _):
+        page.goto(url)
+        if text is not None:
+            page.fill("textarea[name=text]", text)
+        if file is not None:
+            page.set_input_files("input[name=file]", str(file))
+        page.screenshot(path=str(shot))
+        page.click("button[type=submit]")
+        status = page.frame_locator("#status").locator("body")
+        status.get_by_text("[INFO] Transfer complete.").wait_for()
+        page.screenshot(path=str(shot.with_name(shot.stem + "-sent.png")))
+        assert page.get_attribute("footer a[href$='/noscript']", "href") == "/noscript"
+        assert page.is_visible("button[type=submit]")  # the form is still here: send again
+        return status.inner_text()
 
 
 async def test_noscript_text_mode(relay: Relay, screenshots: Path) -> None:
@@ -46,9 +39,8 @@ async def test_noscript_text_mode(relay: Relay, screenshots: Path) -> None:
             nursery.start_soon(curl_into, got, "r", "-i", f"{relay.url}/ns-text")
             await relay.wait_for_pipe("/ns-text", receivers=1)
             url = f"{relay.url}/noscript?path=ns-text&mode=text"
-            lines = await trio.to_thread.run_sync(
-                lambda: _submit(url, text=text, file=None, shot=screenshots / "noscript-text.png"),
-                abandon_on_cancel=True,
+            lines = await in_browser(
+                lambda: _submit(url, text=text, file=None, shot=screenshots / "noscript-text.png")
             )
     head, _, body = got["r"].stdout.partition(b"\r\n\r\n")
     _, headers, _ = parse_head(head + b"\r\n\r\n")
@@ -70,9 +62,8 @@ async def test_noscript_file_mode(relay: Relay, screenshots: Path, tmp_path: Pat
             nursery.start_soon(curl_into, got, "r", "-i", f"{relay.url}/ns-file")
             await relay.wait_for_pipe("/ns-file", receivers=1)
             url = f"{relay.url}/noscript?path=/ns-file"  # leading slash: stripped by the page
-            await trio.to_thread.run_sync(
-                lambda: _submit(url, text=None, file=upload, shot=screenshots / "noscript-file.png"),
-                abandon_on_cancel=True,
+            await in_browser(
+                lambda: _submit(url, text=None, file=upload, shot=screenshots / "noscript-file.png")
             )
     head, _, body = got["r"].stdout.partition(b"\r\n\r\n")
     _, headers, _ = parse_head(head + b"\r\n\r\n")
