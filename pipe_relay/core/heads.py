@@ -86,6 +86,16 @@ def parser_reason(text: str) -> str:
     return _QUOTED_BYTES.sub("", text).rstrip(". ") or "malformed request head"
 
 
+def parser_error(status_hint: int, text: str, *, max_head_size: int) -> PipeError:
+    """The refusal of a head h11 refused, by its status hint and message: too large (431), a transfer
+    coding other than chunked (501), else malformed (400)."""
+    if status_hint == 431:
+        return pipe_error(ErrorCode.HEAD_TOO_LARGE, max=max_head_size)
+    if status_hint == 501:
+        return transfer_coding_error(text)
+    return _bad(parser_reason(text))
+
+
 def transfer_coding_error(detail: str) -> PipeError:
     """A transfer coding other than chunked (h11 refuses it first): a 400, as any other bad head."""
     return _bad(f"unsupported transfer coding ({detail.rstrip('.')})")

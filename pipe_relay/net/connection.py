@@ -20,8 +20,7 @@ from ..core.heads import (
     has_obs_fold,
     head_lines,
     kept_headers,
-    parser_reason,
-    transfer_coding_error,
+    parser_error,
 )
 from ..core.replies import Reply, StreamedReply, error_reply, interim_continue, refusal
 from ..core.routing import Request
@@ -120,7 +119,9 @@ class HttpConnection:
             try:
                 event = h11.NEED_DATA if self._fresh else self._h11.next_event()
             except h11.RemoteProtocolError as exc:
-                raise _head_error(exc, self.config.max_head_size) from None
+                raise parser_error(
+                    exc.error_status_hint, str(exc), max_head_size=self.config.max_head_size
+                ) from None
             if event is h11.NEED_DATA:
                 try:
                     data = await self._receive(deadline)
@@ -403,11 +404,3 @@ class Http1Stream:
         out = self._opening + (reply.frame(data) if data else b"") + (reply.end if end else b"")
         self._opening = b""
         return await self._conn.send_raw(out) if out else True
-
-
-def _head_error(exc: h11.RemoteProtocolError, max_head_size: int) -> PipeError:
-    if exc.error_status_hint == 431:
-        return pipe_error(ErrorCode.HEAD_TOO_LARGE, max=max_head_size)
-    if exc.error_status_hint == 501:
-        return transfer_coding_error(str(exc))
-    return pipe_error(ErrorCode.BAD_REQUEST, detail=parser_reason(str(exc)))

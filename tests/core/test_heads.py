@@ -3,7 +3,14 @@ from __future__ import annotations
 
 import pytest
 
-from pipe_relay.core.heads import MAX_HEADER_LINES, check_head, has_obs_fold, head_lines, parser_reason
+from pipe_relay.core.heads import (
+    MAX_HEADER_LINES,
+    check_head,
+    has_obs_fold,
+    head_lines,
+    parser_error,
+    parser_reason,
+)
 from pipe_relay.core.routing import Request
 from pipe_relay.errors import ErrorCode, PipeError
 
@@ -106,3 +113,34 @@ def test_head_lines_are_counted_up_to_the_blank_line(data: bytes, lines: int) ->
 )
 def test_the_parsers_reason_never_quotes_python_reprs(text: str, reason: str) -> None:
     assert parser_reason(text) == reason
+
+
+@pytest.mark.parametrize(
+    ("hint", "text", "code", "line"),
+    [
+        (
+            431,
+            "Request header too large",
+            "HEAD_TOO_LARGE",
+            "[ERROR] Request head too large (max 8192 bytes).",
+        ),
+        (
+            501,
+            "Only Transfer-Encoding: chunked is supported.",
+            "BAD_REQUEST",
+            "[ERROR] Malformed request: unsupported transfer coding"
+            " (Only Transfer-Encoding: chunked is supported).",
+        ),
+        (
+            400,
+            "illegal request line: b'GET'",
+            "BAD_REQUEST",
+            "[ERROR] Malformed request: illegal request line.",
+        ),
+    ],
+)
+def test_a_head_the_parser_refused_gets_the_error_its_status_hint_names(
+    hint: int, text: str, code: str, line: str
+) -> None:
+    error = parser_error(hint, text, max_head_size=8192)
+    assert (error.code.name, str(error)) == (code, line)
