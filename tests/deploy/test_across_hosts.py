@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import socket
 from collections import Counter
 from functools import partial
@@ -14,7 +15,7 @@ import trio
 
 from tests.deploy.conftest import LONG_WAIT, Cluster
 from tests.deploy.hosts import HOST_PORT, Host
-from tests.deploy.parties import count_logged, served_by, sha256, transfer
+from tests.deploy.parties import Outcome, count_logged, served_by, sha256, transfer
 from tests.deploy.proxies import Proxy
 
 TRANSFERS = 40
@@ -190,6 +191,58 @@ async def _refused(host: Host) -> None:
         await trio.sleep(0.02)
 
 
+async def _key_served_by(cluster: Cluster, proxy: Proxy, host: Host, prefix: str) -> str:
+    """A key that `proxy` routes to `host`: found by one-byte transfers, at most 40."""
+    for i in range(40):
+        key = f"{prefix}-{i}"
+        outcome = await transfer(proxy.url(key), [proxy.url(key)], b"x", cluster.workdir / key[1:])
+        assert outcome.receiver_codes == ["200"], outcome
+        if (await served_by(cluster.hosts, key)) is host:
+            return key
+    raise AssertionError(f"no key of {host.name} through {proxy.name} in 40 tries")
+
+
+STALL = 4.0
+"""Seconds a host is stopped: with a check timeout of `inter` (1 s) and `fall 2`, 3.5 s was enough for
+HAProxy to mark a host DOWN, and so to move its keys (a pipe's later parties) to another host."""
+
+
+async def test_a_host_that_stalls_for_seconds_stays_in_the_pool(cluster: Cluster) -> None:
+    """A host stopped for 4 s (SIGSTOP: a starved CPU, a long pause) while a pipe of its keys begins
+    through two HAProxies: their checks wait it out (`timeout check 5s`, `fall 3`), neither marks it
+    DOWN, and the pipe meets on it once it runs again."""
+    spared = {waiting.host.name for waiting in cluster.waiting}
+    host = next(h for h in cluster.hosts if h.name not in spared and h.process.poll() is None)
+    proxies = [cluster.haproxy_a, cluster.haproxy_b]
+    body = os.urandom(100_000)
+    outcomes: list[Outcome] = []
+    with trio.fail_after(60):
+        key = await _key_served_by(cluster, proxies[0], host, f"/stall-{os.getpid()}")
+        said_before = {proxy.name: proxy.log.stat().st_size for proxy in proxies}
+        before = {h.name: count_logged(h, key) for h in cluster.hosts}
+
+        async def run() -> None:
+            outcomes.append(
+                await transfer(
+                    proxies[0].url(key), [proxies[1].url(key)], body, cluster.workdir / f"{key[1:]}-x"
+                )
+            )
+
+        host.process.send_signal(signal.SIGSTOP)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(run)
+                await trio.sleep(STALL)  # (the stall is what is tested)
+                host.process.send_signal(signal.SIGCONT)
+        finally:
+            host.process.send_signal(signal.SIGCONT)
+        assert (await served_by(cluster.hosts, key, before)) is host
+    (outcome,) = outcomes
+    assert outcome.receiver_digests == [sha256(body)], outcome
+    said = {proxy.name: proxy.log.read_bytes()[said_before[proxy.name] :] for proxy in proxies}
+    assert not any(b" is DOWN" in text for text in said.values()), said
+
+
 async def test_a_host_drained_mid_run_finishes_its_transfer_and_new_pipes_go_elsewhere(
     cluster: Cluster,
 ) -> None:
@@ -200,32 +253,17 @@ async def test_a_host_drained_mid_run_finishes_its_transfer_and_new_pipes_go_els
     drained = next(h for h in cluster.hosts if h.name not in spared and h.process.poll() is None)
     tag = f"drain-{os.getpid()}-"
     with trio.fail_after(60):
-        keys: dict[str, str] = {}
-        for setup in ("haproxy", "nginx"):  # a key of the host to drain, through each engine
-            proxy = _proxies(cluster, setup)[0]
-            for i in range(40):
-                key = f"/{tag}{setup}-{i}"
-                outcome = await transfer(proxy.url(key), [proxy.url(key)], b"x", cluster.workdir / key[1:])
-                assert outcome.receiver_codes == ["200"]
-                if (await served_by(cluster.hosts, key)) is drained:
-                    keys[setup] = key
-                    break
-        assert set(keys) == {"haproxy", "nginx"}, keys
+        keys = {  # a key of the host to drain, through each engine
+            setup: await _key_served_by(cluster, _proxies(cluster, setup)[0], drained, f"/{tag}{setup}")
+            for setup in ("haproxy", "nginx")
+        }
 
-        running = f"/{tag}running"
         body = os.urandom(2 << 20)
         # What is sent before the receiver comes: no one reads it yet, so it must fit in the sockets'
         # buffers on the way (a proxy's receive buffer alone starts at 128 KiB; 1 MiB once did not fit).
         first = 64 * 1024
         proxy = cluster.haproxy_a
-        for i in range(40):  # the running transfer's key is the drained host's too
-            if i:
-                running = f"/{tag}running-{i}"
-            outcome = await transfer(
-                proxy.url(running), [proxy.url(running)], b"x", cluster.workdir / running[1:]
-            )
-            if (await served_by(cluster.hosts, running)) is drained:
-                break
+        running = await _key_served_by(cluster, proxy, drained, f"/{tag}running")  # (the drained host's)
         assert count_logged(drained, running) == 1
         sender = await trio.open_tcp_stream("127.0.0.1", proxy.port)
         async with sender, httpx.AsyncClient(timeout=30) as client:
