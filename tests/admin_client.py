@@ -66,6 +66,8 @@ class AdminServer:
     admin_port: int
     log: Path
     """The server's stderr (every worker's)."""
+    tls_url: str = ""
+    """The HTTPS listener, `https://127.0.0.1:PORT`, when it has one (`--enable-https`)."""
     bodies: list[bytes] = field(default_factory=list)
     """Every admin body read through `connect` (a test searches them for what must never show)."""
     connections: list[AdminConnection] = field(default_factory=list)
@@ -227,8 +229,10 @@ async def admin_server(tmp_path: Path, *flags: str, workers: int = 2) -> AsyncIt
     with log.open("wb") as stderr:
         process = await trio.lowlevel.open_process(command, stdout=-1, stderr=stderr, cwd=ROOT, env=env)
     try:
-        lines = await startup_lines(process, 3 + (workers > 1))
-        plain = next(m.group(1) for line in lines if (m := re.search(r"listening on (\S+)", line)))
+        lines = await startup_lines(process, 3 + (workers > 1) + ("--enable-https" in flags) * 2)
+        urls = [m.group(1) for line in lines if (m := re.search(r"listening on (\S+)", line))]
+        plain = next(url for url in urls if url.startswith("http:"))
+        secure = next((url for url in urls if url.startswith("https:")), "")
         admin = next(
             m
             for line in lines
@@ -240,7 +244,7 @@ async def admin_server(tmp_path: Path, *flags: str, workers: int = 2) -> AsyncIt
         )
         if workers > 1:
             assert lines[-1] == f"{workers} worker processes, each pipe served by one", lines
-        server = AdminServer(process, plain, int(admin.group(1)), log)
+        server = AdminServer(process, plain, int(admin.group(1)), log, secure)
         yield server
     finally:
         with trio.CancelScope(shield=True):

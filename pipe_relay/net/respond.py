@@ -13,7 +13,7 @@ import trio
 
 from ..core.clients import client_address
 from ..core.http2 import preface_seen
-from ..core.owners import pipe_key
+from ..core.owners import early_key, pipe_key
 from ..core.policy import Policy, Verdict
 from ..core.quotas import Quota
 from ..core.replies import Reply, preflight_reply
@@ -66,6 +66,14 @@ async def handle_connection(
         if not handed_over:
             conn_sock.close()
             gate.leave(peer)
+    accepted_here = received is None and tls is None  # (a plain connection this worker accepted)
+    if (
+        accepted_here
+        and not http2
+        and siblings is not None
+        and await _moved_early(sock, first, peer, hub, gate, siblings)
+    ):
+        return
     if http2:
         protocol = "h2" if tls is not None else "h2c"
     else:
@@ -130,6 +138,24 @@ async def _first_bytes(sock: socket.socket, deadline: float) -> bytes:
             await trio.lowlevel.wait_readable(sock)
             continue
         return data
+
+
+async def _moved_early(
+    sock: socket.socket, first: bytes, peer: str, hub: Hub, gate: Gate, siblings: Siblings
+) -> bool:
+    """A plain connection whose first request line names a pipe another worker owns moves there at
+    once, with what was read of it: its head is parsed, counted and logged there only. False if it
+    stays (then its head is read here, and `respond` moves it, or says the owner is unavailable)."""
+    if gate.draining:
+        return False
+    key = early_key(first, max_path_length=hub.config.max_path_length)
+    if key is None or siblings.owns(key):
+        return False
+    if not await siblings.hand_off(siblings.owner(key), sock, first, peer):
+        return False
+    sock.close()  # (our descriptor only: the owner has the connection)
+    gate.leave(peer)
+    return True
 
 
 async def _answer(
@@ -207,7 +233,6 @@ async def respond(
         worker=None if siblings is None else siblings.index,
         began=trio.current_time(),
     )
-    TALLY.request()
     try:
         decision: Decision | PipeError
         try:
@@ -223,6 +248,7 @@ async def respond(
             exchange.logged = True  # (the owner tells it: the bytes and the end are known there)
             await _to_owner(front, request, decision, hub, peer, siblings, siblings.owner(key))
             return True
+        TALLY.request()  # (here, where it is answered: a request moved or carried is counted there)
         if access is not None and key is not None:  # (a party or watcher: what a policy governs)
             action = "send" if isinstance(decision, Send) else "receive"  # (?progress: as receiving)
             authorization = request.header("authorization")

@@ -26,7 +26,7 @@ from tests.admin_client import (
     poll,
     sample,
 )
-from tests.clients import CurlResult, curl_into
+from tests.clients import CurlResult, TlsFiles, curl_into
 
 MARK = "zq7-s3cret-admin-path"
 """In every pipe path of these tests: no admin answer and no log line may ever hold it."""
@@ -94,10 +94,12 @@ def _assert_no_paths(server: AdminServer) -> None:
 
 async def test_transfers_on_both_workers_are_counted_once_in_every_workers_scrape(tmp_path: Path) -> None:
     """(a) Six transfers, three owned by each worker: whichever worker answers a scrape, it shows
-    all six and their bytes, once (each worker's own row, summed)."""
+    all six and their bytes, once (each worker's own row, summed), and their twelve requests once
+    each (where they were answered, though about half reached the other worker first)."""
     with trio.fail_after(30):
         async with admin_server(tmp_path) as server:
             _, admin = await _connections(server)
+            requests_before = sample(await admin[0].scrape(), "pipe_relay_requests_total")
             keys = keys_owned_by(0, 3, MARK + "-counted") + keys_owned_by(1, 3, MARK + "-counted")
             payloads = {key: _payload(index) for index, key in enumerate(keys)}
             done: dict[str, CurlResult] = {}
@@ -117,6 +119,7 @@ async def test_transfers_on_both_workers_are_counted_once_in_every_workers_scrap
                     m = await poll(admin[index].scrape, _settled(6))
                     assert sample(m, "pipe_relay_transfers_started_total") == 6, index
                     assert sample(m, "pipe_relay_transfers_completed_total") == 6, index
+                    assert sample(m, "pipe_relay_requests_total") - requests_before == 12, index
                     assert sample(m, "pipe_relay_received_bytes_total") == size, index
                     assert sample(m, "pipe_relay_sent_bytes_total") == size, index
                     assert sample(m, "pipe_relay_transfer_size_bytes_count") == 6, index
@@ -131,6 +134,40 @@ async def test_transfers_on_both_workers_are_counted_once_in_every_workers_scrap
                         v for (name, _), v in m.items() if name == "pipe_relay_transfers_aborted_total"
                     ]
                     assert aborted and not any(aborted), index
+    _assert_no_paths(server)
+
+
+async def test_requests_carried_to_their_owner_are_counted_there_once(
+    tmp_path: Path, tls_files: TlsFiles
+) -> None:
+    """Six transfers over HTTPS/1.1, HTTP/2 over TLS and h2c, on keys of both workers: a request that
+    reached the other worker first is carried to its owner (a TLS connection or an HTTP/2 stream
+    cannot move) and counted in `pipe_relay_requests_total` there only: twelve in all."""
+    tls = ("--cacert", str(tls_files.ca_pem))
+    with trio.fail_after(30):
+        async with admin_server(tmp_path, *tls_files.cli_flags()) as server:
+            _, admin = await _connections(server)
+            before = sample(await admin[0].scrape(), "pipe_relay_requests_total")
+            keys = keys_owned_by(0, 3, MARK + "-carried") + keys_owned_by(1, 3, MARK + "-carried")
+            ways = [
+                (server.tls_url, *tls, "--http1.1"),
+                (server.tls_url, *tls),
+                (server.url, "--http2-prior-knowledge"),
+            ]
+            got: dict[str, CurlResult] = {}
+            async with trio.open_nursery() as nursery:
+                for index, key in enumerate(keys):
+                    url, *flags = ways[index % 3]
+                    nursery.start_soon(partial(curl_into, got, f"r{index}", *flags, url + key))
+                    sending = partial(
+                        curl_into, got, f"s{index}", *flags, "-T", "-", url + key, stdin=_payload(index)
+                    )
+                    nursery.start_soon(sending)
+            for index in range(len(keys)):
+                assert got[f"r{index}"].stdout == _payload(index), (index, got[f"r{index}"].stderr)
+            for index in (0, 1):
+                m = await poll(admin[index].scrape, _settled(6))
+                assert sample(m, "pipe_relay_requests_total") - before == 12, index
     _assert_no_paths(server)
 
 
