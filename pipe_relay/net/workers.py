@@ -36,7 +36,8 @@ SLOTS = 16384
 MESSAGE_LIMIT = 256 * 1024
 """A hand-off message: the head and what came with it (each at most 64 KiB), and the address."""
 CONNECT_TIMEOUT = 2.0
-"""How long a hand-off waits for an owner that is being restarted."""
+"""How long a hand-off waits for an owner that is being restarted, or that is slow to take what it
+was sent (a Unix datagram queue holds `net.unix.max_dgram_qlen` messages: 10 by default)."""
 PREAMBLE_LIMIT = 512
 _PEER = struct.Struct("!H")
 
@@ -115,6 +116,8 @@ class Siblings:
         )
         self.counts.clear_worker(spec.index)  # (a restarted worker: what its former self held is gone)
         self._channels: dict[int, socket.socket] = {}
+        self._sending: dict[int, trio.Lock] = {}
+        """One sender at a time on a channel (waiting for room on it is one task's, in trio)."""
         self.handed_off = 0
         self.taken = 0
         self.carried = 0
@@ -158,22 +161,25 @@ class Siblings:
         reached in time (then the caller still has the connection and answers it)."""
         encoded = peer.encode("utf-8", "surrogateescape")
         message = _PEER.pack(len(encoded)) + encoded + data
-        for _ in range(2):  # (a cached channel to an owner that was restarted fails once)
-            channel = await self._channel(owner)
-            if channel is None:
-                return False
-            try:
-                while True:
+        sending = self._sending.setdefault(owner, trio.Lock())
+        with trio.move_on_after(CONNECT_TIMEOUT):
+            async with sending:
+                for _ in range(2):  # (a cached channel to an owner that was restarted fails once)
+                    channel = await self._channel(owner)
+                    if channel is None:
+                        return False
                     try:
-                        socket.send_fds(channel, [message], [sock.fileno()])
-                        break
-                    except BlockingIOError:
-                        await trio.lowlevel.wait_writable(channel)
-            except OSError:
-                self._drop(owner)
-                continue
-            self.handed_off += 1
-            return True
+                        while True:
+                            try:
+                                socket.send_fds(channel, [message], [sock.fileno()])
+                                break
+                            except BlockingIOError:
+                                await trio.lowlevel.wait_writable(channel)
+                    except OSError:
+                        self._drop(owner)
+                        continue
+                    self.handed_off += 1
+                    return True
         return False
 
     async def _channel(self, owner: int) -> socket.socket | None:

@@ -182,6 +182,70 @@ async def _until_receivers(server: Server, key: str, count: int, *, at_most: boo
     await _until_progress(server, key, reached)
 
 
+async def test_connections_moved_while_their_owner_is_busy_each_reach_it(tmp_path: Path) -> None:
+    """Worker 1 stopped for a moment (SIGSTOP: busy, descheduled) while 100 receivers connect, each
+    on a key it owns, with a 40 KB head: worker 0 accepts them all and moves each, with its head, but
+    the queue between two workers holds 512 KiB, so the rest wait for room, one after another, until
+    worker 1 runs again. Then a sender for each: every receiver gets its own sender's bytes, and no
+    worker ended (two hand-offs waiting at once on that queue used to be a crash)."""
+    keys = keys_owned_by(1, 100, "burst")
+    pad = "p" * 40_000
+    flags = ("--client-max-pending", "0", "--client-max-connections", "0")
+    with trio.fail_after(30):
+        async with workers_server(tmp_path, *flags) as server:
+            pids = await server.worker_pids(2)
+            host, port = server.url.removeprefix("http://").rsplit(":", 1)
+            got: dict[str, bytes] = {}
+
+            async def receive(key: str, ready: trio.MemorySendChannel[None]) -> None:
+                async with await trio.open_tcp_stream(host, int(port)) as stream:
+                    await stream.send_all(f"GET {key} HTTP/1.1\r\nHost: x\r\nX-Pad: {pad}\r\n\r\n".encode())
+                    await ready.send(None)
+                    data = b""
+                    while not data.endswith(key.encode()) and (chunk := await stream.receive_some(65536)):
+                        data += chunk
+                    got[key] = data
+
+            async def send(key: str) -> None:
+                async with await trio.open_tcp_stream(host, int(port)) as stream:
+                    body = key.encode()
+                    head = b"PUT %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (body, len(body))
+                    await stream.send_all(head + body)
+                    said = b""
+                    while b"[INFO] Transfer complete." not in said and (
+                        chunk := await stream.receive_some(65536)
+                    ):
+                        said += chunk
+
+            async def handed_off_by_0() -> int:
+                worker = (await server.health())["worker"]  # (worker 0 answers: worker 1 is stopped)
+                assert isinstance(worker, dict) and worker["index"] == 0, worker
+                return int(worker["handedOff"])
+
+            ready_in, ready_out = trio.open_memory_channel[None](len(keys))
+            before = 0
+            os.kill(pids[1], signal.SIGSTOP)
+            try:
+                async with trio.open_nursery() as nursery:
+                    before = await handed_off_by_0()
+                    for key in keys:
+                        nursery.start_soon(receive, key, ready_in)
+                    for _ in keys:  # (every receiver's head is out)
+                        await ready_out.receive()
+                    while await handed_off_by_0() < before + 12:  # (the queue is full: the rest wait)
+                        pass
+                    os.kill(pids[1], signal.SIGCONT)
+                    for key in keys:
+                        nursery.start_soon(send, key)
+            finally:
+                os.kill(pids[1], signal.SIGCONT)
+            assert await server.worker_pids(2) == pids
+    broken = [key for key in keys if not got[key].endswith(b"\r\n\r\n" + key.encode())]
+    assert broken == [], (len(broken), got[broken[0]][-300:] if broken else b"")
+    log = server.log.read_text() if server.log else ""
+    assert "Traceback" not in log and "ended with" not in log, log[-3000:]
+
+
 async def test_one_client_gets_its_quota_once_not_once_per_worker(tmp_path: Path) -> None:
     """--client-max-pending 2 with two workers: waiting on a key of each worker uses it up."""
     with trio.fail_after(30):
