@@ -151,11 +151,16 @@ async def _moved_early(
     key = early_key(first, max_path_length=hub.config.max_path_length)
     if key is None or siblings.owns(key):
         return False
-    if not await siblings.hand_off(siblings.owner(key), sock, first, peer):
-        return False
-    sock.close()  # (our descriptor only: the owner has the connection)
-    gate.leave(peer)
-    return True
+    try:
+        moved = await siblings.hand_off(siblings.owner(key), sock, first, peer)
+    except BaseException:  # (cancelled: the server stops, and this connection with it)
+        sock.close()
+        gate.leave(peer)
+        raise
+    if moved:
+        sock.close()  # (our descriptor only: the owner has the connection)
+        gate.leave(peer)
+    return moved
 
 
 async def _answer(

@@ -37,7 +37,7 @@ MESSAGE_LIMIT = 256 * 1024
 """A hand-off message: the head and what came with it (each at most 64 KiB), and the address."""
 CONNECT_TIMEOUT = 2.0
 """How long a hand-off waits for an owner that is being restarted, or that is slow to take what it
-was sent (a Unix datagram queue holds `net.unix.max_dgram_qlen` messages: 10 by default)."""
+was sent (the queue to an owner holds its channel's send buffer: 2 * MESSAGE_LIMIT)."""
 PREAMBLE_LIMIT = 512
 _PEER = struct.Struct("!H")
 
