@@ -20,7 +20,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipe_relay.core.owners import owner_of
-from tests.cli_process import ROOT, startup_lines
+from tests.cli_process import ROOT, listening_urls, startup_lines
 from tests.clients import health, worker_pids
 
 TOKEN = "admin-test-" + secrets.token_hex(12)
@@ -230,9 +230,7 @@ async def admin_server(tmp_path: Path, *flags: str, workers: int = 2) -> AsyncIt
         process = await trio.lowlevel.open_process(command, stdout=-1, stderr=stderr, cwd=ROOT, env=env)
     try:
         lines = await startup_lines(process, 3 + (workers > 1) + ("--enable-https" in flags) * 2)
-        urls = [m.group(1) for line in lines if (m := re.search(r"listening on (\S+)", line))]
-        plain = next(url for url in urls if url.startswith("http:"))
-        secure = next((url for url in urls if url.startswith("https:")), "")
+        plain, secure = listening_urls(lines)
         admin = next(
             m
             for line in lines

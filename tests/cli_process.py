@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,6 +31,14 @@ async def startup_lines(process: trio.Process, count: int) -> list[str]:
         assert chunk, f"the server exited after printing {data!r}"
         data += chunk
     return data.decode().splitlines()
+
+
+def listening_urls(lines: list[str]) -> tuple[str, str]:
+    """The plain listener's URL and the HTTPS one's ("" without one), as the start-up lines name them."""
+    urls = [m.group(1) for line in lines if (m := re.search(r"listening on (\S+)", line))]
+    return next(u for u in urls if u.startswith("http:")), next(
+        (u for u in urls if u.startswith("https:")), ""
+    )
 
 
 async def rest_of_output(process: trio.Process) -> str:

@@ -7,7 +7,6 @@ import hashlib
 import itertools
 import json
 import os
-import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -21,7 +20,7 @@ import trio
 
 from pipe_relay.core.owners import owner_of
 from pipe_relay.net.access import hash_password
-from tests.cli_process import ROOT, startup_lines
+from tests.cli_process import ROOT, listening_urls, startup_lines
 from tests.clients import CurlResult, TlsFiles, curl, curl_into, sender_status
 from tests.net.test_rate_limit import SHARED_RATE, shared_cap_elapsed, shared_cap_policy
 from tests.responses import split_response
@@ -80,9 +79,7 @@ async def workers_server(tmp_path: Path, *flags: str) -> AsyncIterator[Server]:
     try:
         lines = await startup_lines(process, 3 + ("--enable-https" in flags) * 2)
         assert lines[-1] == "2 worker processes, each pipe served by one", lines
-        urls = [m.group(1).rstrip("/") for line in lines if (m := re.search(r"listening on (\S+)", line))]
-        plain = next(u for u in urls if u.startswith("http:"))
-        yield Server(process, plain, next((u for u in urls if u.startswith("https:")), ""))
+        yield Server(process, *listening_urls(lines))
     finally:
         if process.returncode is None:
             process.kill()

@@ -6,7 +6,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -20,7 +19,7 @@ import trio
 import trustme
 
 from pipe_relay.core.owners import owner_of
-from tests.cli_process import ROOT, startup_lines
+from tests.cli_process import ROOT, listening_urls, startup_lines
 from tests.clients import CurlResult, TlsFiles, curl, curl_into, health, worker_pids
 
 PAYLOAD = hashlib.shake_256(b"workers").digest(300_000)
@@ -52,10 +51,8 @@ async def workers_server(tmp_path: Path, *flags: str, workers: int = 2) -> Async
         )
     try:
         lines = await startup_lines(process, 3 + ("--enable-https" in flags) * 2)
-        urls = [m.group(1) for line in lines if (m := re.search(r"listening on (\S+)", line))]
         assert lines[-1] == f"{workers} worker processes, each pipe served by one", lines
-        plain = next(u for u in urls if u.startswith("http:"))
-        secure = next((u for u in urls if u.startswith("https:")), "")
+        plain, secure = listening_urls(lines)
         yield Server(process, plain, secure, log)
     finally:
         if process.returncode is None:
