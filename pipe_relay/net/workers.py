@@ -117,7 +117,8 @@ class Siblings:
         self.counts.clear_worker(spec.index)  # (a restarted worker: what its former self held is gone)
         self._channels: dict[int, socket.socket] = {}
         self._sending: dict[int, trio.Lock] = {}
-        """One sender at a time on a channel (waiting for room on it is one task's, in trio)."""
+        """One sender at a time to an owner: waiting for room on a channel is one task's, in trio, and
+        two tasks connecting at once would each make a channel."""
         self.handed_off = 0
         self.taken = 0
         self.carried = 0
@@ -169,12 +170,7 @@ class Siblings:
                     if channel is None:
                         return False
                     try:
-                        while True:
-                            try:
-                                socket.send_fds(channel, [message], [sock.fileno()])
-                                break
-                            except BlockingIOError:
-                                await trio.lowlevel.wait_writable(channel)
+                        await _send_with_fd(channel, message, sock.fileno())
                     except OSError:
                         self._drop(owner)
                         continue
@@ -279,6 +275,16 @@ async def _accept(
             continue
         sock.setblocking(False)
         nursery.start_soon(handle, sock)
+
+
+async def _send_with_fd(channel: socket.socket, message: bytes, fd: int) -> None:
+    """One message and a descriptor, once the channel has room (its caller is its only sender)."""
+    while True:
+        try:
+            socket.send_fds(channel, [message], [fd])
+            return
+        except BlockingIOError:
+            await trio.lowlevel.wait_writable(channel)
 
 
 def _listen(kind: int, path: str) -> socket.socket:
