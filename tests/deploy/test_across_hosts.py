@@ -31,6 +31,21 @@ def _proxies(cluster: Cluster, setup: str) -> list[Proxy]:
     }[setup]
 
 
+def _log_sizes(proxies: list[Proxy]) -> dict[str, int]:
+    return {proxy.name: proxy.log.stat().st_size for proxy in proxies}
+
+
+def _said_since(proxies: list[Proxy], sizes: dict[str, int]) -> dict[str, bytes]:
+    """What each proxy printed since `_log_sizes` (HAProxy prints each server that goes DOWN or UP)."""
+    return {proxy.name: proxy.log.read_bytes()[sizes[proxy.name] :] for proxy in proxies}
+
+
+def _spared_host(cluster: Cluster) -> Host:
+    """A running host that no long-waiting receiver of the cluster is on (a test may stop or drain it)."""
+    spared = {waiting.host.name for waiting in cluster.waiting}
+    return next(h for h in cluster.hosts if h.name not in spared and h.process.poll() is None)
+
+
 def _spellings(name: str) -> list[str]:
     """Paths that pipe-relay takes as one pipe key (`/NAME`, NAME with `-` and `~`): the API prefix,
     escapes in either case, escaped unreserved characters; a query is never part of the key."""
@@ -54,10 +69,10 @@ async def test_forty_transfers_each_pipe_meets_on_one_host(
     tag = f"{setup}-{os.getpid()}-"
     where: dict[str, Host] = {}
     limit = trio.CapacityLimiter(AT_ONCE)
-    said_before = {proxy.name: proxy.log.stat().st_size for proxy in proxies}
+    mark = _log_sizes(proxies)
 
     def proxies_said() -> str:  # (a failure shows it: a host marked DOWN moves a pipe's later parties)
-        news = {proxy.name: proxy.log.read_bytes()[said_before[proxy.name] :] for proxy in proxies}
+        news = _said_since(proxies, mark)
         return "".join(f"\n{name} said: {text.decode(errors='replace')}" for name, text in news.items())
 
     async def one(i: int) -> None:
@@ -211,14 +226,13 @@ async def test_a_host_that_stalls_for_seconds_stays_in_the_pool(cluster: Cluster
     """A host stopped for 4 s (SIGSTOP: a starved CPU, a long pause) while a pipe of its keys begins
     through two HAProxies: their checks wait it out (`timeout check 5s`, `fall 3`), neither marks it
     DOWN, and the pipe meets on it once it runs again."""
-    spared = {waiting.host.name for waiting in cluster.waiting}
-    host = next(h for h in cluster.hosts if h.name not in spared and h.process.poll() is None)
+    host = _spared_host(cluster)
     proxies = [cluster.haproxy_a, cluster.haproxy_b]
     body = os.urandom(100_000)
     outcomes: list[Outcome] = []
     with trio.fail_after(60):
         key = await _key_served_by(cluster, proxies[0], host, f"/stall-{os.getpid()}")
-        said_before = {proxy.name: proxy.log.stat().st_size for proxy in proxies}
+        mark = _log_sizes(proxies)
         before = {h.name: count_logged(h, key) for h in cluster.hosts}
 
         async def run() -> None:
@@ -239,7 +253,7 @@ async def test_a_host_that_stalls_for_seconds_stays_in_the_pool(cluster: Cluster
         assert (await served_by(cluster.hosts, key, before)) is host
     (outcome,) = outcomes
     assert outcome.receiver_digests == [sha256(body)], outcome
-    said = {proxy.name: proxy.log.read_bytes()[said_before[proxy.name] :] for proxy in proxies}
+    said = _said_since(proxies, mark)
     assert not any(b" is DOWN" in text for text in said.values()), said
 
 
@@ -249,8 +263,7 @@ async def test_a_host_drained_mid_run_finishes_its_transfer_and_new_pipes_go_els
     """SIGTERM to a host while a transfer runs through HAProxy on it: that transfer ends whole, the
     pipes that hashed to it now meet on another host, through each proxy (and through two HAProxies
     alike), and the host exits 0. (The waiting receivers' hosts are spared.)"""
-    spared = {waiting.host.name for waiting in cluster.waiting}
-    drained = next(h for h in cluster.hosts if h.name not in spared and h.process.poll() is None)
+    drained = _spared_host(cluster)
     tag = f"drain-{os.getpid()}-"
     with trio.fail_after(60):
         keys = {  # a key of the host to drain, through each engine
