@@ -329,4 +329,6 @@ async def test_receivers_that_waited_90_s_behind_a_proxy_get_their_bytes(cluster
             assert (code, err) == ("200", b"")
             assert float(seconds) >= LONG_WAIT
             assert sha256(waiting.output.read_bytes()) == sha256(waiting.body.read_bytes())
-            assert count_logged(waiting.host, waiting.key) == 2  # (the probe, then this one)
+            # (the probe, then this one; its line follows the last byte by a moment: served_by waits for it)
+            assert await served_by([waiting.host], waiting.key, {waiting.host.name: 1}) is waiting.host
+            assert count_logged(waiting.host, waiting.key) == 2
