@@ -44,11 +44,12 @@ async def _connections(server: AdminServer) -> tuple[dict[int, int], dict[int, A
     return pids, {index: await server.connect_to(index, pids) for index in (0, 1)}
 
 
-async def _transfer(url: str, key: str, payload: bytes, results: dict[str, CurlResult]) -> None:
+async def _transfer(url: str, key: str, payload: bytes, results: dict[str, CurlResult], *flags: str) -> None:
+    """A curl receiver and a curl sender on `url + key` (with curl `flags`): the bytes arrive whole."""
     got: dict[str, CurlResult] = {}
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(curl_into, got, "r", url + key)
-        nursery.start_soon(partial(curl_into, got, "s", "-T", "-", url + key, stdin=payload))
+        nursery.start_soon(partial(curl_into, got, "r", *flags, url + key))
+        nursery.start_soon(partial(curl_into, got, "s", *flags, "-T", "-", url + key, stdin=payload))
     assert got["r"].returncode == 0, (key, got["r"].stderr)
     assert hashlib.sha256(got["r"].stdout).hexdigest() == hashlib.sha256(payload).hexdigest(), key
     assert got["s"].stdout.decode().splitlines()[-1] == "[INFO] Transfer complete.", key
@@ -154,17 +155,12 @@ async def test_requests_carried_to_their_owner_are_counted_there_once(
                 (server.tls_url, *tls),
                 (server.url, "--http2-prior-knowledge"),
             ]
-            got: dict[str, CurlResult] = {}
+            done: dict[str, CurlResult] = {}
             async with trio.open_nursery() as nursery:
                 for index, key in enumerate(keys):
                     url, *flags = ways[index % 3]
-                    nursery.start_soon(partial(curl_into, got, f"r{index}", *flags, url + key))
-                    sending = partial(
-                        curl_into, got, f"s{index}", *flags, "-T", "-", url + key, stdin=_payload(index)
-                    )
-                    nursery.start_soon(sending)
-            for index in range(len(keys)):
-                assert got[f"r{index}"].stdout == _payload(index), (index, got[f"r{index}"].stderr)
+                    nursery.start_soon(_transfer, url, key, _payload(index), done, *flags)
+            assert len(done) == 6
             for index in (0, 1):
                 m = await poll(admin[index].scrape, _settled(6))
                 assert sample(m, "pipe_relay_requests_total") - before == 12, index
